@@ -1,0 +1,12 @@
+export { ConfigError, type Env, EnvReader } from "./config.js";
+export { createServiceClient, createServiceServer, listen, type ServiceServerOptions } from "./connect.js";
+export { createLogger, type Logger, silentLogger } from "./logger.js";
+export {
+  clientTracing,
+  initTelemetry,
+  injectTraceHeaders,
+  serverTracing,
+  type Telemetry,
+  withIncomingTrace,
+} from "./telemetry.js";
+export { createTunnelAgent, type DialOptions, dialTunnel, TUNNEL_PROTOCOL, TunnelError } from "./tunnel.js";
