@@ -10,3 +10,4 @@ export {
   withIncomingTrace,
 } from "./telemetry.js";
 export { createTunnelAgent, type DialOptions, dialTunnel, TUNNEL_PROTOCOL, TunnelError } from "./tunnel.js";
+export { type Db, type DbOptions, migrate, openDb } from "./db.js";
