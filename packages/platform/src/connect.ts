@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { type Client, type ConnectRouter, createClient, type Interceptor } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { fastify, type FastifyInstance } from "fastify";
+import { type FastifyInstance, fastify } from "fastify";
 import type { Logger } from "./logger.js";
 import { clientTracing, serverTracing } from "./telemetry.js";
 
@@ -45,6 +45,6 @@ export async function listen(app: FastifyInstance, host: string, port: number): 
   await app.listen({ host, port });
   const addr = app.server.address();
   if (addr === null || typeof addr === "string") throw new Error("server has no TCP address");
-  const shown = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+  const shown = host === "0.0.0.0" || host === "::" ? "localhost" : host;
   return `http://${shown}:${addr.port}`;
 }

@@ -96,7 +96,11 @@ async function openPglite(dir: string | undefined, schema: string | undefined): 
     },
     transaction(fn) {
       return lite.transaction((tx) =>
-        fn({ query: async (sql, params) => ({ rows: (await tx.query(sql, params as unknown[])).rows as never[] }) }),
+        fn({
+          query: async (sql, params) => ({
+            rows: (await tx.query(sql, params as unknown[])).rows as never[],
+          }),
+        }),
       );
     },
     close: () => lite.close(),
@@ -119,9 +123,9 @@ export async function migrate(db: Db, service: string, dir: string): Promise<str
          PRIMARY KEY (service, name))`,
     );
     const done = new Set(
-      (await tx.query<{ name: string }>("SELECT name FROM dnah_migrations WHERE service = $1", [service])).rows.map(
-        (r) => r.name,
-      ),
+      (
+        await tx.query<{ name: string }>("SELECT name FROM dnah_migrations WHERE service = $1", [service])
+      ).rows.map((r) => r.name),
     );
     for (const file of files) {
       if (done.has(file)) continue;

@@ -1,5 +1,6 @@
 export { ConfigError, type Env, EnvReader } from "./config.js";
 export { createServiceClient, createServiceServer, listen, type ServiceServerOptions } from "./connect.js";
+export { type Db, type DbOptions, migrate, openDb } from "./db.js";
 export { createLogger, type Logger, silentLogger } from "./logger.js";
 export {
   clientTracing,
@@ -10,4 +11,3 @@ export {
   withIncomingTrace,
 } from "./telemetry.js";
 export { createTunnelAgent, type DialOptions, dialTunnel, TUNNEL_PROTOCOL, TunnelError } from "./tunnel.js";
-export { type Db, type DbOptions, migrate, openDb } from "./db.js";

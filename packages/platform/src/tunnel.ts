@@ -31,7 +31,12 @@ export interface DialOptions {
 }
 
 /** Opens a raw byte stream to `port` inside sandbox `sandboxId` through its vmm at `vmmUrl`. */
-export function dialTunnel(vmmUrl: string, sandboxId: string, port: number, opts: DialOptions = {}): Promise<Socket> {
+export function dialTunnel(
+  vmmUrl: string,
+  sandboxId: string,
+  port: number,
+  opts: DialOptions = {},
+): Promise<Socket> {
   const url = new URL(`/tunnel/${encodeURIComponent(sandboxId)}/${port}`, vmmUrl);
   return new Promise((resolve, reject) => {
     const req = request(url, {
@@ -56,7 +61,10 @@ export function dialTunnel(vmmUrl: string, sandboxId: string, port: number, opts
         let code = "unavailable";
         let message = `tunnel refused with HTTP ${res.statusCode}`;
         try {
-          const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { code?: string; message?: string };
+          const body = JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
+            code?: string;
+            message?: string;
+          };
           code = body.code ?? code;
           message = body.message ?? message;
         } catch {
@@ -67,7 +75,11 @@ export function dialTunnel(vmmUrl: string, sandboxId: string, port: number, opts
     });
     req.on("timeout", () => req.destroy(new TunnelError(504, "deadline_exceeded", "tunnel dial timed out")));
     req.on("error", (err) =>
-      reject(err instanceof TunnelError ? err : new TunnelError(502, "unavailable", `tunnel dial failed: ${err.message}`)),
+      reject(
+        err instanceof TunnelError
+          ? err
+          : new TunnelError(502, "unavailable", `tunnel dial failed: ${err.message}`),
+      ),
     );
     req.end();
   });

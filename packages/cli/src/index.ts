@@ -1,0 +1,1 @@
+export { type DevStack, startDevStack } from "./stack.js";

@@ -1,0 +1,34 @@
+import { Command } from "commander";
+import { templateBuild } from "./commands/template.js";
+
+const program = new Command()
+  .name("dnah")
+  .description("Self-hostable sandboxes for AI agents: drop-in for the E2B and Daytona SDKs.");
+
+program
+  .command("dev")
+  .description(
+    "run every service in one process (jail runtime, embedded Postgres unless DATABASE_URL is set)",
+  )
+  .action(async () => {
+    const { dev } = await import("./commands/dev.js");
+    await dev(process.env);
+  });
+
+const template = program.command("template").description("build and inspect sandbox templates");
+template
+  .command("build")
+  .argument("<id>", "template id, e.g. base")
+  .option("--cache-dir <dir>", "where templates are cached (DNAH_CACHE_DIR)")
+  .option("--mirror <url>", "Debian mirror (DNAH_DEBIAN_MIRROR)")
+  .option("--force", "rebuild even if cached")
+  .action(async (id: string, opts: { cacheDir?: string; mirror?: string; force?: boolean }) => {
+    await templateBuild(id, opts);
+  });
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  process.stderr.write(`dnah: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+}

@@ -1,0 +1,95 @@
+import { type Env, EnvReader } from "@dnah/platform";
+
+const MIB = 1024 * 1024;
+const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+/** A fixed key must be long enough not to be guessed and must survive an HTTP header. */
+const FIXED_KEY_RE = /^[\x21-\x7e]{16,512}$/;
+
+export interface GatewayConfig {
+  host: string;
+  port: number;
+  /** postgres:// URL; undefined means an embedded PGlite (main.ts decides). */
+  databaseUrl: string | undefined;
+  /** search_path for every connection (tests give each suite its own). */
+  dbSchema: string | undefined;
+  /** Fixes the dev API key instead of generating one. Secret: never log it. */
+  apiKey: string | undefined;
+  /** Only main.ts uses it, to build the scheduler client it passes in. */
+  schedulerUrl: string;
+  /** Exec: stdout and stderr together keep at most this many bytes; the rest is dropped. */
+  execOutputLimitBytes: number;
+  /** Largest file accepted by WriteFile and returned by the buffered (Connect) ReadFile. */
+  fileLimitBytes: number;
+  /** Exec: default process lifetime when the request gives none. */
+  execTimeoutMs: number;
+  /** Largest JSON request body on the REST routes. */
+  jsonBodyLimitBytes: number;
+  /** How long close() lets in-flight requests finish before cutting connections. */
+  shutdownTimeoutMs: number;
+  logLevel: string;
+}
+
+/** Defaults for everything but the scheduler URL; tests spread their overrides over this. */
+export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Object.freeze({
+  host: "0.0.0.0",
+  port: 3000,
+  databaseUrl: undefined,
+  dbSchema: undefined,
+  apiKey: undefined,
+  execOutputLimitBytes: 16 * MIB,
+  fileLimitBytes: 100 * MIB,
+  execTimeoutMs: 60_000,
+  jsonBodyLimitBytes: 1 * MIB,
+  shutdownTimeoutMs: 10_000,
+  logLevel: "info",
+});
+
+/** Parses the gateway's settings once; throws one ConfigError listing every problem. */
+export function configFromEnv(env: Env): Readonly<GatewayConfig> {
+  const r = new EnvReader(env);
+  const d = defaultConfig;
+  const dbSchema = r.optStr("DNAH_DB_SCHEMA");
+  if (dbSchema !== undefined && !SCHEMA_RE.test(dbSchema)) {
+    r.problem(`DNAH_DB_SCHEMA: expected a lower-case SQL identifier, got ${JSON.stringify(dbSchema)}`);
+  }
+  const apiKey = r.secret("DNAH_API_KEY");
+  if (apiKey !== undefined && !FIXED_KEY_RE.test(apiKey)) {
+    // The value is a secret: describe the problem without echoing it.
+    r.problem("DNAH_API_KEY: expected 16 to 512 printable ASCII characters without spaces");
+  }
+  const schedulerUrl = r.optStr("DNAH_SCHEDULER_URL");
+  if (schedulerUrl === undefined) {
+    r.problem("DNAH_SCHEDULER_URL: required (the scheduler's base URL, e.g. http://127.0.0.1:3001)");
+  } else if (!isHttpUrl(schedulerUrl)) {
+    r.problem(`DNAH_SCHEDULER_URL: expected an http(s) URL, got ${JSON.stringify(schedulerUrl)}`);
+  }
+  const cfg: GatewayConfig = {
+    host: r.str("DNAH_GATEWAY_HOST", d.host),
+    port: r.int("DNAH_PORT", d.port, 0, 65535),
+    databaseUrl: r.optStr("DATABASE_URL"),
+    dbSchema,
+    apiKey,
+    schedulerUrl: schedulerUrl ?? "",
+    execOutputLimitBytes: r.int("DNAH_EXEC_OUTPUT_LIMIT_BYTES", d.execOutputLimitBytes, 1024, 1024 * MIB),
+    fileLimitBytes: r.int("DNAH_FILE_LIMIT_BYTES", d.fileLimitBytes, 1, 16 * 1024 * MIB),
+    execTimeoutMs: r.int("DNAH_EXEC_TIMEOUT_MS", d.execTimeoutMs, 1, 0xffffffff),
+    jsonBodyLimitBytes: r.int("DNAH_JSON_BODY_LIMIT_BYTES", d.jsonBodyLimitBytes, 1024, 1024 * MIB),
+    shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", d.shutdownTimeoutMs, 0, 600_000),
+    logLevel: r.oneOf(
+      "DNAH_LOG_LEVEL",
+      ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
+      "info",
+    ),
+  };
+  r.done();
+  return Object.freeze(cfg);
+}
+
+function isHttpUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    return u.protocol === "http:" || u.protocol === "https:";
+  } catch {
+    return false;
+  }
+}

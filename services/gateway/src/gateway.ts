@@ -1,0 +1,141 @@
+import { fileURLToPath } from "node:url";
+import type { Client } from "@connectrpc/connect";
+import { createServiceServer, type Db, type Logger, listen, migrate } from "@dnah/platform";
+import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { FastifyError, FastifyInstance } from "fastify";
+import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
+import { createAuthHook } from "./auth/hook.js";
+import type { GatewayConfig } from "./config.js";
+import { toErrorResponse } from "./errors.js";
+import { requestIdHook } from "./request-id.js";
+import type { RestOptions } from "./rest/common.js";
+import { execRoutes } from "./rest/exec.js";
+import { fileRoutes } from "./rest/files.js";
+import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
+import { sandboxRoutes } from "./routes.js";
+import type { RpcDeps } from "./rpc/deps.js";
+import { AgentPool } from "./sandbox/agent-client.js";
+
+/** How long close() waits for commands cut by the shutdown to be killed. */
+const KILL_GRACE_MS = 5_000;
+const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations", import.meta.url));
+
+export interface GatewayDeps {
+  db: Db;
+  scheduler: Client<typeof SchedulerService>;
+  logger: Logger;
+}
+
+export interface Gateway {
+  /** Listens on cfg.host:cfg.port and returns the base URL. */
+  start(): Promise<string>;
+  /** The base URL; throws before start(). */
+  readonly url: string;
+  readonly app: FastifyInstance;
+  /** The dev key when this start created it or configuration fixed it; else undefined. */
+  readonly apiKey: string | undefined;
+  /** Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs, closes tunnels. */
+  close(): Promise<void>;
+}
+
+/**
+ * The public HTTP server: native REST under /v1 and Connect `dnah.sandbox.v1.SandboxService`
+ * on one Fastify app, one auth hook and one error table for both. Applies the gateway's
+ * migrations and makes sure a dev API key exists. The db is the caller's to close.
+ */
+export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayDeps): Promise<Gateway> {
+  const logger = deps.logger;
+  await migrate(deps.db, "gateway", MIGRATIONS_DIR);
+  const apiKey = await ensureDevKey(deps.db, cfg.apiKey, logger);
+  const verifier = new ApiKeyVerifier(deps.db);
+  const agents = new AgentPool({ scheduler: deps.scheduler, logger });
+  const rpcDeps: RpcDeps = {
+    scheduler: deps.scheduler,
+    agents,
+    logger,
+    limits: {
+      execOutputLimitBytes: cfg.execOutputLimitBytes,
+      fileLimitBytes: cfg.fileLimitBytes,
+      execTimeoutMs: cfg.execTimeoutMs,
+    },
+  };
+
+  const app = await createServiceServer({
+    routes: sandboxRoutes(rpcDeps),
+    logger,
+    bodyLimitBytes: Math.max(cfg.fileLimitBytes, cfg.jsonBodyLimitBytes),
+  });
+  app.decorateRequest("requestId", "");
+  app.addHook("onRequest", requestIdHook);
+  app.addHook(
+    "onRequest",
+    createAuthHook({
+      verifier,
+      logger,
+      isPublic: (req) =>
+        (req.method === "GET" || req.method === "HEAD") && req.routeOptions.url === "/health",
+      connectPrefixes: [`/${SandboxService.typeName}/`],
+    }),
+  );
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const e = toErrorResponse(err, {
+      logger,
+      requestId: req.requestId,
+      contentType: req.headers["content-type"],
+    });
+    return reply.code(e.httpStatus).type("application/json").send({ code: e.code, message: e.message });
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split("?", 1)[0] ?? "";
+    return reply
+      .code(404)
+      .type("application/json")
+      .send({ code: "not_found", message: `no route ${req.method} ${path.slice(0, 200)}` });
+  });
+
+  app.get("/health", async () => ({ status: "ok" }));
+  const restOpts: RestOptions = {
+    deps: rpcDeps,
+    jsonBodyLimitBytes: cfg.jsonBodyLimitBytes,
+    fileLimitBytes: cfg.fileLimitBytes,
+  };
+  await app.register(
+    async (v1) => {
+      // JSON routes take application/json only (text/plain would reach them as a string).
+      v1.removeContentTypeParser("text/plain");
+      await v1.register(restSandboxRoutes, restOpts);
+      await v1.register(execRoutes, restOpts);
+      await v1.register(fileRoutes, restOpts);
+    },
+    { prefix: "/v1" },
+  );
+
+  let url: string | undefined;
+  return {
+    app,
+    apiKey,
+    get url() {
+      if (url === undefined) throw new Error("gateway not started");
+      return url;
+    },
+    async start() {
+      url = await listen(app, cfg.host, cfg.port);
+      logger.info({ url }, "gateway listening");
+      return url;
+    },
+    async close() {
+      // Long exec streams would hold close() forever: cut what is left after the bound.
+      const timer = setTimeout(() => app.server.closeAllConnections(), cfg.shutdownTimeoutMs);
+      timer.unref();
+      try {
+        await app.close();
+        // Streams cut above are killing their processes in the sandboxes: let them finish.
+        await agents.drain(KILL_GRACE_MS);
+      } finally {
+        clearTimeout(timer);
+        agents.close();
+      }
+    },
+  };
+}

@@ -1,0 +1,11 @@
+export {
+  ApiKeyVerifier,
+  createApiKey,
+  ensureDevKey,
+  generateApiKey,
+  hashApiKey,
+  revokeApiKey,
+} from "./auth/api-keys.js";
+export { configFromEnv, defaultConfig, type GatewayConfig } from "./config.js";
+export { ERROR_TABLE, type ErrorKind, type ErrorResponse } from "./errors.js";
+export { createGateway, type Gateway, type GatewayDeps } from "./gateway.js";

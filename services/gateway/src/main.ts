@@ -1,0 +1,36 @@
+import { createLogger, createServiceClient, initTelemetry, openDb } from "@dnah/platform";
+import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import { configFromEnv } from "./config.js";
+import { createGateway } from "./gateway.js";
+
+const cfg = configFromEnv(process.env);
+const logger = createLogger("gateway", { level: cfg.logLevel });
+const telemetry = initTelemetry("gateway", process.env);
+const db = await openDb({ url: cfg.databaseUrl, schema: cfg.dbSchema });
+if (db.kind === "pglite")
+  logger.warn("DATABASE_URL is not set: using an in-memory PGlite; API keys vanish on exit");
+const scheduler = createServiceClient(SchedulerService, cfg.schedulerUrl);
+const gateway = await createGateway(cfg, { db, scheduler, logger });
+const url = await gateway.start();
+if (gateway.apiKey !== undefined && cfg.apiKey === undefined) {
+  // Shown once, on stdout rather than in the log: it cannot be recovered later.
+  process.stdout.write(`dnah gateway at ${url}\nAPI key (shown once): ${gateway.apiKey}\n`);
+}
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, "gateway stopping");
+  try {
+    await gateway.close();
+    await telemetry.shutdown();
+    await db.close();
+  } catch (err) {
+    logger.error({ err }, "unclean shutdown");
+    process.exitCode = 1;
+  }
+  logger.flush();
+}
+process.once("SIGTERM", () => void stop("SIGTERM"));
+process.once("SIGINT", () => void stop("SIGINT"));

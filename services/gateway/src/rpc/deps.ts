@@ -1,0 +1,23 @@
+import type { Client } from "@connectrpc/connect";
+import type { Logger } from "@dnah/platform";
+import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { AgentPool } from "../sandbox/agent-client.js";
+
+export interface Limits {
+  execOutputLimitBytes: number;
+  fileLimitBytes: number;
+  execTimeoutMs: number;
+}
+
+/** What every RPC function needs; built once by createGateway, shared by Connect and REST. */
+export interface RpcDeps {
+  scheduler: Client<typeof SchedulerService>;
+  agents: AgentPool;
+  logger: Logger;
+  limits: Limits;
+}
+
+export interface CallOptions {
+  /** Aborted when the caller goes away; running commands are then killed. */
+  signal?: AbortSignal | undefined;
+}

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { ConfigError } from "@dnah/platform";
+import { configFromEnv } from "../src/config.js";
+
+describe("configFromEnv", () => {
+  it("applies the defaults", () => {
+    const cfg = configFromEnv({ DNAH_SCHEDULER_URL: "http://127.0.0.1:3001" });
+    assert.equal(cfg.host, "0.0.0.0");
+    assert.equal(cfg.port, 3000);
+    assert.equal(cfg.databaseUrl, undefined);
+    assert.equal(cfg.apiKey, undefined);
+    assert.equal(cfg.execOutputLimitBytes, 16 * 1024 * 1024);
+    assert.equal(cfg.fileLimitBytes, 100 * 1024 * 1024);
+    assert.equal(cfg.execTimeoutMs, 60_000);
+    assert.ok(Object.isFrozen(cfg));
+  });
+
+  it("reads every setting", () => {
+    const cfg = configFromEnv({
+      DNAH_GATEWAY_HOST: "127.0.0.1",
+      DNAH_PORT: "8080",
+      DATABASE_URL: "postgres://x@db/y",
+      DNAH_DB_SCHEMA: "gw",
+      DNAH_API_KEY: "k".repeat(20),
+      DNAH_SCHEDULER_URL: "http://sched:3001",
+      DNAH_EXEC_OUTPUT_LIMIT_BYTES: "2048",
+      DNAH_FILE_LIMIT_BYTES: "4096",
+      DNAH_EXEC_TIMEOUT_MS: "1000",
+    });
+    assert.deepEqual(
+      [cfg.host, cfg.port, cfg.databaseUrl, cfg.dbSchema, cfg.apiKey, cfg.schedulerUrl],
+      ["127.0.0.1", 8080, "postgres://x@db/y", "gw", "k".repeat(20), "http://sched:3001"],
+    );
+    assert.deepEqual([cfg.execOutputLimitBytes, cfg.fileLimitBytes, cfg.execTimeoutMs], [2048, 4096, 1000]);
+  });
+
+  it("reads the API key from DNAH_API_KEY_FILE", () => {
+    const dir = mkdtempSync(join(tmpdir(), "gw-cfg-"));
+    const file = join(dir, "key");
+    writeFileSync(file, "file-key-0123456789abcdef\n");
+    const cfg = configFromEnv({ DNAH_SCHEDULER_URL: "http://s", DNAH_API_KEY_FILE: file });
+    assert.equal(cfg.apiKey, "file-key-0123456789abcdef");
+  });
+
+  it("lists every problem at once and never echoes the key", () => {
+    try {
+      configFromEnv({
+        DNAH_PORT: "99999",
+        DNAH_DB_SCHEMA: "Bad-Schema",
+        DNAH_API_KEY: "short secret",
+        DNAH_EXEC_TIMEOUT_MS: "soon",
+      });
+      assert.fail("expected a ConfigError");
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      const text = err.problems.join("\n");
+      for (const name of [
+        "DNAH_PORT",
+        "DNAH_DB_SCHEMA",
+        "DNAH_API_KEY",
+        "DNAH_SCHEDULER_URL",
+        "DNAH_EXEC_TIMEOUT_MS",
+      ]) {
+        assert.match(text, new RegExp(name));
+      }
+      assert.ok(!text.includes("short secret"));
+    }
+  });
+});

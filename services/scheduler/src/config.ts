@@ -1,0 +1,61 @@
+import { type Env, EnvReader } from "@dnah/platform";
+
+export interface SchedulerConfig {
+  /** A postgres:// URL (may hold a password: never log it); unset means embedded PGlite. */
+  readonly databaseUrl: string | undefined;
+  /** PGlite data directory when there is no DATABASE_URL; unset means in-memory. */
+  readonly pgliteDir: string | undefined;
+  /** search_path schema for every connection (tests and shared databases). */
+  readonly dbSchema: string | undefined;
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Warm pool target of the `base` template, set at every start. */
+  readonly poolSize: number;
+  /** A host that has not sent a heartbeat for this long is neither placed on nor claimed from. */
+  readonly hostDeadAfterMs: number;
+  /** How often the warm pool is checked (claims and host registrations also wake it). */
+  readonly poolRefillIntervalMs: number;
+  /** Deadline of vmm.CreateVm (boot until the agent answers). */
+  readonly vmBootTimeoutMs: number;
+  /** Deadline of the other vmm calls (DeleteVm, ConfigureVm). */
+  readonly vmmCallTimeoutMs: number;
+  /** How long SIGTERM waits for in-flight requests and boots before exiting anyway. */
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: LogLevel;
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Parses the scheduler's settings; throws one ConfigError listing every problem. */
+export function configFromEnv(env: Env): SchedulerConfig {
+  const r = new EnvReader(env);
+  const databaseUrl = r.secret("DATABASE_URL");
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    // The value itself may hold a password, so it is not echoed.
+    r.problem("DATABASE_URL: expected a postgres:// or postgresql:// URL");
+  }
+  const dbSchema = r.optStr("DNAH_DB_SCHEMA");
+  if (dbSchema !== undefined && !SCHEMA_RE.test(dbSchema)) {
+    r.problem(`DNAH_DB_SCHEMA: expected ${SCHEMA_RE.source}, got ${JSON.stringify(dbSchema)}`);
+  }
+  const cfg: SchedulerConfig = {
+    databaseUrl,
+    pgliteDir: r.optStr("DNAH_PGLITE_DIR"),
+    dbSchema,
+    host: r.str("DNAH_SCHEDULER_HOST", "127.0.0.1"),
+    port: r.int("DNAH_SCHEDULER_PORT", 7001, 0, 65535),
+    poolSize: r.int("DNAH_POOL_SIZE", 2, 0, 1000),
+    hostDeadAfterMs: r.int("DNAH_HOST_DEAD_AFTER_MS", 15_000, 1),
+    poolRefillIntervalMs: r.int("DNAH_POOL_REFILL_INTERVAL_MS", 500, 10),
+    vmBootTimeoutMs: r.int("DNAH_VM_BOOT_TIMEOUT_MS", 60_000, 1),
+    vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),
+    shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 30_000, 0),
+    logLevel: r.oneOf("DNAH_LOG_LEVEL", LOG_LEVELS, "info"),
+  };
+  r.done();
+  return Object.freeze(cfg);
+}

@@ -1,0 +1,74 @@
+import type { Client } from "@connectrpc/connect";
+import { createServiceClient, type Db, type Logger } from "@dnah/platform";
+import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { SchedulerConfig } from "./config.js";
+
+export type VmmClient = Client<typeof VmmService>;
+export type VmmClientFactory = (vmmUrl: string) => VmmClient;
+
+export interface Clock {
+  /** Milliseconds, for durations and backoff. Timestamps stored in the database use its now(). */
+  now(): number;
+}
+
+/** Everything an RPC handler or background loop needs; tests build it with overrides. */
+export interface Context {
+  readonly cfg: SchedulerConfig;
+  /** Throws until the scheduler has started (the database is opened in start()). */
+  readonly db: Db;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** The vmm at `vmmUrl`, one client per URL. */
+  vmm(vmmUrl: string): VmmClient;
+  /** Wakes the warm-pool refiller (after a claim or when capacity appears). */
+  kickRefill(): void;
+  /**
+   * Runs best-effort work (cleanup after a failure) without making the caller wait; failures
+   * are logged with `what` and the fields. close() waits for it.
+   */
+  background(what: string, fields: Record<string, unknown>, fn: () => Promise<unknown>): void;
+}
+
+export interface ContextParts {
+  cfg: SchedulerConfig;
+  getDb: () => Db;
+  logger: Logger;
+  clock?: Clock | undefined;
+  vmmClient?: VmmClientFactory | undefined;
+  kickRefill: () => void;
+}
+
+export function createContext(parts: ContextParts): Context & { settle(): Promise<void> } {
+  const factory = parts.vmmClient ?? ((url: string) => createServiceClient(VmmService, url));
+  const clients = new Map<string, VmmClient>();
+  const pending = new Set<Promise<unknown>>();
+  const logger = parts.logger;
+  return {
+    cfg: parts.cfg,
+    get db() {
+      return parts.getDb();
+    },
+    logger,
+    clock: parts.clock ?? { now: () => Date.now() },
+    vmm(vmmUrl) {
+      let c = clients.get(vmmUrl);
+      if (c === undefined) {
+        c = factory(vmmUrl);
+        clients.set(vmmUrl, c);
+      }
+      return c;
+    },
+    kickRefill: parts.kickRefill,
+    background(what, fields, fn) {
+      const p: Promise<unknown> = Promise.resolve()
+        .then(fn)
+        .catch((err: unknown) => logger.warn({ ...fields, err }, `${what} failed`))
+        .finally(() => pending.delete(p));
+      pending.add(p);
+    },
+    /** Waits for every background task, including ones started while waiting. */
+    async settle() {
+      while (pending.size > 0) await Promise.allSettled([...pending]);
+    },
+  };
+}

@@ -1,0 +1,150 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Context } from "./context.js";
+import {
+  countPool,
+  type HostLoadRow,
+  hostLoads,
+  insertSandbox,
+  lockPlacement,
+  markDeleted,
+  markFailed,
+  markRunning,
+  type SandboxRow,
+  type TemplateRow,
+} from "./db/queries.js";
+import { type NoCapacityError, SandboxNotFoundError, VmmUnavailableError } from "./domain/errors.js";
+import { newSandboxId } from "./domain/ids.js";
+import { chooseHost, placeMany } from "./domain/placement.js";
+
+/**
+ * The steps every path that makes or destroys a VM shares (cold create, pool refill, delete,
+ * drain): reserve a slot on a host, boot it, tear it down.
+ */
+
+export interface Owner {
+  metadata: Record<string, string>;
+  envVars: Record<string, string>;
+}
+
+export const logFields = (row: Pick<SandboxRow, "id" | "hostId">) => ({
+  "sandbox.id": row.id,
+  "host.id": row.hostId,
+});
+
+/** Places one sandbox on the least loaded live host and records it as 'starting'. */
+export function reserveSandbox(ctx: Context, template: TemplateRow, owner: Owner): Promise<SandboxRow> {
+  return ctx.db.transaction(async (tx) => {
+    await lockPlacement(tx);
+    const { now, hosts } = await hostLoads(tx);
+    const host = chooseHost(hosts, now, ctx.cfg.hostDeadAfterMs);
+    return insertSandbox(tx, newRow(template, host, false, owner));
+  });
+}
+
+/**
+ * Reserves as many warm sandboxes as the template's pool lacks (booting ones count), under
+ * the placement lock so that replicas never overshoot the target together.
+ */
+export function reservePoolSlots(
+  ctx: Context,
+  template: TemplateRow,
+): Promise<{ rows: SandboxRow[]; shortfall: NoCapacityError | undefined }> {
+  return ctx.db.transaction(async (tx) => {
+    await lockPlacement(tx);
+    const deficit = template.poolTarget - (await countPool(tx, template.id, ctx.cfg.hostDeadAfterMs));
+    if (deficit <= 0) return { rows: [], shortfall: undefined };
+    const { now, hosts } = await hostLoads(tx);
+    const { placed, shortfall } = placeMany(hosts, deficit, now, ctx.cfg.hostDeadAfterMs);
+    const rows: SandboxRow[] = [];
+    for (const host of placed)
+      rows.push(await insertSandbox(tx, newRow(template, host, true, { metadata: {}, envVars: {} })));
+    return { rows, shortfall };
+  });
+}
+
+function newRow(template: TemplateRow, host: HostLoadRow, pooled: boolean, owner: Owner) {
+  return {
+    id: newSandboxId(),
+    templateId: template.id,
+    hostId: host.hostId,
+    pooled,
+    metadata: owner.metadata,
+    envVars: owner.envVars,
+    cpuCount: template.cpuCount,
+    memoryMib: template.memoryMib,
+    runtime: host.runtime,
+  };
+}
+
+/**
+ * Boots a reserved sandbox on its host and marks it running. On failure the row becomes
+ * 'error', the host is asked (in the background) to remove whatever it got to, and a
+ * VmmUnavailableError is thrown; the caller logs it with its own context.
+ */
+export async function boot(ctx: Context, row: SandboxRow): Promise<SandboxRow> {
+  let runtime = "";
+  try {
+    const res = await ctx.vmm(row.vmmUrl).createVm(
+      {
+        sandboxId: row.id,
+        templateId: row.templateId,
+        envVars: row.envVars,
+        cpuCount: row.cpuCount,
+        memoryMib: row.memoryMib,
+      },
+      { timeoutMs: ctx.cfg.vmBootTimeoutMs },
+    );
+    runtime = res.vm?.runtime ?? "";
+  } catch (err) {
+    await markFailed(ctx.db, row.id, `CreateVm: ${errorDetail(err)}`);
+    // The vmm may have got part of the way, or finished after our deadline; DeleteVm of an
+    // unknown id succeeds, so asking is always safe.
+    ctx.background("cleanup after a failed boot", logFields(row), () => deleteVm(ctx, row));
+    throw new VmmUnavailableError(
+      `could not start sandbox on host '${row.hostId}' (${codeName(err)}); try again`,
+      { cause: err },
+    );
+  }
+  const running = await markRunning(ctx.db, row.id, runtime);
+  if (running === undefined) {
+    // Deleted while it booted: the VM that was just made has no row left to own it.
+    ctx.background("cleanup of a sandbox deleted while starting", logFields(row), () => deleteVm(ctx, row));
+    throw new SandboxNotFoundError(row.id);
+  }
+  return running;
+}
+
+/**
+ * Destroys a sandbox already marked 'deleting' and marks it deleted. A dead host is not
+ * asked (it would only time out); the row is marked deleted anyway and the skip is logged.
+ */
+export async function destroy(ctx: Context, row: SandboxRow, hostLive: boolean): Promise<void> {
+  if (hostLive) {
+    try {
+      await deleteVm(ctx, row);
+    } catch (err) {
+      throw new VmmUnavailableError(
+        `host '${row.hostId}' could not delete sandbox '${row.id}' (${codeName(err)}); try again`,
+        { cause: err },
+      );
+    }
+  } else {
+    ctx.logger.warn(logFields(row), "host is dead: sandbox marked deleted without DeleteVm");
+  }
+  await markDeleted(ctx.db, row.id);
+  ctx.logger.info({ ...logFields(row), pooled: row.pooled }, "sandbox deleted");
+}
+
+export async function deleteVm(ctx: Context, row: Pick<SandboxRow, "id" | "vmmUrl">): Promise<void> {
+  await ctx.vmm(row.vmmUrl).deleteVm({ sandboxId: row.id }, { timeoutMs: ctx.cfg.vmmCallTimeoutMs });
+}
+
+/** The Connect code name of an upstream failure, safe to show to callers. */
+export function codeName(err: unknown): string {
+  return Code[ConnectError.from(err).code] ?? "Unknown";
+}
+
+/** The full upstream error, for logs and the row's error column (never sent to callers). */
+export function errorDetail(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,33 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { Context } from "./context.js";
+import { toConnectError } from "./domain/errors.js";
+import { createSandbox } from "./rpc/create-sandbox.js";
+import { deleteSandbox } from "./rpc/delete-sandbox.js";
+import { getSandbox } from "./rpc/get-sandbox.js";
+import { getTemplate } from "./rpc/get-template.js";
+import { heartbeat } from "./rpc/heartbeat.js";
+import { listSandboxes } from "./rpc/list-sandboxes.js";
+import { registerHost } from "./rpc/register-host.js";
+
+/** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
+export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
+  const edge =
+    <Req, Res>(rpc: string, fn: (ctx: Context, req: Req) => Promise<Res>) =>
+    async (req: Req): Promise<Res> => {
+      try {
+        return await fn(ctx, req);
+      } catch (err) {
+        throw toConnectError(err, ctx.logger, { rpc });
+      }
+    };
+  return {
+    createSandbox: edge("CreateSandbox", createSandbox),
+    getSandbox: edge("GetSandbox", getSandbox),
+    listSandboxes: edge("ListSandboxes", listSandboxes),
+    deleteSandbox: edge("DeleteSandbox", deleteSandbox),
+    getTemplate: edge("GetTemplate", getTemplate),
+    registerHost: edge("RegisterHost", registerHost),
+    heartbeat: edge("Heartbeat", heartbeat),
+  };
+}

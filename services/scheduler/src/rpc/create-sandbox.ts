@@ -1,0 +1,76 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type {
+  CreateSandboxRequest,
+  CreateSandboxResponseSchema,
+} from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { Context } from "../context.js";
+import {
+  claimPooledSandbox,
+  getTemplate,
+  markFailed,
+  type SandboxRow,
+  type TemplateRow,
+} from "../db/queries.js";
+import { TemplateNotFoundError } from "../domain/errors.js";
+import { checkStringMap, requireId } from "../domain/validate.js";
+import { boot, deleteVm, errorDetail, logFields, type Owner, reserveSandbox } from "../provision.js";
+import { toRecord } from "../records.js";
+
+export async function createSandbox(
+  ctx: Context,
+  req: CreateSandboxRequest,
+): Promise<MessageInitShape<typeof CreateSandboxResponseSchema>> {
+  const templateId = requireId("template_id", req.templateId);
+  checkStringMap("metadata", req.metadata);
+  checkStringMap("env_vars", req.envVars, true);
+  const template = await getTemplate(ctx.db, templateId);
+  if (template === undefined) throw new TemplateNotFoundError(templateId);
+  const owner: Owner = { metadata: req.metadata, envVars: req.envVars };
+
+  const warm = await claimWarm(ctx, template, owner);
+  if (warm !== undefined) return { sandbox: toRecord(warm), pooled: true };
+
+  const started = ctx.clock.now();
+  const row = await reserveSandbox(ctx, template, owner);
+  try {
+    const running = await boot(ctx, row);
+    ctx.logger.info(
+      { ...logFields(row), "template.id": template.id, bootMs: ctx.clock.now() - started },
+      "sandbox started cold",
+    );
+    return { sandbox: toRecord(running), pooled: false };
+  } catch (err) {
+    ctx.logger.warn({ ...logFields(row), err }, "cold start failed");
+    throw err;
+  }
+}
+
+/**
+ * Claims a warm sandbox and hands it the owner's environment. One that cannot be configured
+ * is discarded (a cold start follows) rather than handed out without its variables.
+ */
+async function claimWarm(ctx: Context, template: TemplateRow, owner: Owner): Promise<SandboxRow | undefined> {
+  const row = await claimPooledSandbox(ctx.db, template.id, {
+    ...owner,
+    hostDeadAfterMs: ctx.cfg.hostDeadAfterMs,
+  });
+  if (row === undefined) return undefined;
+  ctx.kickRefill();
+  if (Object.keys(owner.envVars).length > 0) {
+    try {
+      await ctx
+        .vmm(row.vmmUrl)
+        .configureVm({ sandboxId: row.id, envVars: owner.envVars }, { timeoutMs: ctx.cfg.vmmCallTimeoutMs });
+    } catch (err) {
+      ctx.logger.warn(
+        { ...logFields(row), err },
+        "claimed warm sandbox could not be configured; discarding it",
+      );
+      await markFailed(ctx.db, row.id, `ConfigureVm: ${errorDetail(err)}`);
+      ctx.background("cleanup of a discarded warm sandbox", logFields(row), () => deleteVm(ctx, row));
+      return undefined;
+    }
+  }
+  ctx.logger.info({ ...logFields(row), "template.id": template.id }, "sandbox claimed from the warm pool");
+  return row;
+}

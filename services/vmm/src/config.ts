@@ -1,0 +1,57 @@
+import { hostname } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Env, EnvReader } from "@dnah/platform";
+
+export interface VmmConfig {
+  readonly hostId: string;
+  readonly listenHost: string;
+  readonly listenPort: number;
+  /** URL other services use to reach this vmm; defaults to the listen address. */
+  readonly advertiseUrl: string | undefined;
+  readonly runtime: "jail";
+  readonly stateDir: string;
+  readonly cacheDir: string;
+  readonly debianMirror: string;
+  /** Folder with the bundled guest agent (`agent.mjs`). */
+  readonly agentDir: string;
+  readonly cgroupParent: string;
+  readonly capacitySandboxes: number;
+  readonly pidsMax: number;
+  readonly bootTimeoutMs: number;
+  readonly schedulerUrl: string | undefined;
+  readonly heartbeatIntervalMs: number;
+  readonly logLevel: string;
+}
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+export const DEFAULT_STATE_DIR = "/var/lib/dnah";
+export const DEFAULT_CACHE_DIR = "/var/cache/dnah";
+export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
+
+export function configFromEnv(env: Env): VmmConfig {
+  const r = new EnvReader(env);
+  const cfg: VmmConfig = Object.freeze({
+    hostId: r.str("DNAH_HOST_ID", hostname()),
+    listenHost: r.str("DNAH_VMM_HOST", "127.0.0.1"),
+    listenPort: r.int("DNAH_VMM_PORT", 7002, 0, 65535),
+    advertiseUrl: r.optStr("DNAH_VMM_ADVERTISE_URL"),
+    runtime: r.oneOf("DNAH_RUNTIME", ["jail"] as const, "jail"),
+    stateDir: r.str("DNAH_STATE_DIR", DEFAULT_STATE_DIR),
+    cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
+    debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
+    agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),
+    cgroupParent: r.str("DNAH_CGROUP_PARENT", "dnah"),
+    capacitySandboxes: r.int("DNAH_VMM_CAPACITY", 64, 1, 10_000),
+    pidsMax: r.int("DNAH_SANDBOX_PIDS_MAX", 4096, 16, 1_000_000),
+    bootTimeoutMs: r.int("DNAH_BOOT_TIMEOUT_MS", 15_000, 100, 600_000),
+    schedulerUrl: r.optStr("DNAH_SCHEDULER_URL"),
+    heartbeatIntervalMs: r.int("DNAH_HEARTBEAT_INTERVAL_MS", 5_000, 100, 600_000),
+    logLevel: r.str("DNAH_LOG_LEVEL", "info"),
+  });
+  if (!/^[a-z0-9_-]{1,64}$/i.test(cfg.cgroupParent))
+    r.problem("DNAH_CGROUP_PARENT: letters, digits, '-' and '_' only");
+  r.done();
+  return cfg;
+}

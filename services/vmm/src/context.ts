@@ -1,0 +1,21 @@
+import type { Logger } from "@dnah/platform";
+import type { VmmConfig } from "./config.js";
+import type { RunningVm, Runtime } from "./runtime/runtime.js";
+
+export interface VmRecord {
+  readonly vm: RunningVm;
+  readonly bootMs: number;
+  readonly cpuCount: number;
+  readonly memoryMib: number;
+}
+
+/** Everything an RPC handler needs; tests build it with their own parts. */
+export interface VmmContext {
+  readonly cfg: VmmConfig;
+  readonly logger: Logger;
+  readonly runtime: Runtime;
+  /** Sandboxes that answered /health, by id. */
+  readonly vms: Map<string, VmRecord>;
+  /** Ids being created or deleted right now (a second request for one is refused). */
+  readonly busy: Set<string>;
+}

@@ -1,0 +1,36 @@
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { VmmContext } from "./context.js";
+import { toConnectError } from "./domain/errors.js";
+import { configureVm } from "./rpc/configure-vm.js";
+import { createVm } from "./rpc/create-vm.js";
+import { deleteVm } from "./rpc/delete-vm.js";
+import { getHostInfo } from "./rpc/get-host-info.js";
+import { listVms } from "./rpc/list-vms.js";
+
+/** Wraps a handler so domain errors leave as Connect errors, and unexpected ones are logged. */
+function edge<A extends unknown[], R>(ctx: VmmContext, name: string, fn: (...a: A) => Promise<R> | R) {
+  return async (...a: A): Promise<R> => {
+    try {
+      return await fn(...a);
+    } catch (err) {
+      const ce = toConnectError(err);
+      if (ce.code === 13) ctx.logger.error({ rpc: name, err }, "internal error");
+      throw ce;
+    }
+  };
+}
+
+export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
+  return {
+    createVm: edge(ctx, "CreateVm", (req) => createVm(ctx, req)),
+    deleteVm: edge(ctx, "DeleteVm", (req) => deleteVm(ctx, req)),
+    configureVm: edge(ctx, "ConfigureVm", (req) => configureVm(ctx, req)),
+    listVms: edge(ctx, "ListVms", () => listVms(ctx)),
+    getHostInfo: edge(ctx, "GetHostInfo", () => getHostInfo(ctx)),
+  };
+}
+
+export function vmmRoutes(ctx: VmmContext) {
+  return (router: ConnectRouter) => router.service(VmmService, vmmImpl(ctx));
+}

@@ -1,0 +1,58 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { CreateVmRequest, CreateVmResponseSchema } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { VmmContext } from "../context.js";
+import {
+  checkSandboxId,
+  GuestUnavailableError,
+  HostFullError,
+  InvalidArgumentError,
+  TemplateNotFoundError,
+  VmExistsError,
+} from "../domain/errors.js";
+import { findTemplate } from "../template/build.js";
+import { agentRequest, waitForAgent } from "../vsock/agent-http.js";
+
+export async function createVm(
+  ctx: VmmContext,
+  req: CreateVmRequest,
+): Promise<MessageInitShape<typeof CreateVmResponseSchema>> {
+  const id = checkSandboxId(req.sandboxId);
+  if (req.cpuCount > 64 || req.memoryMib > 1024 * 1024)
+    throw new InvalidArgumentError("cpu or memory too large");
+  const template = findTemplate(ctx.cfg.cacheDir, req.templateId, ctx.cfg.debianMirror);
+  if (!template) throw new TemplateNotFoundError(req.templateId);
+  if (ctx.vms.has(id) || ctx.busy.has(id)) throw new VmExistsError(id);
+  if (ctx.vms.size + ctx.busy.size >= ctx.cfg.capacitySandboxes)
+    throw new HostFullError(ctx.cfg.capacitySandboxes);
+  ctx.busy.add(id);
+  const started = performance.now();
+  const cpuCount = req.cpuCount || 1;
+  const memoryMib = req.memoryMib || 512;
+  try {
+    const vm = await ctx.runtime.start({ sandboxId: id, template, cpuCount, memoryMib });
+    try {
+      await waitForAgent(vm.vsockPath, ctx.cfg.bootTimeoutMs, () => ctx.runtime.isRunning(id));
+      const init = await agentRequest(vm.vsockPath, "POST", "/init", {
+        envVars: req.envVars,
+        defaultUser: "user",
+        sandboxId: id,
+        templateId: req.templateId,
+      });
+      if (init.status >= 300)
+        throw new GuestUnavailableError(`agent refused /init: ${init.status} ${init.body}`);
+    } catch (err) {
+      await ctx.runtime
+        .destroy(id)
+        .catch((e: Error) =>
+          ctx.logger.error({ "sandbox.id": id, err: e.message }, "destroy after failed boot failed"),
+        );
+      throw err;
+    }
+    const bootMs = Math.round(performance.now() - started);
+    ctx.vms.set(id, { vm, bootMs, cpuCount, memoryMib });
+    ctx.logger.info({ "sandbox.id": id, template: req.templateId, bootMs }, "sandbox started");
+    return { vm: { sandboxId: id, templateId: req.templateId, runtime: ctx.runtime.name, bootMs } };
+  } finally {
+    ctx.busy.delete(id);
+  }
+}

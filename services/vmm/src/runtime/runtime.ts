@@ -1,0 +1,41 @@
+/**
+ * What the rest of the vmm knows about a runtime. The jail, qemu and cloud-hypervisor
+ * runtimes implement it; nothing above this interface asks which one it has.
+ */
+export interface TemplateImage {
+  /** Template id, e.g. "base". */
+  readonly templateId: string;
+  /** The template's root filesystem folder (read-only lower layer / image source). */
+  readonly rootfsDir: string;
+}
+
+export interface VmSpec {
+  readonly sandboxId: string;
+  readonly template: TemplateImage;
+  readonly cpuCount: number;
+  readonly memoryMib: number;
+}
+
+export interface RunningVm {
+  readonly sandboxId: string;
+  readonly templateId: string;
+  /** Host-side hybrid-vsock socket: connect, send `CONNECT <port>\n`, read `OK …\n`. */
+  readonly vsockPath: string;
+  readonly startedAt: number;
+}
+
+export interface Runtime {
+  readonly name: "jail" | "qemu" | "cloud-hypervisor";
+  /** One sentence for operators: what isolates sandboxes from each other and the host. */
+  readonly isolation: string;
+  /** Starts the sandbox; resolves once its runtime process runs (not yet its agent). */
+  start(spec: VmSpec): Promise<RunningVm>;
+  /** Stops the sandbox and removes every process, mount, cgroup and folder it had. */
+  destroy(sandboxId: string): Promise<void>;
+  /** Removes leftovers of sandboxes this process does not know (after a crash). */
+  reclaimOrphans(known: ReadonlySet<string>): Promise<string[]>;
+  /** True while the sandbox's runtime process lives. */
+  isRunning(sandboxId: string): boolean;
+  /** Called when a runtime process exits on its own. */
+  onExit(listener: (sandboxId: string, reason: string) => void): void;
+}
