@@ -72,11 +72,11 @@ export async function startTestStack(extra: Record<string, string> = {}): Promis
 }
 
 /** Waits until fn() is truthy (pool refills happen in the background). */
-export async function eventually<T>(fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
-    if (v) return v;
+    if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -3,11 +3,11 @@ import { type FileHandle, open, stat } from "node:fs/promises";
 import { basename, extname } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGzip } from "node:zlib";
-import { ACCESS_TOKEN_HEADER, checkFileAccess } from "../auth.js";
-import { type AgentContext, userByName } from "../context.js";
+import type { AgentContext } from "../context.js";
 import { errnoOf, fsError, GuestError } from "../errors.js";
 import { resolvePath } from "../paths.js";
 import { chooseEncoding, identityAcceptable } from "./encoding.js";
+import { authorizeFileRequest } from "./file-access.js";
 import { HttpError, type HttpRequest, type HttpResponse } from "./respond.js";
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -38,23 +38,9 @@ export async function getFiles(
   res: HttpResponse,
   url: URL,
 ): Promise<void> {
-  const path = url.searchParams.get("path") ?? "";
-  const username = url.searchParams.get("username");
-  const header = req.headers[ACCESS_TOKEN_HEADER];
-  const denied = checkFileAccess({
-    token: ctx.state.accessToken,
-    headerToken: typeof header === "string" ? header : undefined,
-    signature: url.searchParams.get("signature"),
-    signatureExpiration: url.searchParams.get("signature_expiration"),
-    path,
-    username,
-    operation: "read",
-    nowMs: Date.now(),
-  });
-  if (denied) throw new HttpError(401, denied);
-  const user = await userByName(ctx, username).catch((err: unknown) => {
-    throw new HttpError(401, err instanceof Error ? err.message : String(err));
-  });
+  const access = await authorizeFileRequest(ctx, req, url, "read");
+  const { user } = access;
+  const path = access.path ?? "";
   const resolved = resolvePath(path, user, ctx.state.defaultWorkdir);
 
   let st: Stats;

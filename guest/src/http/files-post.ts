@@ -6,8 +6,7 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import busboy from "busboy";
-import { ACCESS_TOKEN_HEADER, checkFileAccess } from "../auth.js";
-import { type AgentContext, userByName } from "../context.js";
+import type { AgentContext } from "../context.js";
 import { errnoOf, fsError, GuestError } from "../errors.js";
 import { ensureDirs, type Owner, ownerOf } from "../filesystem/ensure-dirs.js";
 import {
@@ -19,6 +18,7 @@ import {
 import { resolvePath } from "../paths.js";
 import type { User } from "../users.js";
 import { requestEncoding } from "./encoding.js";
+import { authorizeFileRequest } from "./file-access.js";
 import { HttpError, type HttpRequest, type HttpResponse, sendJson } from "./respond.js";
 
 const { ENOSPC, EDQUOT } = osc.errno;
@@ -49,24 +49,8 @@ export async function postFiles(
   res: HttpResponse,
   url: URL,
 ): Promise<void> {
-  const pathParam = url.searchParams.get("path");
-  const username = url.searchParams.get("username");
-  const header = req.headers[ACCESS_TOKEN_HEADER];
-  const denied = checkFileAccess({
-    token: ctx.state.accessToken,
-    headerToken: typeof header === "string" ? header : undefined,
-    signature: url.searchParams.get("signature"),
-    signatureExpiration: url.searchParams.get("signature_expiration"),
-    path: pathParam ?? "",
-    username,
-    operation: "write",
-    nowMs: Date.now(),
-  });
   // On any failure the router answers and drops the unread rest of the body.
-  if (denied) throw new HttpError(401, denied);
-  const user = await userByName(ctx, username).catch((err: unknown) => {
-    throw new HttpError(401, err instanceof Error ? err.message : String(err));
-  });
+  const { user, path: pathParam } = await authorizeFileRequest(ctx, req, url, "write");
   const metadata = metadataFromHeaders(req.headers);
   const problem = metadataProblem(metadata);
   if (problem) throw new HttpError(400, `invalid metadata: ${problem}`);

@@ -66,6 +66,21 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     logger,
     bodyLimitBytes: Math.max(cfg.fileLimitBytes, cfg.jsonBodyLimitBytes),
   });
+  // Clients often send `Content-Type: application/json` on bodiless DELETEs and GETs: an
+  // empty JSON body means "no body", not a malformed one.
+  const defaultJson = app.getDefaultJsonParser("error", "error");
+  app.removeContentTypeParser("application/json");
+  app.addContentTypeParser(
+    "application/json",
+    { parseAs: "string", bodyLimit: cfg.jsonBodyLimitBytes },
+    (req, body, done) => {
+      if (body === "" || (typeof body === "string" && body.trim() === "")) {
+        done(null, undefined);
+        return;
+      }
+      defaultJson(req, String(body), done);
+    },
+  );
   app.decorateRequest("requestId", "");
   app.addHook("onRequest", requestIdHook);
   app.addHook(
