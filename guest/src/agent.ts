@@ -1,10 +1,7 @@
 import { accessSync, constants as fsc } from "node:fs";
 import { createServer as createHttp1Server, type IncomingMessage, type ServerResponse } from "node:http";
-import {
-  createServer as createHttp2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-} from "node:http2";
+import type { Http2Server, Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import { createRequire } from "node:module";
 import type { Socket } from "node:net";
 import { delimiter, join } from "node:path";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
@@ -156,8 +153,17 @@ export function createAgent(opts: AgentOptions = {}): Agent {
       socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
     else socket.destroy();
   });
-  const h2 = createHttp2Server({ settings: { maxConcurrentStreams: 1000 } }, httpHandler);
-  h2.on("sessionError", (err) => log.debug("http2 session error", { error: err.message }));
+  // node:http2 costs milliseconds to load and most clients speak HTTP/1.1: load it on the
+  // first h2c connection, not at boot.
+  let h2: Http2Server | undefined;
+  const http2Server = (): Http2Server => {
+    if (h2 === undefined) {
+      const http2 = createRequire(import.meta.url)("node:http2") as typeof import("node:http2");
+      h2 = http2.createServer({ settings: { maxConcurrentStreams: 1000 } }, httpHandler);
+      h2.on("sessionError", (err) => log.debug("http2 session error", { error: err.message }));
+    }
+    return h2;
+  };
 
   const sockets = new Set<Socket>();
   let closed = false;
@@ -174,7 +180,7 @@ export function createAgent(opts: AgentOptions = {}): Agent {
       socket.unshift(head);
       if (h2Prefix) {
         // The http2 session reads the unshifted bytes from the socket's buffer itself.
-        h2.emit("connection", socket);
+        http2Server().emit("connection", socket);
       } else {
         h1.emit("connection", socket);
         socket.resume();
@@ -211,7 +217,7 @@ export function createAgent(opts: AgentOptions = {}): Agent {
       sockets.clear();
       await Promise.all([
         new Promise<void>((resolve) => h1.close(() => resolve())),
-        new Promise<void>((resolve) => h2.close(() => resolve())),
+        new Promise<void>((resolve) => (h2 ? h2.close(() => resolve()) : resolve())),
       ]);
     },
   };

@@ -72,7 +72,10 @@ export async function startTestStack(extra: Record<string, string> = {}): Promis
 }
 
 /** Waits until fn() is truthy (pool refills happen in the background). */
-export async function eventually<T>(fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<NonNullable<T>> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();

@@ -2,6 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import { createServiceClient, type Db, type Logger } from "@dnah/platform";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { SchedulerConfig } from "./config.js";
+import type { TemplateRow } from "./db/queries.js";
 
 export type VmmClient = Client<typeof VmmService>;
 export type VmmClientFactory = (vmmUrl: string) => VmmClient;
@@ -22,6 +23,11 @@ export interface Context {
   vmm(vmmUrl: string): VmmClient;
   /** Wakes the warm-pool refiller (after a claim or when capacity appears). */
   kickRefill(): void;
+  /**
+   * Templates found recently, by id or alias. Only hits are kept, briefly, so a create skips
+   * one database round trip while a new or changed template still shows within seconds.
+   */
+  readonly templateCache: Map<string, { row: TemplateRow; at: number }>;
   /**
    * Runs best-effort work (cleanup after a failure) without making the caller wait; failures
    * are logged with `what` and the fields. close() waits for it.
@@ -59,6 +65,7 @@ export function createContext(parts: ContextParts): Context & { settle(): Promis
       return c;
     },
     kickRefill: parts.kickRefill,
+    templateCache: new Map(),
     background(what, fields, fn) {
       const p: Promise<unknown> = Promise.resolve()
         .then(fn)

@@ -81,7 +81,11 @@ function newRow(template: TemplateRow, host: HostLoadRow, pooled: boolean, owner
  * 'error', the host is asked (in the background) to remove whatever it got to, and a
  * VmmUnavailableError is thrown; the caller logs it with its own context.
  */
-export async function boot(ctx: Context, row: SandboxRow): Promise<SandboxRow> {
+export async function boot(
+  ctx: Context,
+  row: SandboxRow,
+  opts: { background?: boolean } = {},
+): Promise<SandboxRow> {
   let runtime = "";
   try {
     const res = await ctx.vmm(row.vmmUrl).createVm(
@@ -91,6 +95,7 @@ export async function boot(ctx: Context, row: SandboxRow): Promise<SandboxRow> {
         envVars: row.envVars,
         cpuCount: row.cpuCount,
         memoryMib: row.memoryMib,
+        background: opts.background ?? false,
       },
       { timeoutMs: ctx.cfg.vmBootTimeoutMs },
     );

@@ -80,7 +80,7 @@ export function createRefiller(ctx: Context): Refiller {
     const started = ctx.clock.now();
     const fields = { ...logFields(row), "template.id": template.id };
     try {
-      await boot(ctx, row);
+      await boot(ctx, row, { background: true });
       st.failures = 0;
       st.retryAt = 0;
       ctx.logger.info({ ...fields, bootMs: ctx.clock.now() - started }, "warm sandbox ready");

@@ -23,8 +23,7 @@ export async function createSandbox(
   const templateId = requireId("template_id", req.templateId);
   checkStringMap("metadata", req.metadata);
   checkStringMap("env_vars", req.envVars, true);
-  const template = await getTemplate(ctx.db, templateId);
-  if (template === undefined) throw new TemplateNotFoundError(templateId);
+  const template = await resolveTemplate(ctx, templateId);
   const owner: Owner = { metadata: req.metadata, envVars: req.envVars };
 
   const warm = await claimWarm(ctx, template, owner);
@@ -72,5 +71,21 @@ async function claimWarm(ctx: Context, template: TemplateRow, owner: Owner): Pro
     }
   }
   ctx.logger.info({ ...logFields(row), "template.id": template.id }, "sandbox claimed from the warm pool");
+  return row;
+}
+
+const TEMPLATE_CACHE_MS = 2_000;
+
+async function resolveTemplate(ctx: Context, templateId: string): Promise<TemplateRow> {
+  const now = ctx.clock.now();
+  const hit = ctx.templateCache.get(templateId);
+  if (hit !== undefined && now - hit.at < TEMPLATE_CACHE_MS) return hit.row;
+  const row = await getTemplate(ctx.db, templateId);
+  if (row === undefined) {
+    ctx.templateCache.delete(templateId);
+    throw new TemplateNotFoundError(templateId);
+  }
+  if (ctx.templateCache.size > 1_000) ctx.templateCache.clear();
+  ctx.templateCache.set(templateId, { row, at: now });
   return row;
 }

@@ -10,7 +10,7 @@ import {
   VmExistsError,
 } from "../domain/errors.js";
 import { findTemplate } from "../template/build.js";
-import { agentRequest, waitForAgent } from "../vsock/agent-http.js";
+import { agentRequest, waitForAgent, warmUp } from "../vsock/agent-http.js";
 
 export async function createVm(
   ctx: VmmContext,
@@ -29,7 +29,13 @@ export async function createVm(
   const cpuCount = req.cpuCount || 1;
   const memoryMib = req.memoryMib || 512;
   try {
-    const vm = await ctx.runtime.start({ sandboxId: id, template, cpuCount, memoryMib });
+    const vm = await ctx.runtime.start({
+      sandboxId: id,
+      template,
+      cpuCount,
+      memoryMib,
+      background: req.background,
+    });
     try {
       await waitForAgent(vm.vsockPath, ctx.cfg.bootTimeoutMs, () => ctx.runtime.isRunning(id));
       const init = await agentRequest(vm.vsockPath, "POST", "/init", {
@@ -40,6 +46,12 @@ export async function createVm(
       });
       if (init.status >= 300)
         throw new GuestUnavailableError(`agent refused /init: ${init.status} ${init.body}`);
+      if (req.background) {
+        // Nobody waits for a warm-pool boot: spend the time warming the agent up.
+        const problem = await warmUp(vm.vsockPath);
+        if (problem) ctx.logger.warn({ "sandbox.id": id, problem }, "agent warm-up failed");
+        await ctx.runtime.setForeground(id);
+      }
     } catch (err) {
       await ctx.runtime
         .destroy(id)

@@ -14,6 +14,8 @@ export interface VmSpec {
   readonly template: TemplateImage;
   readonly cpuCount: number;
   readonly memoryMib: number;
+  /** Boot at low CPU priority; `setForeground` raises it once the sandbox is up. */
+  readonly background: boolean;
 }
 
 export interface RunningVm {
@@ -34,6 +36,8 @@ export interface Runtime {
   destroy(sandboxId: string): Promise<void>;
   /** Removes leftovers of sandboxes this process does not know (after a crash). */
   reclaimOrphans(known: ReadonlySet<string>): Promise<string[]>;
+  /** Gives a sandbox booted in the background normal CPU priority. */
+  setForeground(sandboxId: string): Promise<void>;
   /** True while the sandbox's runtime process lives. */
   isRunning(sandboxId: string): boolean;
   /** Called when a runtime process exits on its own. */

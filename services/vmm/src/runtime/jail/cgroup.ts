@@ -11,7 +11,11 @@ export interface CgroupLimits {
   memoryMib: number;
   cpuCount: number;
   pidsMax: number;
+  /** "low" while a warm-pool sandbox boots, so it yields the CPU to user-facing work. */
+  cpuWeight: CpuWeight;
 }
+
+export type CpuWeight = "low" | "normal";
 
 export interface Cgroup {
   /** Files a process writes its pid to, to join every controller's group. */
@@ -20,6 +24,7 @@ export interface Cgroup {
   killAll(): Promise<void>;
   remove(): Promise<void>;
   pids(): Promise<number[]>;
+  setCpuWeight(weight: CpuWeight): Promise<void>;
 }
 
 const ROOT = "/sys/fs/cgroup";
@@ -72,7 +77,9 @@ async function createV2(parent: string, name: string, limits: CgroupLimits): Pro
   await writeOptional(join(dir, "memory.swap.max"), "0");
   await writeOptional(join(dir, "cpu.max"), `${limits.cpuCount * 100_000} 100000`);
   await writeOptional(join(dir, "pids.max"), String(limits.pidsMax));
-  return v2Handle(dir);
+  const cg = v2Handle(dir);
+  if (limits.cpuWeight !== "normal") await cg.setCpuWeight(limits.cpuWeight);
+  return cg;
 }
 
 function v2Handle(dir: string): Cgroup {
@@ -80,6 +87,8 @@ function v2Handle(dir: string): Cgroup {
   return {
     procsFiles: [join(dir, "cgroup.procs")],
     pids,
+    // cpu.weight: 1..10000, default 100.
+    setCpuWeight: (w) => writeOptional(join(dir, "cpu.weight"), w === "low" ? "10" : "100"),
     async killAll() {
       if (!existsSync(dir)) return;
       if (existsSync(join(dir, "cgroup.kill"))) await writeFile(join(dir, "cgroup.kill"), "1");
@@ -104,7 +113,9 @@ async function createV1(parent: string, name: string, limits: CgroupLimits): Pro
   await writeOptional(at("cpu", "cpu.cfs_period_us"), "100000");
   await writeOptional(at("cpu", "cpu.cfs_quota_us"), String(limits.cpuCount * 100_000));
   await writeOptional(at("pids", "pids.max"), String(limits.pidsMax));
-  return v1Handle(parent, name);
+  const cg = v1Handle(parent, name);
+  if (limits.cpuWeight !== "normal") await cg.setCpuWeight(limits.cpuWeight);
+  return cg;
 }
 
 function v1Handle(parent: string, name: string): Cgroup {
@@ -118,6 +129,8 @@ function v1Handle(parent: string, name: string): Cgroup {
   return {
     procsFiles: V1_CONTROLLERS.map((c) => at(c, "cgroup.procs")),
     pids,
+    // cpu.shares: 2..262144, default 1024.
+    setCpuWeight: (w) => writeOptional(at("cpu", "cpu.shares"), w === "low" ? "64" : "1024"),
     async killAll() {
       await killLoop(
         pids,
@@ -150,14 +163,14 @@ async function killLoop(
       }
     }
     await thaw();
-    await sleep(5);
+    await sleep(1);
   }
 }
 
 async function waitEmpty(pids: () => Promise<number[]>): Promise<void> {
-  for (let i = 0; i < 400; i++) {
+  for (let i = 0; i < 2000; i++) {
     if ((await pids()).length === 0) return;
-    await sleep(5);
+    await sleep(1);
   }
   throw new Error("processes survived SIGKILL in the sandbox cgroup");
 }

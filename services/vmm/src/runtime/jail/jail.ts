@@ -85,8 +85,9 @@ export class JailRuntime implements Runtime {
         memoryMib: spec.memoryMib,
         cpuCount: spec.cpuCount,
         pidsMax: this.opts.pidsMax,
+        cpuWeight: spec.background ? "low" : "normal",
       });
-      const proc = this.spawnJail(id, rootfs, vsockDir, cgroup);
+      const { proc, stderrTail } = this.spawnJail(id, rootfs, vsockDir, cgroup);
       const vm: RunningVm = {
         sandboxId: id,
         templateId: spec.template.templateId,
@@ -98,7 +99,10 @@ export class JailRuntime implements Runtime {
       proc.on("exit", (code, signal) => {
         if (jail.stopping) return;
         const reason = signal ? `killed by ${signal}` : `exited with code ${code}`;
-        this.opts.logger.warn({ "sandbox.id": id, reason }, "sandbox runtime process ended");
+        this.opts.logger.warn(
+          { "sandbox.id": id, reason, stderr: stderrTail() },
+          "sandbox runtime process ended",
+        );
         for (const l of this.exitListeners) l(id, reason);
       });
       return vm;
@@ -110,7 +114,12 @@ export class JailRuntime implements Runtime {
     }
   }
 
-  private spawnJail(id: string, rootfs: string, vsockDir: string, cgroup: Cgroup): ChildProcess {
+  private spawnJail(
+    id: string,
+    rootfs: string,
+    vsockDir: string,
+    cgroup: Cgroup,
+  ): { proc: ChildProcess; stderrTail: () => string } {
     const node = "/opt/dnah/node";
     const args = [
       // Join the cgroup before bubblewrap forks, so nothing the sandbox starts escapes it.
@@ -154,14 +163,12 @@ export class JailRuntime implements Runtime {
       },
       stdio: ["ignore", "ignore", "pipe"],
     });
+    // The agent logs to stderr; keep the end of it for when the jail dies unexpectedly.
     let tail = "";
     proc.stderr?.on("data", (c: Buffer) => {
       tail = (tail + c.toString("utf8")).slice(-4096);
     });
-    proc.on("exit", () => {
-      if (tail.trim()) this.opts.logger.debug({ "sandbox.id": id, stderr: tail.trim() }, "jail stderr");
-    });
-    return proc;
+    return { proc, stderrTail: () => tail.trim() };
   }
 
   async destroy(id: string): Promise<void> {
@@ -208,6 +215,12 @@ export class JailRuntime implements Runtime {
       reclaimed.push(id);
     }
     return reclaimed;
+  }
+
+  async setForeground(id: string): Promise<void> {
+    const jail = this.jails.get(id);
+    if (!jail) throw new VmNotFoundError(id);
+    await jail.cgroup.setCpuWeight("normal");
   }
 
   isRunning(id: string): boolean {
