@@ -68,16 +68,14 @@ describe("services as separate processes", () => {
   });
 
   after(async () => {
-    await Promise.all(
-      procs.map(
-        (p) =>
-          new Promise<void>((resolve) => {
-            if (p.exitCode !== null) return resolve();
-            p.once("exit", () => resolve());
-            p.kill("SIGTERM");
-          }),
-      ),
-    );
+    // Stop in dependency order (gateway, vmm, snapshot, scheduler), like a rolling shutdown.
+    for (const p of [...procs].reverse()) {
+      await new Promise<void>((resolve) => {
+        if (p.exitCode !== null) return resolve();
+        p.once("exit", () => resolve());
+        p.kill("SIGTERM");
+      });
+    }
     const c = new pg.Client({ connectionString: DATABASE_URL });
     await c.connect();
     await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

@@ -31,6 +31,8 @@ async function stop(signal: string): Promise<void> {
     process.exitCode = 1;
   }
   logger.flush();
+  // Idle keep-alive sockets (scheduler client, tunnels) would hold the event loop open.
+  process.exit();
 }
 process.once("SIGTERM", () => void stop("SIGTERM"));
 process.once("SIGINT", () => void stop("SIGINT"));
