@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
 import { startDevStack } from "@dnah/cli";
 import { createServiceClient, silentLogger } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
@@ -22,6 +23,7 @@ const template = findTemplate(cacheDir, "base", process.env.DNAH_DEBIAN_MIRROR ?
 if (!template) throw new Error("base template not built: run 'npm run template' first");
 
 const POOL = 10;
+const stateDir = `/tmp/dnah-bench-${suffix}`;
 const stack = await startDevStack(
   {
     DATABASE_URL,
@@ -29,11 +31,12 @@ const stack = await startDevStack(
     DNAH_API_KEY: key,
     DNAH_PORT: "0",
     DNAH_GATEWAY_HOST: "127.0.0.1",
-    DNAH_STATE_DIR: `/tmp/dnah-bench-${suffix}`,
+    DNAH_STATE_DIR: stateDir,
     DNAH_CGROUP_PARENT: `dnah-bench-${suffix}`,
     DNAH_POOL_SIZE: String(POOL),
     DNAH_HOST_ID: `bench-${suffix}`,
     DNAH_CACHE_DIR: cacheDir,
+    DNAH_VMM_CAPACITY: "256",
   },
   silentLogger(),
 );
@@ -48,139 +51,121 @@ const scheduler = createServiceClient(SchedulerService, stack.schedulerUrl);
 const vmm = createServiceClient(VmmService, stack.vmmUrl);
 const db = new pg.Client({ connectionString: DATABASE_URL, options: `-c search_path=${schema}` });
 await db.connect();
-const pooled = async () =>
-  Number(
-    (await db.query("SELECT count(*) AS n FROM sandboxes WHERE pooled AND state = 'running'")).rows[0].n,
+try {
+  const pooled = async () =>
+    Number(
+      (await db.query("SELECT count(*) AS n FROM sandboxes WHERE pooled AND state = 'running'")).rows[0].n,
+    );
+  const waitPool = async () => {
+    const deadline = Date.now() + 120_000;
+    while ((await pooled()) < POOL) {
+      if (Date.now() > deadline) throw new Error("pool did not refill");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  const rows: Array<{ s: Summary; floor: Summary }> = [];
+  const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+
+  // Floors.
+  const floorBwrap = summarize("bare bwrap … true", await bwrapFloor(Math.min(N, 30), template.rootfsDir));
+  const floorUnix = summarize("bare unix-socket round trip", await unixRoundTripFloor(N * 10));
+  const floorPg = summarize(
+    "bare single-row Postgres UPDATE",
+    await postgresUpdateFloor(N * 4, DATABASE_URL),
   );
-const waitPool = async () => {
-  const deadline = Date.now() + 120_000;
-  while ((await pooled()) < POOL) {
-    if (Date.now() > deadline) throw new Error("pool did not refill");
-    await new Promise((r) => setTimeout(r, 50));
+
+  // Warm allocation: the scheduler's pool claim on a quiet host (the pool full, nothing booting),
+  // then in bursts, where each claim competes with the refills the earlier ones started.
+  log("warm allocation");
+  const claimed: string[] = [];
+  const claim = async (into: number[]) => {
+    const t = performance.now();
+    const r = await scheduler.createSandbox({ templateId: "base" });
+    into.push(performance.now() - t);
+    if (!r.pooled) throw new Error("claim missed the pool");
+    claimed.push(r.sandbox!.sandboxId);
+  };
+  const warm: number[] = [];
+  while (warm.length < N) {
+    await waitPool();
+    await claim(warm);
+    if (claimed.length >= POOL / 2) await Promise.all(claimed.splice(0).map(del));
   }
-};
-
-const rows: Array<{ s: Summary; floor: Summary }> = [];
-const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
-
-// Floors.
-const floorBwrap = summarize("bare bwrap … true", await bwrapFloor(Math.min(N, 30), template.rootfsDir));
-const floorUnix = summarize("bare unix-socket round trip", await unixRoundTripFloor(N * 10));
-const floorPg = summarize("bare single-row Postgres UPDATE", await postgresUpdateFloor(N * 4, DATABASE_URL));
-
-// Warm allocation: the scheduler's pool claim on a quiet host (the pool full, nothing booting),
-// then in bursts, where each claim competes with the refills the earlier ones started.
-log("warm allocation");
-const claimed: string[] = [];
-const claim = async (into: number[]) => {
-  const t = performance.now();
-  const r = await scheduler.createSandbox({ templateId: "base" });
-  into.push(performance.now() - t);
-  if (!r.pooled) throw new Error("claim missed the pool");
-  claimed.push(r.sandbox!.sandboxId);
-};
-const warm: number[] = [];
-while (warm.length < N) {
-  await waitPool();
-  await claim(warm);
-  if (claimed.length >= POOL / 2) await Promise.all(claimed.splice(0).map(del));
-}
-await Promise.all(claimed.splice(0).map(del));
-rows.push({ s: summarize("warm allocation (pool claim, quiet host)", warm), floor: floorPg });
-const burst: number[] = [];
-while (burst.length < N) {
-  await waitPool();
-  for (let i = 0; i < POOL - 1 && burst.length < N; i++) await claim(burst);
   await Promise.all(claimed.splice(0).map(del));
-}
-rows.push({ s: summarize("warm allocation (bursts of 9, refills running)", burst), floor: floorPg });
+  rows.push({ s: summarize("warm allocation (pool claim, quiet host)", warm), floor: floorPg });
+  const burst: number[] = [];
+  while (burst.length < N) {
+    await waitPool();
+    for (let i = 0; i < POOL - 1 && burst.length < N; i++) await claim(burst);
+    await Promise.all(claimed.splice(0).map(del));
+  }
+  rows.push({ s: summarize("warm allocation (bursts of 9, refills running)", burst), floor: floorPg });
 
-// Cold spawn: the vmm boots a sandbox until its agent answers.
-log("cold spawn");
-const cold = await sample(Math.min(N, 30), async () => {
-  const id = `bench${randomBytes(6).toString("hex")}`;
-  await vmm.createVm({ sandboxId: id, templateId: "base" });
-  claimed.push(id);
-});
-await Promise.all(claimed.splice(0).map((id) => vmm.deleteVm({ sandboxId: id })));
-rows.push({ s: summarize("cold spawn (vmm.CreateVm → agent /health)", cold), floor: floorBwrap });
+  // Cold spawn: the vmm boots a sandbox until its agent answers.
+  log("cold spawn");
+  const cold = await sample(Math.min(N, 30), async () => {
+    const id = `bench${randomBytes(6).toString("hex")}`;
+    await vmm.createVm({ sandboxId: id, templateId: "base" });
+    claimed.push(id);
+  });
+  await Promise.all(claimed.splice(0).map((id) => vmm.deleteVm({ sandboxId: id })));
+  rows.push({ s: summarize("cold spawn (vmm.CreateVm → agent /health)", cold), floor: floorBwrap });
 
-// First exec after create, through the gateway.
-log("first exec after create");
-await waitPool();
-const first: number[] = [];
-for (let i = 0; i < Math.min(N, POOL - 1) * 2; i++) {
-  if (i % (POOL - 1) === 0) await waitPool();
+  // First exec after create, through the gateway.
+  log("first exec after create");
+  await waitPool();
+  const first: number[] = [];
+  for (let i = 0; i < Math.min(N, POOL - 1) * 2; i++) {
+    if (i % (POOL - 1) === 0) await waitPool();
+    const sb = await post("/v1/sandboxes", {});
+    const t = performance.now();
+    await post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" });
+    first.push(performance.now() - t);
+    claimed.push(String(sb.sandboxId));
+  }
+  await Promise.all(claimed.splice(0).map(del));
+  rows.push({ s: summarize("first exec after create (gateway → agent)", first), floor: floorUnix });
+
+  // Exec round trip.
+  log("exec round trip");
+  await waitPool();
   const sb = await post("/v1/sandboxes", {});
-  const t = performance.now();
   await post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" });
-  first.push(performance.now() - t);
-  claimed.push(String(sb.sandboxId));
-}
-await Promise.all(claimed.splice(0).map(del));
-rows.push({ s: summarize("first exec after create (gateway → agent)", first), floor: floorUnix });
+  const rtt = await sample(N * 4, () => post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" }));
+  await del(String(sb.sandboxId));
+  rows.push({ s: summarize("exec round trip (`true`, gateway → agent)", rtt), floor: floorUnix });
 
-// Exec round trip.
-log("exec round trip");
-await waitPool();
-const sb = await post("/v1/sandboxes", {});
-await post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" });
-const rtt = await sample(N * 4, () => post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" }));
-await del(String(sb.sandboxId));
-rows.push({ s: summarize("exec round trip (`true`, gateway → agent)", rtt), floor: floorUnix });
-
-// Sequential create+delete through the gateway: once with the pool sized to the run (what a
-// pool sized to demand gives), once with a pool of 10 that must be refilled as it goes (then
-// the rate is bounded by how fast this host boots sandboxes).
-const SEQ = Number(process.env.BENCH_SEQ ?? 100);
-const sequential = async (): Promise<number> => {
+  // Sequential create+delete through the gateway with the pool refilling as it goes: past
+  // the first few claims the rate is bounded by how fast this host boots sandboxes.
+  const SEQ = Number(process.env.BENCH_SEQ ?? 100);
+  log(`sequential create+delete, pool of ${POOL}`);
+  await waitPool();
   const t0 = performance.now();
   for (let i = 0; i < SEQ; i++) {
     const x = await post("/v1/sandboxes", {});
     await del(String(x.sandboxId));
   }
-  return SEQ / ((performance.now() - t0) / 1000);
-};
-log(`sequential create+delete, pool of ${SEQ}`);
-await db.query("UPDATE templates SET pool_target = $1 WHERE id = 'base'", [SEQ]);
-const fullPool = async () => {
-  const deadline = Date.now() + 300_000;
-  while ((await pooled()) < SEQ) {
-    if (Date.now() > deadline) throw new Error("pool did not fill");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-};
-await fullPool();
-const perSecSized = await sequential();
-await db.query("UPDATE templates SET pool_target = $1 WHERE id = 'base'", [POOL]);
-log(`sequential create+delete, pool of ${POOL}`);
-// Let the extra warm sandboxes go (claim and delete down to the target).
-while ((await pooled()) > POOL) {
-  const x = await post("/v1/sandboxes", {});
-  await del(String(x.sandboxId));
-}
-await waitPool();
-const perSec = await sequential();
+  const perSec = SEQ / ((performance.now() - t0) / 1000);
 
-const fmt = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1)).padStart(7);
-const out = process.stdout;
-out.write(
-  `\n${"measurement".padEnd(46)} ${"n".padStart(4)} ${"P50 ms".padStart(7)} ${"P95 ms".padStart(7)}   floor (P50 ms)                          ratio\n`,
-);
-for (const { s, floor } of rows) {
+  const fmt = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1)).padStart(7);
+  const out = process.stdout;
   out.write(
-    `${s.name.padEnd(46)} ${String(s.n).padStart(4)} ${fmt(s.p50)} ${fmt(s.p95)}   ${floor.name.padEnd(32)} ${fmt(floor.p50)}  ${(s.p50 / floor.p50).toFixed(1).padStart(6)}x\n`,
+    `\n${"measurement".padEnd(46)} ${"n".padStart(4)} ${"P50 ms".padStart(7)} ${"P95 ms".padStart(7)}   floor (P50 ms)                          ratio\n`,
   );
+  for (const { s, floor } of rows) {
+    out.write(
+      `${s.name.padEnd(46)} ${String(s.n).padStart(4)} ${fmt(s.p50)} ${fmt(s.p95)}   ${floor.name.padEnd(32)} ${fmt(floor.p50)}  ${(s.p50 / floor.p50).toFixed(1).padStart(6)}x\n`,
+    );
+  }
+  out.write(
+    `${`sequential create+delete, pool of ${POOL} (refilling)`.padEnd(46)} ${String(SEQ).padStart(4)} ${perSec.toFixed(1).padStart(7)} /s\n\n`,
+  );
+} finally {
+  await db.end().catch(() => {});
+  await stack.close();
+  rmSync(stateDir, { recursive: true, force: true });
 }
-out.write(
-  `${`sequential create+delete, pool of ${SEQ}`.padEnd(46)} ${String(SEQ).padStart(4)} ${perSecSized.toFixed(1).padStart(7)} /s\n`,
-);
-out.write(
-  `${`sequential create+delete, pool of ${POOL} (refilling)`.padEnd(46)} ${String(SEQ).padStart(4)} ${perSec.toFixed(1).padStart(7)} /s\n\n`,
-);
-
-await db.end();
-await stack.close();
 const c = new pg.Client({ connectionString: DATABASE_URL });
 await c.connect();
 await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { rm } from "node:fs/promises";
 import { type DevStack, startDevStack } from "@dnah/cli";
 import { silentLogger } from "@dnah/platform";
 import pg from "pg";
@@ -52,6 +53,7 @@ export async function startTestStack(extra: Record<string, string> = {}): Promis
     api,
     close: async () => {
       await stack.close();
+      await rm(stateDir, { recursive: true, force: true });
       const c = new pg.Client({ connectionString: DATABASE_URL });
       await c.connect();
       await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

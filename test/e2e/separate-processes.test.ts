@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
+import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
 import { DATABASE_URL, eventually } from "./harness.js";
@@ -76,6 +77,7 @@ describe("services as separate processes", () => {
         p.kill("SIGTERM");
       });
     }
+    rmSync(`/tmp/dnah-procs-${suffix}`, { recursive: true, force: true });
     const c = new pg.Client({ connectionString: DATABASE_URL });
     await c.connect();
     await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);

@@ -94,8 +94,15 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       if (heartbeat) clearInterval(heartbeat);
       await app?.close();
       const ids = [...ctx.vms.keys()];
-      await Promise.all(ids.map((id) => runtime.destroy(id).catch(() => {})));
+      await Promise.all(
+        ids.map((id) =>
+          runtime
+            .destroy(id)
+            .catch((err: Error) => logger.error({ "sandbox.id": id, err: err.message }, "destroy failed")),
+        ),
+      );
       ctx.vms.clear();
+      await runtime.dispose();
     },
   };
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -33,6 +33,7 @@ describe("vmm with the jail runtime", () => {
   });
   after(async () => {
     await vmm?.close();
+    rmSync(stateDir, { recursive: true, force: true });
   });
 
   test("orphans of an earlier run are removed at start", () => {

@@ -40,6 +40,8 @@ export interface Runtime {
   setForeground(sandboxId: string): Promise<void>;
   /** True while the sandbox's runtime process lives. */
   isRunning(sandboxId: string): boolean;
+  /** After every sandbox is destroyed: removes the runtime's own empty scaffolding. */
+  dispose(): Promise<void>;
   /** Called when a runtime process exits on its own. */
   onExit(listener: (sandboxId: string, reason: string) => void): void;
 }

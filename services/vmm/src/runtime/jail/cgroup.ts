@@ -59,6 +59,17 @@ export async function listCgroups(parent: string): Promise<string[]> {
   return [...names];
 }
 
+/** Removes the (empty) parent of the sandbox cgroups; one still in use is left alone. */
+export async function removeCgroupParent(parent: string): Promise<void> {
+  const dirs =
+    cgroupVersion() === 2 ? [join(ROOT, parent)] : V1_CONTROLLERS.map((c) => join(ROOT, c, parent));
+  for (const d of dirs) {
+    await rmdir(d).catch(() => {
+      // missing, or sandboxes still inside
+    });
+  }
+}
+
 async function createV2(parent: string, name: string, limits: CgroupLimits): Promise<Cgroup> {
   const parentDir = join(ROOT, parent);
   if (!existsSync(parentDir)) {

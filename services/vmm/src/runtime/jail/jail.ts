@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
 import { VmExistsError, VmNotFoundError } from "../../domain/errors.js";
 import type { RunningVm, Runtime, VmSpec } from "../runtime.js";
-import { type Cgroup, createCgroup, listCgroups, openCgroup } from "./cgroup.js";
+import { type Cgroup, createCgroup, listCgroups, openCgroup, removeCgroupParent } from "./cgroup.js";
 import { mountOverlay, mountsUnder, unmount } from "./mounts.js";
 
 export interface JailOptions {
@@ -221,6 +221,13 @@ export class JailRuntime implements Runtime {
     const jail = this.jails.get(id);
     if (!jail) throw new VmNotFoundError(id);
     await jail.cgroup.setCpuWeight("normal");
+  }
+
+  async dispose(): Promise<void> {
+    await removeCgroupParent(this.opts.cgroupParent);
+    await rmdir(join(this.opts.stateDir, "sandboxes")).catch(() => {
+      // not empty (sandboxes of another vmm) or never created
+    });
   }
 
   isRunning(id: string): boolean {
