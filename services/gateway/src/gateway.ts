@@ -6,6 +6,7 @@ import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_p
 import type { FastifyError, FastifyInstance } from "fastify";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
+import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
 import type { GatewayConfig } from "./config.js";
 import { toErrorResponse } from "./errors.js";
 import { requestIdHook } from "./request-id.js";
@@ -61,6 +62,14 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     },
   };
 
+  const e2b = await createE2bCompat({
+    db: deps.db,
+    scheduler: deps.scheduler,
+    verifier,
+    rpc: rpcDeps,
+    logger,
+  });
+
   const app = await createServiceServer({
     routes: sandboxRoutes(rpcDeps),
     logger,
@@ -83,13 +92,18 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   );
   app.decorateRequest("requestId", "");
   app.addHook("onRequest", requestIdHook);
+  // E2B sandbox traffic (E2b-Sandbox-Id) is proxied and leaves the lifecycle here, before the
+  // API-key hook: the SDK sends envd no API key; envd checks its own access token.
+  app.addHook("onRequest", e2b.proxyHook);
   app.addHook(
     "onRequest",
     createAuthHook({
       verifier,
       logger,
+      // E2B control-API routes check the key themselves, to fail with E2B's error body.
       isPublic: (req) =>
-        (req.method === "GET" || req.method === "HEAD") && req.routeOptions.url === "/health",
+        ((req.method === "GET" || req.method === "HEAD") && req.routeOptions.url === "/health") ||
+        isE2bApiRequest(req),
       connectPrefixes: [`/${SandboxService.typeName}/`],
     }),
   );
@@ -125,6 +139,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     },
     { prefix: "/v1" },
   );
+  await app.register(e2b.routes);
 
   let url: string | undefined;
   return {
@@ -150,6 +165,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       } finally {
         clearTimeout(timer);
         agents.close();
+        e2b.close();
       }
     },
   };

@@ -55,6 +55,7 @@ export async function* runCommand(
   const hasStdin = spec.stdin.byteLength > 0;
   let pid: number | undefined;
   let exited = false;
+  let exitEvent: CommandEvent | undefined;
   try {
     const stream = conn.process.start(
       {
@@ -90,7 +91,12 @@ export async function* runCommand(
       const end = ev.value;
       // A normal exit (any code) is not an error; a signal or an agent-side failure is.
       const error = end.exited ? undefined : end.error || end.status || "process did not exit normally";
-      yield { type: "exit", exitCode: end.exitCode, ...(error !== undefined ? { error } : {}) };
+      exitEvent = { type: "exit", exitCode: end.exitCode, ...(error !== undefined ? { error } : {}) };
+      // Keep reading to the end of the stream (the agent closes it right after the end
+      // event): leaving early would strand the call's deadline timer for its whole timeout.
+    }
+    if (exitEvent !== undefined) {
+      yield exitEvent;
       return;
     }
     throw new UnavailableError("the sandbox agent ended the command's stream without an exit status");

@@ -1,0 +1,72 @@
+import type { Logger } from "@dnah/platform";
+import { classify, type ErrorKind, SandboxNotFoundError, TemplateNotFoundError } from "../../errors.js";
+
+/**
+ * THE table of the E2B compatibility surface (STYLE rule 8): what the `e2b` SDK is told for
+ * each kind of failure. Control-API bodies are E2B's `Error` schema `{code, message,
+ * error_code?}` with `code` equal to the HTTP status; the SDK branches on that `code` (404 →
+ * `SandboxNotFoundError` / `false` from kill), on 401 (`AuthenticationError`) and on 503
+ * (`ServiceBusyError`). Everything not listed is a 500 with a generic message; its detail is
+ * only logged.
+ */
+export const E2B_ERROR_TABLE = Object.freeze({
+  invalid_argument: { status: 400 },
+  payload_too_large: { status: 400 },
+  unsupported_media_type: { status: 400 },
+  unauthenticated: { status: 401, message: "Invalid API key" },
+  not_found: { status: 404 },
+  resource_exhausted: {
+    status: 503,
+    message: "No capacity available for a new sandbox, retry later",
+    errorCode: "sandbox_capacity_unavailable",
+  },
+} satisfies Partial<Record<ErrorKind, { status: number; message?: string; errorCode?: string }>>);
+
+/** The body E2B's sandbox proxy sends for an unknown, killed or unreachable sandbox. */
+export const SANDBOX_NOT_FOUND_STATUS = 502;
+export function sandboxNotFoundBody(sandboxId: string) {
+  return { sandboxId, message: "The sandbox was not found", code: SANDBOX_NOT_FOUND_STATUS };
+}
+
+/** A sandbox id on the sandbox URL that E2B's proxy would refuse (`^[a-z0-9]+$`). */
+export const BAD_SANDBOX_ID_STATUS = 400;
+export function badSandboxIdBody() {
+  return { code: BAD_SANDBOX_ID_STATUS, message: "Invalid sandbox ID" };
+}
+
+export interface E2bErrorBody {
+  code: number;
+  message: string;
+  error_code?: string;
+}
+
+/** The status and body for any thrown value. Internal errors are logged with the request id. */
+export function toE2bError(
+  err: unknown,
+  ctx: { logger: Logger; requestId: string; contentType?: string | undefined },
+): { status: number; body: E2bErrorBody } {
+  const c = classify(err, ctx.contentType);
+  if (c.kind === "not_found") {
+    // E2B's own wording; the SDK prints it after the status.
+    const message =
+      err instanceof SandboxNotFoundError
+        ? `Sandbox ${err.sandboxId} not found`
+        : err instanceof TemplateNotFoundError
+          ? `Template ${err.templateId} not found`
+          : (c.message ?? "Not found");
+    return { status: 404, body: { code: 404, message } };
+  }
+  const row = (
+    E2B_ERROR_TABLE as Partial<Record<ErrorKind, { status: number; message?: string; errorCode?: string }>>
+  )[c.kind];
+  if (row === undefined || c.message === undefined) {
+    ctx.logger.error({ err, requestId: ctx.requestId }, "internal error (e2b api)");
+    return {
+      status: 500,
+      body: { code: 500, message: `Internal server error (request id ${ctx.requestId})` },
+    };
+  }
+  const body: E2bErrorBody = { code: row.status, message: row.message ?? c.message };
+  if (row.errorCode !== undefined) body.error_code = row.errorCode;
+  return { status: row.status, body };
+}

@@ -1,0 +1,101 @@
+import type { Client } from "@connectrpc/connect";
+import type { Db, Logger } from "@dnah/platform";
+import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { FastifyInstance, FastifyRequest, onRequestHookHandler } from "fastify";
+import type { ApiKeyVerifier } from "../../auth/api-keys.js";
+import { apiKeyFromHeaders } from "../../auth/hook.js";
+import { UnauthenticatedError, UnavailableError } from "../../errors.js";
+import type { RpcDeps } from "../../rpc/deps.js";
+import { AccessTokens } from "./access-token.js";
+import type { E2bContext } from "./context.js";
+import { isE2bSandbox } from "./db.js";
+import { toE2bError } from "./errors.js";
+import { createProxyHook } from "./proxy.js";
+import { connectRoute } from "./routes/connect.js";
+import { createRoute } from "./routes/create.js";
+import { getRoute } from "./routes/get.js";
+import { killRoute } from "./routes/kill.js";
+import { listRoute } from "./routes/list.js";
+import { timeoutRoute } from "./routes/timeout.js";
+import { SandboxTunnels } from "./tunnels.js";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /** An E2B control-API route: authenticated (and failing) E2B's way, not by the native hook. */
+    e2bApi?: boolean;
+  }
+}
+
+export interface E2bCompat {
+  /** onRequest hook, registered before the API-key hook: proxies sandbox traffic. */
+  readonly proxyHook: onRequestHookHandler;
+  /** The control API routes (register at the root, no prefix). */
+  readonly routes: (app: FastifyInstance) => Promise<void>;
+  close(): void;
+}
+
+/** True for requests the E2B routes authenticate themselves (the native hook skips them). */
+export function isE2bApiRequest(req: FastifyRequest): boolean {
+  return req.routeOptions.config?.e2bApi === true;
+}
+
+/**
+ * The E2B compatibility surface: the control API (`/sandboxes…`, `/v2/sandboxes…`) and the
+ * sandbox URL (requests with `E2b-Sandbox-Id`, proxied to the sandbox).
+ */
+export async function createE2bCompat(deps: {
+  db: Db;
+  scheduler: Client<typeof SchedulerService>;
+  verifier: ApiKeyVerifier;
+  rpc: RpcDeps;
+  logger: Logger;
+}): Promise<E2bCompat> {
+  const tunnels = new SandboxTunnels({
+    scheduler: deps.scheduler,
+    logger: deps.logger,
+    admit: (sandboxId) => isE2bSandbox(deps.db, sandboxId),
+  });
+  const ctx: E2bContext = {
+    deps: deps.rpc,
+    db: deps.db,
+    tokens: await AccessTokens.load(deps.db),
+    tunnels,
+    verifier: deps.verifier,
+    logger: deps.logger,
+  };
+  return {
+    proxyHook: createProxyHook(tunnels, deps.logger),
+    routes: async (app) => {
+      await app.register(async (e2b) => {
+        e2b.addHook("onRequest", async (req) => {
+          if (!isE2bApiRequest(req)) return;
+          const key = apiKeyFromHeaders(req.headers);
+          if (key === undefined) throw new UnauthenticatedError("missing API key");
+          let live: boolean;
+          try {
+            live = await ctx.verifier.verify(key);
+          } catch (err) {
+            ctx.logger.warn({ err, requestId: req.requestId }, "cannot verify an API key");
+            throw new UnavailableError("cannot verify the API key right now; retry", { cause: err });
+          }
+          if (!live) throw new UnauthenticatedError("invalid API key");
+        });
+        e2b.setErrorHandler((err, req, reply) => {
+          const e = toE2bError(err, {
+            logger: ctx.logger,
+            requestId: req.requestId,
+            contentType: req.headers["content-type"],
+          });
+          return reply.code(e.status).type("application/json").send(e.body);
+        });
+        await e2b.register(createRoute, ctx);
+        await e2b.register(connectRoute, ctx);
+        await e2b.register(listRoute, ctx);
+        await e2b.register(getRoute, ctx);
+        await e2b.register(killRoute, ctx);
+        await e2b.register(timeoutRoute, ctx);
+      });
+    },
+    close: () => tunnels.close(),
+  };
+}
