@@ -20,15 +20,16 @@ export class AccessTokens {
       SECRET_NAME,
       randomBytes(SECRET_BYTES),
     ]);
-    const { rows } = await db.query<{ secret: Buffer }>(
+    const { rows } = await db.query<{ secret: Uint8Array }>(
       "SELECT secret FROM gateway_e2b_secrets WHERE name = $1",
       [SECRET_NAME],
     );
+    // pg returns bytea as a Buffer, PGlite as a plain Uint8Array.
     const secret = rows[0]?.secret;
-    if (!Buffer.isBuffer(secret) || secret.length !== SECRET_BYTES) {
+    if (!(secret instanceof Uint8Array) || secret.length !== SECRET_BYTES) {
       throw new Error("gateway_e2b_secrets holds no usable envd access token secret");
     }
-    return new AccessTokens(secret);
+    return new AccessTokens(Buffer.from(secret));
   }
 
   /** Test seam: a fixed secret. */
