@@ -52,9 +52,17 @@ describe("dnah dev on the embedded PGlite", () => {
     );
   });
 
-  test("the E2B SDK works too", async () => {
+  test("the E2B SDK works too, and the native API reaches its token-protected sandbox", async () => {
     const sbx = await Sandbox.create({ apiKey: key, apiUrl: s.url, sandboxUrl: s.url });
     assert.equal((await sbx.commands.run("echo e2b")).stdout, "e2b\n");
+    const headers = { authorization: `Bearer ${key}`, "content-type": "application/json" };
+    const exec = await fetch(`${s.url}/v1/sandboxes/${sbx.sandboxId}/exec`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ command: "echo native" }),
+    });
+    assert.equal(exec.status, 200);
+    assert.equal(((await exec.json()) as { stdout: string }).stdout, "native\n");
     await sbx.kill();
   });
 });

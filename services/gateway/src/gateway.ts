@@ -6,6 +6,7 @@ import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_p
 import type { FastifyError, FastifyInstance } from "fastify";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
+import { AccessTokens } from "./compat/e2b/access-token.js";
 import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
 import type { GatewayConfig } from "./config.js";
 import { toErrorResponse } from "./errors.js";
@@ -50,7 +51,14 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   await migrate(deps.db, "gateway", MIGRATIONS_DIR);
   const apiKey = await ensureDevKey(deps.db, cfg.apiKey, logger);
   const verifier = new ApiKeyVerifier(deps.db);
-  const agents = new AgentPool({ scheduler: deps.scheduler, logger });
+  // One secret per installation seeds every sandbox's envd access token (E2B sandboxes have
+  // one set; the native API sends it too, so both APIs reach every sandbox).
+  const tokens = await AccessTokens.load(deps.db);
+  const agents = new AgentPool({
+    scheduler: deps.scheduler,
+    logger,
+    accessToken: (id) => tokens.tokenFor(id),
+  });
   const rpcDeps: RpcDeps = {
     scheduler: deps.scheduler,
     agents,
@@ -64,6 +72,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
 
   const e2b = await createE2bCompat({
     db: deps.db,
+    tokens,
     scheduler: deps.scheduler,
     verifier,
     rpc: rpcDeps,

@@ -1,5 +1,5 @@
 import { type Agent, type IncomingMessage, request } from "node:http";
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import {
   clientTracing,
@@ -22,6 +22,8 @@ import {
 } from "../errors.js";
 import { fromScheduler, SCHEDULER_TIMEOUT_MS } from "./scheduler.js";
 
+/** envd's header for a sandbox's access token. */
+const ACCESS_TOKEN_HEADER = "x-access-token";
 /** The guest agent's port (E2B envd's). */
 export const AGENT_PORT = 49983;
 /** A /files transfer that goes silent this long is abandoned. */
@@ -56,6 +58,11 @@ export interface AgentPoolOptions {
   /** Connections unused this long are closed. */
   idleCloseMs?: number;
   now?: () => number;
+  /**
+   * The sandbox's envd access token, sent as `X-Access-Token` on every call. An agent that
+   * was never given a token ignores it; one that was (E2B sandboxes) requires it.
+   */
+  accessToken?: (sandboxId: string) => string;
 }
 
 /**
@@ -187,7 +194,7 @@ export class AgentPool {
     const entry: Entry = {
       vmmUrl: record.vmmUrl,
       agent,
-      conn: makeConnection(sandboxId, agent),
+      conn: makeConnection(sandboxId, agent, this.opts.accessToken?.(sandboxId)),
       resolvedAt: now,
       usedAt: now,
     };
@@ -202,26 +209,30 @@ export class AgentPool {
   }
 }
 
-function makeConnection(sandboxId: string, agent: Agent): AgentConnection {
+function makeConnection(sandboxId: string, agent: Agent, token: string | undefined): AgentConnection {
+  const withToken: Interceptor = (next) => (req) => {
+    if (token !== undefined) req.header.set(ACCESS_TOKEN_HEADER, token);
+    return next(req);
+  };
   const transport = createConnectTransport({
     // The host name is never resolved: the agent's sockets are tunnels.
     baseUrl: "http://agent",
     httpVersion: "1.1",
     useBinaryFormat: true,
     nodeOptions: { agent },
-    interceptors: [clientTracing],
+    interceptors: [clientTracing, withToken],
   });
   return {
     sandboxId,
     process: createClient(Process, transport),
     filesystem: createClient(Filesystem, transport),
     async getFile(path, signal) {
-      const res = await httpCall(agent, "GET", path, undefined, signal);
+      const res = await httpCall(agent, token, "GET", path, undefined, signal);
       if (res.statusCode === 200) return res;
       throw await fileError(res, path);
     },
     async postFile(path, body, signal) {
-      const res = await httpCall(agent, "POST", path, body, signal);
+      const res = await httpCall(agent, token, "POST", path, body, signal);
       const text = (await readBody(res, ERROR_BODY_MAX_BYTES)).toString("utf8");
       if (res.statusCode !== 200) throw fileErrorFrom(res.statusCode ?? 0, text, path);
       const parsed: unknown = JSON.parse(text);
@@ -233,12 +244,14 @@ function makeConnection(sandboxId: string, agent: Agent): AgentConnection {
 
 function httpCall(
   agent: Agent,
+  token: string | undefined,
   method: "GET" | "POST",
   path: string,
   body: Uint8Array | undefined,
   signal: AbortSignal | undefined,
 ): Promise<IncomingMessage> {
   const headers = injectTraceHeaders({});
+  if (token !== undefined) headers[ACCESS_TOKEN_HEADER] = token;
   if (body !== undefined) {
     headers["content-type"] = "application/octet-stream";
     headers["content-length"] = String(body.byteLength);

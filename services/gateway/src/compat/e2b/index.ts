@@ -6,7 +6,7 @@ import type { ApiKeyVerifier } from "../../auth/api-keys.js";
 import { apiKeyFromHeaders } from "../../auth/hook.js";
 import { UnauthenticatedError, UnavailableError } from "../../errors.js";
 import type { RpcDeps } from "../../rpc/deps.js";
-import { AccessTokens } from "./access-token.js";
+import type { AccessTokens } from "./access-token.js";
 import type { E2bContext } from "./context.js";
 import { isE2bSandbox } from "./db.js";
 import { toE2bError } from "./errors.js";
@@ -45,6 +45,7 @@ export function isE2bApiRequest(req: FastifyRequest): boolean {
  */
 export async function createE2bCompat(deps: {
   db: Db;
+  tokens: AccessTokens;
   scheduler: Client<typeof SchedulerService>;
   verifier: ApiKeyVerifier;
   rpc: RpcDeps;
@@ -58,7 +59,7 @@ export async function createE2bCompat(deps: {
   const ctx: E2bContext = {
     deps: deps.rpc,
     db: deps.db,
-    tokens: await AccessTokens.load(deps.db),
+    tokens: deps.tokens,
     tunnels,
     verifier: deps.verifier,
     logger: deps.logger,
