@@ -174,7 +174,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       } finally {
         clearTimeout(timer);
         agents.close();
-        e2b.close();
+        await e2b.close();
       }
     },
   };

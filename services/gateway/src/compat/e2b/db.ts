@@ -55,3 +55,20 @@ export async function sandboxEnds(db: Q, sandboxIds: readonly string[]): Promise
 export async function deleteE2bSandbox(db: Q, sandboxId: string): Promise<void> {
   await db.query("DELETE FROM gateway_e2b_sandboxes WHERE sandbox_id = $1", [sandboxId]);
 }
+
+/**
+ * Claims up to `limit` E2B sandboxes whose end has passed: pushes their end `retryAfterS`
+ * into the future (a lease, so a failed kill is retried) and returns their ids. Concurrent
+ * gateways skip each other's claims.
+ */
+export async function claimExpiredE2bSandboxes(db: Q, limit: number, retryAfterS: number): Promise<string[]> {
+  const { rows } = await db.query<{ sandbox_id: string }>(
+    `UPDATE gateway_e2b_sandboxes SET end_at = now() + make_interval(secs => $2)
+     WHERE sandbox_id IN (
+       SELECT sandbox_id FROM gateway_e2b_sandboxes WHERE end_at <= now()
+       ORDER BY end_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+     RETURNING sandbox_id`,
+    [limit, retryAfterS],
+  );
+  return rows.map((r) => r.sandbox_id);
+}

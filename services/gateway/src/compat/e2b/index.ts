@@ -17,6 +17,7 @@ import { getRoute } from "./routes/get.js";
 import { killRoute } from "./routes/kill.js";
 import { listRoute } from "./routes/list.js";
 import { timeoutRoute } from "./routes/timeout.js";
+import { startTimeoutEnforcer } from "./timeouts.js";
 import { SandboxTunnels } from "./tunnels.js";
 
 declare module "fastify" {
@@ -31,7 +32,7 @@ export interface E2bCompat {
   readonly proxyHook: onRequestHookHandler;
   /** The control API routes (register at the root, no prefix). */
   readonly routes: (app: FastifyInstance) => Promise<void>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 /** True for requests the E2B routes authenticate themselves (the native hook skips them). */
@@ -64,6 +65,7 @@ export async function createE2bCompat(deps: {
     verifier: deps.verifier,
     logger: deps.logger,
   };
+  const stopTimeouts = startTimeoutEnforcer(ctx);
   return {
     proxyHook: createProxyHook(tunnels, deps.logger),
     routes: async (app) => {
@@ -97,6 +99,9 @@ export async function createE2bCompat(deps: {
         await e2b.register(timeoutRoute, ctx);
       });
     },
-    close: () => tunnels.close(),
+    close: async () => {
+      await stopTimeouts();
+      tunnels.close();
+    },
   };
 }

@@ -16,8 +16,8 @@ import { DEFAULT_TIMEOUT_S, sandboxJson } from "../views.js";
 
 /**
  * `POST /v2/sandboxes` (SDK 2.51) and `POST /sandboxes` (SDK ≤ 2.50): creates a sandbox, sets
- * its envd access token and answers 201 `Sandbox`. `timeout` is recorded as `endAt` (the
- * lifecycle enforces it); `autoPause` and the other fields are checked for type only.
+ * its envd access token and answers 201 `Sandbox`. `timeout` is recorded as `endAt` (and
+ * timeouts.ts kills the sandbox then); `autoPause` and the other fields are checked for type only.
  */
 export async function createRoute(app: FastifyInstance, ctx: E2bContext): Promise<void> {
   for (const url of ["/v2/sandboxes", "/sandboxes"]) {

@@ -9,7 +9,7 @@ import { moveSandboxEnd } from "../db.js";
 
 /**
  * `POST /sandboxes/{id}/timeout {"timeout": s}`: 204; sets `endAt = now + timeout` (may
- * shorten; negative counts as 0, as in E2B). Enforcing it is the lifecycle's job.
+ * shorten; negative counts as 0, as in E2B). `timeouts.ts` kills the sandbox when it passes.
  */
 export async function timeoutRoute(app: FastifyInstance, ctx: E2bContext): Promise<void> {
   app.post<{ Params: { id: string } }>(
