@@ -5,6 +5,7 @@ import { createServiceClient, silentLogger } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { DEFAULT_CACHE_DIR, DEFAULT_DEBIAN_MIRROR, findTemplate } from "@dnah/vmm";
+import { Sandbox } from "e2b";
 import pg from "pg";
 import { bwrapFloor, postgresUpdateFloor, unixRoundTripFloor } from "./floors.js";
 import { type Summary, sample, summarize } from "./stats.js";
@@ -134,7 +135,20 @@ try {
   await post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" });
   const rtt = await sample(N * 4, () => post(`/v1/sandboxes/${sb.sandboxId}/exec`, { command: "true" }));
   await del(String(sb.sandboxId));
-  rows.push({ s: summarize("exec round trip (`true`, gateway → agent)", rtt), floor: floorUnix });
+  const nativeRtt = summarize("exec round trip (`true`, gateway → agent)", rtt);
+  rows.push({ s: nativeRtt, floor: floorUnix });
+
+  // The same through the unmodified E2B SDK, against the native path measured just above.
+  log("E2B SDK commands.run");
+  await waitPool();
+  const sbx = await Sandbox.create({ apiKey: key, apiUrl: stack.url, sandboxUrl: stack.url });
+  await sbx.commands.run("true");
+  const sdk = await sample(N * 4, () => sbx.commands.run("true"));
+  await sbx.kill();
+  rows.push({
+    s: summarize("E2B SDK commands.run('true')", sdk),
+    floor: { ...nativeRtt, name: "native exec round trip" },
+  });
 
   // Sequential create+delete through the gateway with the pool refilling as it goes: past
   // the first few claims the rate is bounded by how fast this host boots sandboxes.
