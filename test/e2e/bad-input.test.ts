@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { startTestStack, type TestStack } from "./harness.js";
 
@@ -93,6 +94,31 @@ describe("bad input gets a clear 4xx and crashes nothing", () => {
       "invalid_argument",
     );
     await expectError(await s.api(`/v1/sandboxes/${id}/files?path=/home/user/missing.txt`), 404, "not_found");
+  });
+
+  test("a malformed URL gets the same JSON error shape", async () => {
+    const u = new URL(s.url);
+    const [status, body] = await new Promise<[number, string]>((resolve, reject) => {
+      const req = request(
+        {
+          host: u.hostname,
+          port: u.port,
+          path: "/v1/sandboxes/%E0%A4%A",
+          headers: { authorization: `Bearer ${s.key}` },
+        },
+        (res) => {
+          let b = "";
+          res.on("data", (c: Buffer) => {
+            b += c.toString("utf8");
+          });
+          res.on("end", () => resolve([res.statusCode ?? 0, b]));
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+    assert.equal(status, 400);
+    assert.equal((JSON.parse(body) as { code: string }).code, "invalid_argument");
   });
 
   test("the services are still healthy afterwards", async () => {

@@ -2,7 +2,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import { type Client, type ConnectRouter, createClient, type Interceptor } from "@connectrpc/connect";
 import { fastifyConnectPlugin } from "@connectrpc/connect-fastify";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { type FastifyInstance, fastify } from "fastify";
+import { type FastifyInstance, type FastifyReply, fastify } from "fastify";
 import type { Logger } from "./logger.js";
 import { clientTracing, serverTracing } from "./telemetry.js";
 
@@ -32,8 +32,22 @@ export interface ServiceServerOptions {
 
 /** A Fastify server with the service's Connect routes mounted; `listen` is the caller's. */
 export async function createServiceServer(opts: ServiceServerOptions): Promise<FastifyInstance> {
-  const app = fastify({ bodyLimit: opts.bodyLimitBytes ?? 64 * 1024 * 1024, logger: false });
+  const bodyLimit = opts.bodyLimitBytes ?? 64 * 1024 * 1024;
+  const app = fastify({
+    bodyLimit,
+    logger: false,
+    // Requests Fastify rejects before routing (a malformed URL) get the JSON error shape
+    // every dnah service answers with, not Fastify's own.
+    frameworkErrors: (err, _req, reply) => {
+      const r = reply as unknown as FastifyReply;
+      r.code(400)
+        .type("application/json")
+        .send({ code: "invalid_argument", message: err.message || "malformed request" });
+    },
+  });
   await app.register(fastifyConnectPlugin, {
+    // Connect reads its own bodies; bound them like every other request body.
+    readMaxBytes: bodyLimit,
     routes: opts.routes,
     interceptors: [serverTracing, ...(opts.interceptors ?? [])],
   });
