@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
-import { startTestStack, type TestStack } from "./harness.js";
+import { sandboxClient, startTestStack, type TestStack } from "./harness.js";
 
 describe("core over Connect: dnah.sandbox.v1.SandboxService", () => {
   let s: TestStack;
@@ -11,19 +11,7 @@ describe("core over Connect: dnah.sandbox.v1.SandboxService", () => {
 
   before(async () => {
     s = await startTestStack({ DNAH_POOL_SIZE: "1" });
-    client = createClient(
-      SandboxService,
-      createConnectTransport({
-        baseUrl: s.url,
-        httpVersion: "1.1",
-        interceptors: [
-          (next) => (req) => {
-            req.header.set("authorization", `Bearer ${s.key}`);
-            return next(req);
-          },
-        ],
-      }),
-    );
+    client = sandboxClient(s);
   });
   after(async () => {
     await s?.close();

@@ -1,7 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
+import { type Client, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { type DevStack, startDevStack } from "@dnah/cli";
 import { silentLogger } from "@dnah/platform";
+import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import pg from "pg";
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -85,4 +88,21 @@ export async function eventually<T>(
     if (Date.now() > deadline) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** A Connect client for the native SandboxService that sends the stack's API key. */
+export function sandboxClient(s: Pick<TestStack, "url" | "key">): Client<typeof SandboxService> {
+  return createClient(
+    SandboxService,
+    createConnectTransport({
+      baseUrl: s.url,
+      httpVersion: "1.1",
+      interceptors: [
+        (next) => (req) => {
+          req.header.set("authorization", `Bearer ${s.key}`);
+          return next(req);
+        },
+      ],
+    }),
+  );
 }

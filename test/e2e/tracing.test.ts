@@ -1,11 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
 import { initTelemetry, type Telemetry } from "@dnah/platform";
-import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { startTestStack, type TestStack } from "./harness.js";
+import { sandboxClient, startTestStack, type TestStack } from "./harness.js";
 
 describe("trace context crosses gateway → scheduler → vmm", () => {
   const exporter = new InMemorySpanExporter();
@@ -22,19 +19,7 @@ describe("trace context crosses gateway → scheduler → vmm", () => {
   });
 
   test("one create is one trace", async () => {
-    const client = createClient(
-      SandboxService,
-      createConnectTransport({
-        baseUrl: s.url,
-        httpVersion: "1.1",
-        interceptors: [
-          (next) => (req) => {
-            req.header.set("authorization", `Bearer ${s.key}`);
-            return next(req);
-          },
-        ],
-      }),
-    );
+    const client = sandboxClient(s);
     exporter.reset();
     const { sandbox } = await client.createSandbox({});
     await client.exec({ sandboxId: sandbox!.sandboxId, command: "true" });

@@ -23,7 +23,7 @@ template
   .option("--mirror <url>", "Debian mirror (DNAH_DEBIAN_MIRROR)")
   .option("--force", "rebuild even if cached")
   .action(async (id: string, opts: { cacheDir?: string; mirror?: string; force?: boolean }) => {
-    await templateBuild(id, opts);
+    await templateBuild(id, opts, process.env);
   });
 
 try {

@@ -22,6 +22,8 @@ export interface VmmConfig {
   readonly schedulerUrl: string | undefined;
   readonly heartbeatIntervalMs: number;
   readonly logLevel: string;
+  /** PATH for the host tools the runtime runs (mount, bwrap, sh). */
+  readonly hostPath: string;
 }
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -49,6 +51,7 @@ export function configFromEnv(env: Env): VmmConfig {
     schedulerUrl: r.optStr("DNAH_SCHEDULER_URL"),
     heartbeatIntervalMs: r.int("DNAH_HEARTBEAT_INTERVAL_MS", 5_000, 100, 600_000),
     logLevel: r.str("DNAH_LOG_LEVEL", "info"),
+    hostPath: r.str("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
   });
   if (!/^[a-z0-9_-]{1,64}$/i.test(cfg.cgroupParent))
     r.problem("DNAH_CGROUP_PARENT: letters, digits, '-' and '_' only");

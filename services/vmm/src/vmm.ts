@@ -33,6 +33,7 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       agentDir: cfg.agentDir,
       cgroupParent: cfg.cgroupParent,
       pidsMax: cfg.pidsMax,
+      hostPath: cfg.hostPath,
       logger,
     });
   const ctx: VmmContext = { cfg, logger, runtime, vms: new Map(), busy: new Set() };

@@ -14,6 +14,8 @@ export interface BuildOptions {
   onProgress?: (line: string) => void;
   /** Rebuild even when a cached copy exists. */
   force?: boolean;
+  /** Environment for debootstrap and chroot (PATH, proxy settings). */
+  env: Readonly<Record<string, string | undefined>>;
 }
 
 const READY = ".dnah-ready";
@@ -58,6 +60,7 @@ export async function buildTemplate(templateId: string, opts: BuildOptions): Pro
     `[template ${templateId}] debootstrap ${recipe.suite} (${recipe.packages.join(", ")}) from ${opts.mirror}`,
   );
   await runWithProgress(
+    opts.env,
     "debootstrap",
     [
       `--variant=${recipe.variant}`,
@@ -77,7 +80,13 @@ export async function buildTemplate(templateId: string, opts: BuildOptions): Pro
     say,
   );
   say(`[template ${templateId}] configuring user 'user' (uid 1000), sudo, hostname`);
-  await runWithProgress("chroot", [join(tmp, "rootfs"), "/bin/sh", "-c", recipe.setup], () => undefined, say);
+  await runWithProgress(
+    opts.env,
+    "chroot",
+    [join(tmp, "rootfs"), "/bin/sh", "-c", recipe.setup],
+    () => undefined,
+    say,
+  );
   await writeFile(
     join(tmp, READY),
     JSON.stringify({ templateId, key: recipeKey(recipe, opts.mirror), builtAt: new Date().toISOString() }),
@@ -89,6 +98,7 @@ export async function buildTemplate(templateId: string, opts: BuildOptions): Pro
 }
 
 async function runWithProgress(
+  env: BuildOptions["env"],
   cmd: string,
   args: string[],
   filter: (line: string) => string | undefined,
@@ -96,7 +106,7 @@ async function runWithProgress(
 ): Promise<void> {
   const child = spawn(cmd, args, {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    env: { ...env, DEBIAN_FRONTEND: "noninteractive" },
   });
   const tail: string[] = [];
   const onLine = (line: string) => {

@@ -18,6 +18,8 @@ export interface JailOptions {
   /** cgroup parent name for all sandboxes of this host. */
   cgroupParent: string;
   pidsMax: number;
+  /** PATH for the host tools (sh, bwrap). */
+  hostPath: string;
   logger: Logger;
 }
 
@@ -158,7 +160,7 @@ export class JailRuntime implements Runtime {
     ];
     const proc = spawn("/bin/sh", args, {
       env: {
-        PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+        PATH: this.opts.hostPath,
         DNAH_CGROUP_PROCS: cgroup.procsFiles.join(" "),
       },
       stdio: ["ignore", "ignore", "pipe"],
