@@ -2,8 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext } from "@connectrpc/connect";
 import type { ConnectRequest, ConnectResponseSchema } from "@dnah/proto/process/process_pb";
 import type { AgentContext } from "../context.js";
-import { keepaliveMs } from "../stream.js";
-import { keepaliveEvent, newEventChannel, startEvent } from "./events.js";
+import { newEventChannel, startEvent, streamProcess } from "./events.js";
 import type { ManagedProcess } from "./managed-process.js";
 
 type ConnectResponseInit = MessageInitShape<typeof ConnectResponseSchema>;
@@ -26,12 +25,6 @@ export function connect(ctx: AgentContext) {
     }
     const channel = newEventChannel(() => proc.maybeResume());
     proc.subscribe(channel);
-    try {
-      yield { event: startEvent(proc.pid) };
-      const idleMs = keepaliveMs(hctx.requestHeader, ctx.config.keepaliveFallbackMs);
-      for await (const event of channel.drain(hctx.signal, idleMs, keepaliveEvent)) yield { event };
-    } finally {
-      proc.unsubscribe(channel);
-    }
+    yield* streamProcess(ctx, hctx, proc, channel);
   };
 }

@@ -10,8 +10,7 @@ import { type AgentContext, requestUser } from "../context.js";
 import { fsError, invalidArgument } from "../errors.js";
 import { resolvePath } from "../paths.js";
 import { globalEnv } from "../state.js";
-import { keepaliveMs } from "../stream.js";
-import { keepaliveEvent, newEventChannel, startEvent } from "./events.js";
+import { newEventChannel, streamProcess } from "./events.js";
 import type { ManagedProcess } from "./managed-process.js";
 import { processEnv } from "./spawn.js";
 
@@ -49,12 +48,6 @@ export function start(ctx: AgentContext) {
       timeoutMs: hctx.timeoutMs() ?? 0,
       subscriber: channel,
     });
-    try {
-      yield { event: startEvent(proc.pid) };
-      const idleMs = keepaliveMs(hctx.requestHeader, ctx.config.keepaliveFallbackMs);
-      for await (const event of channel.drain(hctx.signal, idleMs, keepaliveEvent)) yield { event };
-    } finally {
-      proc.unsubscribe(channel);
-    }
+    yield* streamProcess(ctx, hctx, proc, channel);
   };
 }

@@ -45,6 +45,8 @@ export interface AgentConnection {
 interface Entry {
   vmmUrl: string;
   agent: Agent;
+  /** Tunnels to the sandbox's other ports (user servers, the code interpreter), by port. */
+  ports: Map<number, Agent>;
   conn: AgentConnection;
   resolvedAt: number;
   usedAt: number;
@@ -91,18 +93,37 @@ export class AgentPool {
 
   /** The connection to a running sandbox's agent; throws typed errors otherwise. */
   async connect(sandboxId: string): Promise<AgentConnection> {
+    return (await this.entry(sandboxId)).conn;
+  }
+
+  /**
+   * An http.Agent whose sockets are tunnels to `port` in a running sandbox (raw proxying);
+   * throws the same typed errors as connect().
+   */
+  async tunnel(sandboxId: string, port: number): Promise<Agent> {
+    const e = await this.entry(sandboxId);
+    if (port === AGENT_PORT) return e.agent;
+    let agent = e.ports.get(port);
+    if (agent === undefined) {
+      agent = createTunnelAgent(e.vmmUrl, sandboxId, port);
+      e.ports.set(port, agent);
+    }
+    return agent;
+  }
+
+  private async entry(sandboxId: string): Promise<Entry> {
     const now = this.now();
     const hit = this.entries.get(sandboxId);
     if (hit !== undefined && now - hit.resolvedAt < this.cacheTtlMs) {
       hit.usedAt = now;
-      return hit.conn;
+      return hit;
     }
     let p = this.pending.get(sandboxId);
     if (p === undefined) {
       p = this.resolve(sandboxId).finally(() => this.pending.delete(sandboxId));
       this.pending.set(sandboxId, p);
     }
-    return (await p).conn;
+    return p;
   }
 
   /** Forgets a sandbox and closes its tunnels (after a delete, or when its vmm lost it). */
@@ -111,6 +132,7 @@ export class AgentPool {
     if (e === undefined) return;
     this.entries.delete(sandboxId);
     e.agent.destroy();
+    for (const a of e.ports.values()) a.destroy();
   }
 
   /**
@@ -194,6 +216,7 @@ export class AgentPool {
     const entry: Entry = {
       vmmUrl: record.vmmUrl,
       agent,
+      ports: new Map(),
       conn: makeConnection(sandboxId, agent, this.opts.accessToken?.(sandboxId)),
       resolvedAt: now,
       usedAt: now,

@@ -53,8 +53,7 @@ export async function createE2bCompat(deps: {
   logger: Logger;
 }): Promise<E2bCompat> {
   const tunnels = new SandboxTunnels({
-    scheduler: deps.scheduler,
-    logger: deps.logger,
+    agents: deps.rpc.agents,
     admit: (sandboxId) => isE2bSandbox(deps.db, sandboxId),
   });
   const ctx: E2bContext = {
