@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/sandbox/v1/sandbox.proto.
  */
 export const file_dnah_sandbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIsQCCgdTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLAoFc3RhdGUYAyABKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlEjgKCG1ldGFkYXRhGAQgAygLMiYuZG5haC5zYW5kYm94LnYxLlNhbmRib3guTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYBiABKA0SEgoKbWVtb3J5X21pYhgHIAEoDRIPCgdob3N0X2lkGAggASgJEg8KB3J1bnRpbWUYCSABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpkCChRDcmVhdGVTYW5kYm94UmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRJFCghtZXRhZGF0YRgCIAMoCzIzLmRuYWguc2FuZGJveC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkQKCGVudl92YXJzGAMgAygLMjIuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KEkdldFNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3gijgEKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EkUKCG1ldGFkYXRhGAEgAygLMjMuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkQKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIrCglzYW5kYm94ZXMYASADKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSLTAQoLRXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEjQKBGVudnMYAyADKAsyJi5kbmFoLnNhbmRib3gudjEuRXhlY1JlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgEIAEoCRINCgVzdGRpbhgFIAEoDBISCgp0aW1lb3V0X21zGAYgASgNEgwKBHVzZXIYByABKAkaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUAoMRXhlY1Jlc3BvbnNlEhEKCWV4aXRfY29kZRgBIAEoERIOCgZzdGRvdXQYAiABKAwSDgoGc3RkZXJyGAMgASgMEg0KBWVycm9yGAQgASgJIt8BChFFeGVjU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSOgoEZW52cxgDIAMoCzIsLmRuYWguc2FuZGJveC52MS5FeGVjU3RyZWFtUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAQgASgJEg0KBXN0ZGluGAUgASgMEhIKCnRpbWVvdXRfbXMYBiABKA0SDAoEdXNlchgHIAEoCRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ8ChJFeGVjU3RyZWFtUmVzcG9uc2USDQoDcGlkGAEgASgNSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKgoEZXhpdBgEIAEoCzIaLmRuYWguc2FuZGJveC52MS5FeGl0RXZlbnRIAEIHCgVldmVudCItCglFeGl0RXZlbnQSEQoJZXhpdF9jb2RlGAEgASgREg0KBWVycm9yGAIgASgJIkUKEFdyaXRlRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2NvbnRlbnQYAyABKAwiIQoRV3JpdGVGaWxlUmVzcG9uc2USDAoEcGF0aBgBIAEoCSIzCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIiMKEFJlYWRGaWxlUmVzcG9uc2USDwoHY29udGVudBgBIAEoDCI0ChBMaXN0RmlsZXNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSJAChFMaXN0RmlsZXNSZXNwb25zZRIrCgdlbnRyaWVzGAEgAygLMhouZG5haC5zYW5kYm94LnYxLkZpbGVFbnRyeSJ6CglGaWxlRW50cnkSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHR5cGUYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoBBIvCgttb2RpZmllZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUyngYKDlNhbmRib3hTZXJ2aWNlEl4KDUNyZWF0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElUKCkdldFNhbmRib3gSIi5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlc3BvbnNlEl4KDUxpc3RTYW5kYm94ZXMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEl4KDURlbGV0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEkMKBEV4ZWMSHC5kbmFoLnNhbmRib3gudjEuRXhlY1JlcXVlc3QaHS5kbmFoLnNhbmRib3gudjEuRXhlY1Jlc3BvbnNlElcKCkV4ZWNTdHJlYW0SIi5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlc3BvbnNlMAESUgoJV3JpdGVGaWxlEiEuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuV3JpdGVGaWxlUmVzcG9uc2USTwoIUmVhZEZpbGUSIC5kbmFoLnNhbmRib3gudjEuUmVhZEZpbGVSZXF1ZXN0GiEuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVzcG9uc2USUgoJTGlzdEZpbGVzEiEuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1JlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuTGlzdEZpbGVzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIvMCCgdTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLAoFc3RhdGUYAyABKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlEjgKCG1ldGFkYXRhGAQgAygLMiYuZG5haC5zYW5kYm94LnYxLlNhbmRib3guTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYBiABKA0SEgoKbWVtb3J5X21pYhgHIAEoDRIPCgdob3N0X2lkGAggASgJEg8KB3J1bnRpbWUYCSABKAkSLQoJcGF1c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkUKCG1ldGFkYXRhGAIgAygLMjMuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSRAoIZW52X3ZhcnMYAyADKAsyMi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiPwoSR2V0U2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCK9AQoUTGlzdFNhbmRib3hlc1JlcXVlc3QSRQoIbWV0YWRhdGEYASADKAsyMy5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QuTWV0YWRhdGFFbnRyeRItCgZzdGF0ZXMYAiADKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChVMaXN0U2FuZGJveGVzUmVzcG9uc2USKwoJc2FuZGJveGVzGAEgAygLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2Ui0wEKC0V4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAEoCRI0CgRlbnZzGAMgAygLMiYuZG5haC5zYW5kYm94LnYxLkV4ZWNSZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBCABKAkSDQoFc3RkaW4YBSABKAwSEgoKdGltZW91dF9tcxgGIAEoDRIMCgR1c2VyGAcgASgJGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlAKDEV4ZWNSZXNwb25zZRIRCglleGl0X2NvZGUYASABKBESDgoGc3Rkb3V0GAIgASgMEg4KBnN0ZGVychgDIAEoDBINCgVlcnJvchgEIAEoCSLfAQoRRXhlY1N0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEjoKBGVudnMYAyADKAsyLC5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgEIAEoCRINCgVzdGRpbhgFIAEoDBISCgp0aW1lb3V0X21zGAYgASgNEgwKBHVzZXIYByABKAkaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEifAoSRXhlY1N0cmVhbVJlc3BvbnNlEg0KA3BpZBgBIAEoDUgAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAEioKBGV4aXQYBCABKAsyGi5kbmFoLnNhbmRib3gudjEuRXhpdEV2ZW50SABCBwoFZXZlbnQiLQoJRXhpdEV2ZW50EhEKCWV4aXRfY29kZRgBIAEoERINCgVlcnJvchgCIAEoCSJFChBXcml0ZUZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIPCgdjb250ZW50GAMgASgMIiEKEVdyaXRlRmlsZVJlc3BvbnNlEgwKBHBhdGgYASABKAkiMwoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSIjChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwiNAoQTGlzdEZpbGVzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiQAoRTGlzdEZpbGVzUmVzcG9uc2USKwoHZW50cmllcxgBIAMoCzIaLmRuYWguc2FuZGJveC52MS5GaWxlRW50cnkiegoJRmlsZUVudHJ5EgwKBG5hbWUYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR0eXBlGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAQSLwoLbW9kaWZpZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJBChRQYXVzZVNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giKgoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJCChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94Ii4KGEdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIk0KGUdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2USMAoHbWV0cmljcxgBIAEoCzIfLmRuYWguc2FuZGJveC52MS5TYW5kYm94TWV0cmljcyLlAQoOU2FuZGJveE1ldHJpY3MSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYAiABKA0SFAoMY3B1X3VzZWRfcGN0GAMgASgBEhYKDm1lbV91c2VkX2J5dGVzGAQgASgEEhcKD21lbV90b3RhbF9ieXRlcxgFIAEoBBIXCg9tZW1fY2FjaGVfYnl0ZXMYBiABKAQSFwoPZGlza191c2VkX2J5dGVzGAcgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYCCABKAQqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUyxwgKDlNhbmRib3hTZXJ2aWNlEl4KDUNyZWF0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElUKCkdldFNhbmRib3gSIi5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlc3BvbnNlEl4KDUxpc3RTYW5kYm94ZXMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEl4KDURlbGV0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEkMKBEV4ZWMSHC5kbmFoLnNhbmRib3gudjEuRXhlY1JlcXVlc3QaHS5kbmFoLnNhbmRib3gudjEuRXhlY1Jlc3BvbnNlElcKCkV4ZWNTdHJlYW0SIi5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlc3BvbnNlMAESUgoJV3JpdGVGaWxlEiEuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuV3JpdGVGaWxlUmVzcG9uc2USTwoIUmVhZEZpbGUSIC5kbmFoLnNhbmRib3gudjEuUmVhZEZpbGVSZXF1ZXN0GiEuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVzcG9uc2USUgoJTGlzdEZpbGVzEiEuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1JlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuTGlzdEZpbGVzUmVzcG9uc2USWwoMUGF1c2VTYW5kYm94EiQuZG5haC5zYW5kYm94LnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaJS5kbmFoLnNhbmRib3gudjEuUGF1c2VTYW5kYm94UmVzcG9uc2USXgoNUmVzdW1lU2FuZGJveBIlLmRuYWguc2FuZGJveC52MS5SZXN1bWVTYW5kYm94UmVxdWVzdBomLmRuYWguc2FuZGJveC52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USagoRR2V0U2FuZGJveE1ldHJpY3MSKS5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0GiouZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.sandbox.v1.Sandbox
@@ -64,6 +64,13 @@ export type Sandbox = Message<"dnah.sandbox.v1.Sandbox"> & {
    * @generated from field: string runtime = 9;
    */
   runtime: string;
+
+  /**
+   * Set while the sandbox is paused: when it was paused.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_at = 10;
+   */
+  pausedAt?: Timestamp | undefined;
 };
 
 /**
@@ -163,6 +170,13 @@ export type ListSandboxesRequest = Message<"dnah.sandbox.v1.ListSandboxesRequest
    * @generated from field: map<string, string> metadata = 1;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Only sandboxes in these states; empty means running and paused.
+   *
+   * @generated from field: repeated dnah.sandbox.v1.SandboxState states = 2;
+   */
+  states: SandboxState[];
 };
 
 /**
@@ -584,6 +598,166 @@ export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
   messageDesc(file_dnah_sandbox_v1_sandbox, 20);
 
 /**
+ * @generated from message dnah.sandbox.v1.PauseSandboxRequest
+ */
+export type PauseSandboxRequest = Message<"dnah.sandbox.v1.PauseSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.PauseSandboxRequest.
+ * Use `create(PauseSandboxRequestSchema)` to create a new message.
+ */
+export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 21);
+
+/**
+ * @generated from message dnah.sandbox.v1.PauseSandboxResponse
+ */
+export type PauseSandboxResponse = Message<"dnah.sandbox.v1.PauseSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.PauseSandboxResponse.
+ * Use `create(PauseSandboxResponseSchema)` to create a new message.
+ */
+export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 22);
+
+/**
+ * @generated from message dnah.sandbox.v1.ResumeSandboxRequest
+ */
+export type ResumeSandboxRequest = Message<"dnah.sandbox.v1.ResumeSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ResumeSandboxRequest.
+ * Use `create(ResumeSandboxRequestSchema)` to create a new message.
+ */
+export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 23);
+
+/**
+ * @generated from message dnah.sandbox.v1.ResumeSandboxResponse
+ */
+export type ResumeSandboxResponse = Message<"dnah.sandbox.v1.ResumeSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ResumeSandboxResponse.
+ * Use `create(ResumeSandboxResponseSchema)` to create a new message.
+ */
+export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 24);
+
+/**
+ * @generated from message dnah.sandbox.v1.GetSandboxMetricsRequest
+ */
+export type GetSandboxMetricsRequest = Message<"dnah.sandbox.v1.GetSandboxMetricsRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.GetSandboxMetricsRequest.
+ * Use `create(GetSandboxMetricsRequestSchema)` to create a new message.
+ */
+export const GetSandboxMetricsRequestSchema: GenMessage<GetSandboxMetricsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 25);
+
+/**
+ * @generated from message dnah.sandbox.v1.GetSandboxMetricsResponse
+ */
+export type GetSandboxMetricsResponse = Message<"dnah.sandbox.v1.GetSandboxMetricsResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.SandboxMetrics metrics = 1;
+   */
+  metrics?: SandboxMetrics | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.GetSandboxMetricsResponse.
+ * Use `create(GetSandboxMetricsResponseSchema)` to create a new message.
+ */
+export const GetSandboxMetricsResponseSchema: GenMessage<GetSandboxMetricsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 26);
+
+/**
+ * One sample of a sandbox's resource use.
+ *
+ * @generated from message dnah.sandbox.v1.SandboxMetrics
+ */
+export type SandboxMetrics = Message<"dnah.sandbox.v1.SandboxMetrics"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp timestamp = 1;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 cpu_count = 2;
+   */
+  cpuCount: number;
+
+  /**
+   * CPU time used since the previous sample, as a percentage of all the sandbox's CPUs.
+   *
+   * @generated from field: double cpu_used_pct = 3;
+   */
+  cpuUsedPct: number;
+
+  /**
+   * @generated from field: uint64 mem_used_bytes = 4;
+   */
+  memUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 mem_total_bytes = 5;
+   */
+  memTotalBytes: bigint;
+
+  /**
+   * Page cache included in mem_used_bytes.
+   *
+   * @generated from field: uint64 mem_cache_bytes = 6;
+   */
+  memCacheBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_used_bytes = 7;
+   */
+  diskUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_total_bytes = 8;
+   */
+  diskTotalBytes: bigint;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SandboxMetrics.
+ * Use `create(SandboxMetricsSchema)` to create a new message.
+ */
+export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 27);
+
+/**
  * @generated from enum dnah.sandbox.v1.SandboxState
  */
 export enum SandboxState {
@@ -722,6 +896,37 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof ListFilesRequestSchema;
     output: typeof ListFilesResponseSchema;
+  },
+  /**
+   * PauseSandbox freezes every process of a running sandbox; its memory and disk stay on the
+   * host and it keeps its slot. Pausing a paused sandbox is FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.PauseSandbox
+   */
+  pauseSandbox: {
+    methodKind: "unary";
+    input: typeof PauseSandboxRequestSchema;
+    output: typeof PauseSandboxResponseSchema;
+  },
+  /**
+   * ResumeSandbox thaws a paused sandbox. Resuming a running one is FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.ResumeSandbox
+   */
+  resumeSandbox: {
+    methodKind: "unary";
+    input: typeof ResumeSandboxRequestSchema;
+    output: typeof ResumeSandboxResponseSchema;
+  },
+  /**
+   * GetSandboxMetrics samples CPU, memory and disk use now.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.GetSandboxMetrics
+   */
+  getSandboxMetrics: {
+    methodKind: "unary";
+    input: typeof GetSandboxMetricsRequestSchema;
+    output: typeof GetSandboxMetricsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_sandbox_v1_sandbox, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/scheduler/v1/scheduler.proto.
  */
 export const file_dnah_scheduler_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxItYDCg1TYW5kYm94UmVjb3JkEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUSQAoIbWV0YWRhdGEYBCADKAsyLi5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLk1ldGFkYXRhRW50cnkSPwoIZW52X3ZhcnMYBSADKAsyLS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLkVudlZhcnNFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdob3N0X2lkGAcgASgJEg8KB3ZtbV91cmwYCCABKAkSEQoJY3B1X2NvdW50GAkgASgNEhIKCm1lbW9yeV9taWIYCiABKA0SDwoHcnVudGltZRgLIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEinQIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkcKCG1ldGFkYXRhGAIgAygLMjUuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRJGCghlbnZfdmFycxgDIAMoCzI0LmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkEg4KBnBvb2xlZBgCIAEoCCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkcKEkdldFNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCKQAQoUTGlzdFNhbmRib3hlc1JlcXVlc3QSRwoIbWV0YWRhdGEYASADKAsyNS5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJMChVMaXN0U2FuZGJveGVzUmVzcG9uc2USMwoJc2FuZGJveGVzGAEgAygLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJxCghUZW1wbGF0ZRITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIPCgdhbGlhc2VzGAIgAygJEhEKCWNwdV9jb3VudBgDIAEoDRISCgptZW1vcnlfbWliGAQgASgNEhgKEHBvb2xfdGFyZ2V0X3NpemUYBSABKA0iKQoSR2V0VGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJIkQKE0dldFRlbXBsYXRlUmVzcG9uc2USLQoIdGVtcGxhdGUYASABKAsyGy5kbmFoLnNjaGVkdWxlci52MS5UZW1wbGF0ZSJkChNSZWdpc3Rlckhvc3RSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSDwoHdm1tX3VybBgCIAEoCRIPCgdydW50aW1lGAMgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgEIAEoDSIWChRSZWdpc3Rlckhvc3RSZXNwb25zZSI+ChBIZWFydGJlYXRSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSGQoRcnVubmluZ19zYW5kYm94ZXMYAiABKA0iEwoRSGVhcnRiZWF0UmVzcG9uc2UqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUysAUKEFNjaGVkdWxlclNlcnZpY2USYgoNQ3JlYXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElkKCkdldFNhbmRib3gSJC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94UmVxdWVzdBolLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hSZXNwb25zZRJiCg1MaXN0U2FuZGJveGVzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USYgoNRGVsZXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlElwKC0dldFRlbXBsYXRlEiUuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJfCgxSZWdpc3Rlckhvc3QSJi5kbmFoLnNjaGVkdWxlci52MS5SZWdpc3Rlckhvc3RSZXF1ZXN0GicuZG5haC5zY2hlZHVsZXIudjEuUmVnaXN0ZXJIb3N0UmVzcG9uc2USVgoJSGVhcnRiZWF0EiMuZG5haC5zY2hlZHVsZXIudjEuSGVhcnRiZWF0UmVxdWVzdBokLmRuYWguc2NoZWR1bGVyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxIoUECg1TYW5kYm94UmVjb3JkEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUSQAoIbWV0YWRhdGEYBCADKAsyLi5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLk1ldGFkYXRhRW50cnkSPwoIZW52X3ZhcnMYBSADKAsyLS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLkVudlZhcnNFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdob3N0X2lkGAcgASgJEg8KB3ZtbV91cmwYCCABKAkSEQoJY3B1X2NvdW50GAkgASgNEhIKCm1lbW9yeV9taWIYCiABKA0SDwoHcnVudGltZRgLIAEoCRItCglwYXVzZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKdAgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSRwoIbWV0YWRhdGEYAiADKAsyNS5kbmFoLnNjaGVkdWxlci52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkYKCGVudl92YXJzGAMgAygLMjQuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJaChVDcmVhdGVTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQSDgoGcG9vbGVkGAIgASgIIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiRwoSR2V0U2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIsEBChRMaXN0U2FuZGJveGVzUmVxdWVzdBJHCghtZXRhZGF0YRgBIAMoCzI1LmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLwoGc3RhdGVzGAIgAygOMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFN0YXRlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJMChVMaXN0U2FuZGJveGVzUmVzcG9uc2USMwoJc2FuZGJveGVzGAEgAygLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSKcAQoIVGVtcGxhdGUSEwoLdGVtcGxhdGVfaWQYASABKAkSDwoHYWxpYXNlcxgCIAMoCRIRCgljcHVfY291bnQYAyABKA0SEgoKbWVtb3J5X21pYhgEIAEoDRIYChBwb29sX3RhcmdldF9zaXplGAUgASgNEhUKDXN0YXJ0X2NvbW1hbmQYBiABKAkSEgoKcmVhZHlfcG9ydBgHIAEoDSIpChJHZXRUZW1wbGF0ZVJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkiRAoTR2V0VGVtcGxhdGVSZXNwb25zZRItCgh0ZW1wbGF0ZRgBIAEoCzIbLmRuYWguc2NoZWR1bGVyLnYxLlRlbXBsYXRlImQKE1JlZ2lzdGVySG9zdFJlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIPCgd2bW1fdXJsGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSGgoSY2FwYWNpdHlfc2FuZGJveGVzGAQgASgNIhYKFFJlZ2lzdGVySG9zdFJlc3BvbnNlIj4KEEhlYXJ0YmVhdFJlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIZChFydW5uaW5nX3NhbmRib3hlcxgCIAEoDSITChFIZWFydGJlYXRSZXNwb25zZSIpChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiSQoUUGF1c2VTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiKgoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJKChVSZXN1bWVTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiLgoYR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiTwoZR2V0U2FuZGJveE1ldHJpY3NSZXNwb25zZRIyCgdtZXRyaWNzGAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveE1ldHJpY3Mi5QEKDlNhbmRib3hNZXRyaWNzEi0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEKrQBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBADEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAEEhkKFVNBTkRCT1hfU1RBVEVfREVMRVRFRBAFMuUHChBTY2hlZHVsZXJTZXJ2aWNlEmIKDUNyZWF0ZVNhbmRib3gSJy5kbmFoLnNjaGVkdWxlci52MS5DcmVhdGVTYW5kYm94UmVxdWVzdBooLmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJZCgpHZXRTYW5kYm94EiQuZG5haC5zY2hlZHVsZXIudjEuR2V0U2FuZGJveFJlcXVlc3QaJS5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94UmVzcG9uc2USYgoNTGlzdFNhbmRib3hlcxInLmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEmIKDURlbGV0ZVNhbmRib3gSJy5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTYW5kYm94UmVxdWVzdBooLmRuYWguc2NoZWR1bGVyLnYxLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJcCgtHZXRUZW1wbGF0ZRIlLmRuYWguc2NoZWR1bGVyLnYxLkdldFRlbXBsYXRlUmVxdWVzdBomLmRuYWguc2NoZWR1bGVyLnYxLkdldFRlbXBsYXRlUmVzcG9uc2USXwoMUmVnaXN0ZXJIb3N0EiYuZG5haC5zY2hlZHVsZXIudjEuUmVnaXN0ZXJIb3N0UmVxdWVzdBonLmRuYWguc2NoZWR1bGVyLnYxLlJlZ2lzdGVySG9zdFJlc3BvbnNlElYKCUhlYXJ0YmVhdBIjLmRuYWguc2NoZWR1bGVyLnYxLkhlYXJ0YmVhdFJlcXVlc3QaJC5kbmFoLnNjaGVkdWxlci52MS5IZWFydGJlYXRSZXNwb25zZRJfCgxQYXVzZVNhbmRib3gSJi5kbmFoLnNjaGVkdWxlci52MS5QYXVzZVNhbmRib3hSZXF1ZXN0GicuZG5haC5zY2hlZHVsZXIudjEuUGF1c2VTYW5kYm94UmVzcG9uc2USYgoNUmVzdW1lU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLlJlc3VtZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuUmVzdW1lU2FuZGJveFJlc3BvbnNlEm4KEUdldFNhbmRib3hNZXRyaWNzEisuZG5haC5zY2hlZHVsZXIudjEuR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0GiwuZG5haC5zY2hlZHVsZXIudjEuR2V0U2FuZGJveE1ldHJpY3NSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.scheduler.v1.SandboxRecord
@@ -74,6 +74,13 @@ export type SandboxRecord = Message<"dnah.scheduler.v1.SandboxRecord"> & {
    * @generated from field: string runtime = 11;
    */
   runtime: string;
+
+  /**
+   * Set while paused.
+   *
+   * @generated from field: google.protobuf.Timestamp paused_at = 12;
+   */
+  pausedAt?: Timestamp | undefined;
 };
 
 /**
@@ -176,6 +183,13 @@ export type ListSandboxesRequest = Message<"dnah.scheduler.v1.ListSandboxesReque
    * @generated from field: map<string, string> metadata = 1;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * Only these states; empty means running and paused.
+   *
+   * @generated from field: repeated dnah.scheduler.v1.SandboxState states = 2;
+   */
+  states: SandboxState[];
 };
 
 /**
@@ -260,6 +274,20 @@ export type Template = Message<"dnah.scheduler.v1.Template"> & {
    * @generated from field: uint32 pool_target_size = 5;
    */
   poolTargetSize: number;
+
+  /**
+   * Command the guest starts at boot (e.g. the code interpreter), or empty.
+   *
+   * @generated from field: string start_command = 6;
+   */
+  startCommand: string;
+
+  /**
+   * When set, a sandbox counts as ready only once this guest port accepts connections.
+   *
+   * @generated from field: uint32 ready_port = 7;
+   */
+  readyPort: number;
 };
 
 /**
@@ -384,6 +412,160 @@ export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE_
   messageDesc(file_dnah_scheduler_v1_scheduler, 15);
 
 /**
+ * @generated from message dnah.scheduler.v1.PauseSandboxRequest
+ */
+export type PauseSandboxRequest = Message<"dnah.scheduler.v1.PauseSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.PauseSandboxRequest.
+ * Use `create(PauseSandboxRequestSchema)` to create a new message.
+ */
+export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 16);
+
+/**
+ * @generated from message dnah.scheduler.v1.PauseSandboxResponse
+ */
+export type PauseSandboxResponse = Message<"dnah.scheduler.v1.PauseSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxRecord sandbox = 1;
+   */
+  sandbox?: SandboxRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.PauseSandboxResponse.
+ * Use `create(PauseSandboxResponseSchema)` to create a new message.
+ */
+export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 17);
+
+/**
+ * @generated from message dnah.scheduler.v1.ResumeSandboxRequest
+ */
+export type ResumeSandboxRequest = Message<"dnah.scheduler.v1.ResumeSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ResumeSandboxRequest.
+ * Use `create(ResumeSandboxRequestSchema)` to create a new message.
+ */
+export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 18);
+
+/**
+ * @generated from message dnah.scheduler.v1.ResumeSandboxResponse
+ */
+export type ResumeSandboxResponse = Message<"dnah.scheduler.v1.ResumeSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxRecord sandbox = 1;
+   */
+  sandbox?: SandboxRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ResumeSandboxResponse.
+ * Use `create(ResumeSandboxResponseSchema)` to create a new message.
+ */
+export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 19);
+
+/**
+ * @generated from message dnah.scheduler.v1.GetSandboxMetricsRequest
+ */
+export type GetSandboxMetricsRequest = Message<"dnah.scheduler.v1.GetSandboxMetricsRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.GetSandboxMetricsRequest.
+ * Use `create(GetSandboxMetricsRequestSchema)` to create a new message.
+ */
+export const GetSandboxMetricsRequestSchema: GenMessage<GetSandboxMetricsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 20);
+
+/**
+ * @generated from message dnah.scheduler.v1.GetSandboxMetricsResponse
+ */
+export type GetSandboxMetricsResponse = Message<"dnah.scheduler.v1.GetSandboxMetricsResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxMetrics metrics = 1;
+   */
+  metrics?: SandboxMetrics | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.GetSandboxMetricsResponse.
+ * Use `create(GetSandboxMetricsResponseSchema)` to create a new message.
+ */
+export const GetSandboxMetricsResponseSchema: GenMessage<GetSandboxMetricsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 21);
+
+/**
+ * @generated from message dnah.scheduler.v1.SandboxMetrics
+ */
+export type SandboxMetrics = Message<"dnah.scheduler.v1.SandboxMetrics"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp timestamp = 1;
+   */
+  timestamp?: Timestamp | undefined;
+
+  /**
+   * @generated from field: uint32 cpu_count = 2;
+   */
+  cpuCount: number;
+
+  /**
+   * @generated from field: double cpu_used_pct = 3;
+   */
+  cpuUsedPct: number;
+
+  /**
+   * @generated from field: uint64 mem_used_bytes = 4;
+   */
+  memUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 mem_total_bytes = 5;
+   */
+  memTotalBytes: bigint;
+
+  /**
+   * @generated from field: uint64 mem_cache_bytes = 6;
+   */
+  memCacheBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_used_bytes = 7;
+   */
+  diskUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_total_bytes = 8;
+   */
+  diskTotalBytes: bigint;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SandboxMetrics.
+ * Use `create(SandboxMetricsSchema)` to create a new message.
+ */
+export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 22);
+
+/**
  * @generated from enum dnah.scheduler.v1.SandboxState
  */
 export enum SandboxState {
@@ -503,6 +685,38 @@ export const SchedulerService: GenService<{
     methodKind: "unary";
     input: typeof HeartbeatRequestSchema;
     output: typeof HeartbeatResponseSchema;
+  },
+  /**
+   * PauseSandbox freezes a running sandbox on its host and records it as paused; it keeps
+   * its host slot. A sandbox that is not running is FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.PauseSandbox
+   */
+  pauseSandbox: {
+    methodKind: "unary";
+    input: typeof PauseSandboxRequestSchema;
+    output: typeof PauseSandboxResponseSchema;
+  },
+  /**
+   * ResumeSandbox thaws a paused sandbox. A sandbox that is not paused is
+   * FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.ResumeSandbox
+   */
+  resumeSandbox: {
+    methodKind: "unary";
+    input: typeof ResumeSandboxRequestSchema;
+    output: typeof ResumeSandboxResponseSchema;
+  },
+  /**
+   * GetSandboxMetrics asks the sandbox's host for one sample of its resource use.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.GetSandboxMetrics
+   */
+  getSandboxMetrics: {
+    methodKind: "unary";
+    input: typeof GetSandboxMetricsRequestSchema;
+    output: typeof GetSandboxMetricsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_scheduler_v1_scheduler, 0);

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/vmm/v1/vmm.proto.
  */
 export const file_dnah_vmm_v1_vmm: GenFile = /*@__PURE__*/
-  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iTwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0iJQoPRGVsZXRlVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiEgoQRGVsZXRlVm1SZXNwb25zZSKYAQoSQ29uZmlndXJlVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSPgoIZW52X3ZhcnMYAiADKAsyLC5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlcXVlc3QuRW52VmFyc0VudHJ5Gi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhUKE0NvbmZpZ3VyZVZtUmVzcG9uc2UiEAoOTGlzdFZtc1JlcXVlc3QiLwoPTGlzdFZtc1Jlc3BvbnNlEhwKA3ZtcxgBIAMoCzIPLmRuYWgudm1tLnYxLlZtIhQKEkdldEhvc3RJbmZvUmVxdWVzdCKBAQoTR2V0SG9zdEluZm9SZXNwb25zZRIPCgdob3N0X2lkGAEgASgJEg8KB3J1bnRpbWUYAiABKAkSGgoSY2FwYWNpdHlfc2FuZGJveGVzGAMgASgNEhkKEXJ1bm5pbmdfc2FuZGJveGVzGAQgASgNEhEKCWlzb2xhdGlvbhgFIAEoCTKIAwoKVm1tU2VydmljZRJHCghDcmVhdGVWbRIcLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USRwoIRGVsZXRlVm0SHC5kbmFoLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5EZWxldGVWbVJlc3BvbnNlElAKC0NvbmZpZ3VyZVZtEh8uZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0GiAuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXNwb25zZRJECgdMaXN0Vm1zEhsuZG5haC52bW0udjEuTGlzdFZtc1JlcXVlc3QaHC5kbmFoLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USUAoLR2V0SG9zdEluZm8SHy5kbmFoLnZtbS52MS5HZXRIb3N0SW5mb1JlcXVlc3QaIC5kbmFoLnZtbS52MS5HZXRIb3N0SW5mb1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIo0CCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBIVCg1zdGFydF9jb21tYW5kGAcgASgJEhIKCnJlYWR5X3BvcnQYCCABKA0aLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLwoQQ3JlYXRlVm1SZXNwb25zZRIbCgJ2bRgBIAEoCzIPLmRuYWgudm1tLnYxLlZtIl8KAlZtEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSDwoHcnVudGltZRgDIAEoCRIPCgdib290X21zGAQgASgNEg4KBnBhdXNlZBgFIAEoCCIlCg9EZWxldGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSISChBEZWxldGVWbVJlc3BvbnNlIpgBChJDb25maWd1cmVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRI+CghlbnZfdmFycxgCIAMoCzIsLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoTQ29uZmlndXJlVm1SZXNwb25zZSIQCg5MaXN0Vm1zUmVxdWVzdCIvCg9MaXN0Vm1zUmVzcG9uc2USHAoDdm1zGAEgAygLMg8uZG5haC52bW0udjEuVm0iFAoSR2V0SG9zdEluZm9SZXF1ZXN0IoEBChNHZXRIb3N0SW5mb1Jlc3BvbnNlEg8KB2hvc3RfaWQYASABKAkSDwoHcnVudGltZRgCIAEoCRIaChJjYXBhY2l0eV9zYW5kYm94ZXMYAyABKA0SGQoRcnVubmluZ19zYW5kYm94ZXMYBCABKA0SEQoJaXNvbGF0aW9uGAUgASgJIiQKDlBhdXNlVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiEQoPUGF1c2VWbVJlc3BvbnNlIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEMuwECgpWbW1TZXJ2aWNlEkcKCENyZWF0ZVZtEhwuZG5haC52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRJHCghEZWxldGVWbRIcLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVzcG9uc2USUAoLQ29uZmlndXJlVm0SHy5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlcXVlc3QaIC5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlc3BvbnNlEkQKB0xpc3RWbXMSGy5kbmFoLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBocLmRuYWgudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJQCgtHZXRIb3N0SW5mbxIfLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVxdWVzdBogLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVzcG9uc2USRAoHUGF1c2VWbRIbLmRuYWgudm1tLnYxLlBhdXNlVm1SZXF1ZXN0GhwuZG5haC52bW0udjEuUGF1c2VWbVJlc3BvbnNlEkcKCFJlc3VtZVZtEhwuZG5haC52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRJTCgxHZXRWbU1ldHJpY3MSIC5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXF1ZXN0GiEuZG5haC52bW0udjEuR2V0Vm1NZXRyaWNzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message dnah.vmm.v1.CreateVmRequest
@@ -48,6 +48,20 @@ export type CreateVmRequest = Message<"dnah.vmm.v1.CreateVmRequest"> & {
    * @generated from field: bool background = 6;
    */
   background: boolean;
+
+  /**
+   * Command the guest starts at boot (the template's start command), or empty.
+   *
+   * @generated from field: string start_command = 7;
+   */
+  startCommand: string;
+
+  /**
+   * When set, CreateVm answers only once this guest port accepts connections.
+   *
+   * @generated from field: uint32 ready_port = 8;
+   */
+  readyPort: number;
 };
 
 /**
@@ -99,6 +113,11 @@ export type Vm = Message<"dnah.vmm.v1.Vm"> & {
    * @generated from field: uint32 boot_ms = 4;
    */
   bootMs: number;
+
+  /**
+   * @generated from field: bool paused = 5;
+   */
+  paused: boolean;
 };
 
 /**
@@ -256,6 +275,154 @@ export const GetHostInfoResponseSchema: GenMessage<GetHostInfoResponse> = /*@__P
   messageDesc(file_dnah_vmm_v1_vmm, 10);
 
 /**
+ * @generated from message dnah.vmm.v1.PauseVmRequest
+ */
+export type PauseVmRequest = Message<"dnah.vmm.v1.PauseVmRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.PauseVmRequest.
+ * Use `create(PauseVmRequestSchema)` to create a new message.
+ */
+export const PauseVmRequestSchema: GenMessage<PauseVmRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 11);
+
+/**
+ * @generated from message dnah.vmm.v1.PauseVmResponse
+ */
+export type PauseVmResponse = Message<"dnah.vmm.v1.PauseVmResponse"> & {
+};
+
+/**
+ * Describes the message dnah.vmm.v1.PauseVmResponse.
+ * Use `create(PauseVmResponseSchema)` to create a new message.
+ */
+export const PauseVmResponseSchema: GenMessage<PauseVmResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 12);
+
+/**
+ * @generated from message dnah.vmm.v1.ResumeVmRequest
+ */
+export type ResumeVmRequest = Message<"dnah.vmm.v1.ResumeVmRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.ResumeVmRequest.
+ * Use `create(ResumeVmRequestSchema)` to create a new message.
+ */
+export const ResumeVmRequestSchema: GenMessage<ResumeVmRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 13);
+
+/**
+ * @generated from message dnah.vmm.v1.ResumeVmResponse
+ */
+export type ResumeVmResponse = Message<"dnah.vmm.v1.ResumeVmResponse"> & {
+};
+
+/**
+ * Describes the message dnah.vmm.v1.ResumeVmResponse.
+ * Use `create(ResumeVmResponseSchema)` to create a new message.
+ */
+export const ResumeVmResponseSchema: GenMessage<ResumeVmResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 14);
+
+/**
+ * @generated from message dnah.vmm.v1.GetVmMetricsRequest
+ */
+export type GetVmMetricsRequest = Message<"dnah.vmm.v1.GetVmMetricsRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.GetVmMetricsRequest.
+ * Use `create(GetVmMetricsRequestSchema)` to create a new message.
+ */
+export const GetVmMetricsRequestSchema: GenMessage<GetVmMetricsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 15);
+
+/**
+ * @generated from message dnah.vmm.v1.GetVmMetricsResponse
+ */
+export type GetVmMetricsResponse = Message<"dnah.vmm.v1.GetVmMetricsResponse"> & {
+  /**
+   * @generated from field: dnah.vmm.v1.VmMetrics metrics = 1;
+   */
+  metrics?: VmMetrics | undefined;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.GetVmMetricsResponse.
+ * Use `create(GetVmMetricsResponseSchema)` to create a new message.
+ */
+export const GetVmMetricsResponseSchema: GenMessage<GetVmMetricsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 16);
+
+/**
+ * @generated from message dnah.vmm.v1.VmMetrics
+ */
+export type VmMetrics = Message<"dnah.vmm.v1.VmMetrics"> & {
+  /**
+   * Unix milliseconds of the sample.
+   *
+   * @generated from field: uint64 timestamp_ms = 1;
+   */
+  timestampMs: bigint;
+
+  /**
+   * @generated from field: uint32 cpu_count = 2;
+   */
+  cpuCount: number;
+
+  /**
+   * @generated from field: double cpu_used_pct = 3;
+   */
+  cpuUsedPct: number;
+
+  /**
+   * @generated from field: uint64 mem_used_bytes = 4;
+   */
+  memUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 mem_total_bytes = 5;
+   */
+  memTotalBytes: bigint;
+
+  /**
+   * @generated from field: uint64 mem_cache_bytes = 6;
+   */
+  memCacheBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_used_bytes = 7;
+   */
+  diskUsedBytes: bigint;
+
+  /**
+   * @generated from field: uint64 disk_total_bytes = 8;
+   */
+  diskTotalBytes: bigint;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.VmMetrics.
+ * Use `create(VmMetricsSchema)` to create a new message.
+ */
+export const VmMetricsSchema: GenMessage<VmMetrics> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 17);
+
+/**
  * VmmService runs on every host and owns that host's sandboxes: their runtime processes,
  * disks, network and agent sockets. The data plane (HTTP to a sandbox port) is not an RPC:
  * it is the tunnel, `GET /tunnel/{sandbox_id}/{port}` with `Upgrade: dnah-tunnel`.
@@ -316,6 +483,39 @@ export const VmmService: GenService<{
     methodKind: "unary";
     input: typeof GetHostInfoRequestSchema;
     output: typeof GetHostInfoResponseSchema;
+  },
+  /**
+   * PauseVm freezes every process of a sandbox (jail: cgroup freezer; VMs: the VM is
+   * stopped) and returns once the runtime reports it frozen. Unknown ids are NOT_FOUND; a
+   * paused sandbox is FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.PauseVm
+   */
+  pauseVm: {
+    methodKind: "unary";
+    input: typeof PauseVmRequestSchema;
+    output: typeof PauseVmResponseSchema;
+  },
+  /**
+   * ResumeVm thaws a paused sandbox. Unknown ids are NOT_FOUND; a running sandbox is
+   * FAILED_PRECONDITION.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.ResumeVm
+   */
+  resumeVm: {
+    methodKind: "unary";
+    input: typeof ResumeVmRequestSchema;
+    output: typeof ResumeVmResponseSchema;
+  },
+  /**
+   * GetVmMetrics samples the sandbox's CPU, memory and disk use now.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.GetVmMetrics
+   */
+  getVmMetrics: {
+    methodKind: "unary";
+    input: typeof GetVmMetricsRequestSchema;
+    output: typeof GetVmMetricsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_vmm_v1_vmm, 0);
