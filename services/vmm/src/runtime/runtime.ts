@@ -26,6 +26,19 @@ export interface RunningVm {
   readonly startedAt: number;
 }
 
+/** One sample of a sandbox's resource use, as its runtime measures it. */
+export interface VmMetricsSample {
+  readonly timestampMs: number;
+  readonly cpuCount: number;
+  /** CPU time used since the previous sample, as a percentage of all the sandbox's CPUs. */
+  readonly cpuUsedPct: number;
+  readonly memUsedBytes: number;
+  readonly memTotalBytes: number;
+  readonly memCacheBytes: number;
+  readonly diskUsedBytes: number;
+  readonly diskTotalBytes: number;
+}
+
 export interface Runtime {
   readonly name: "jail" | "qemu" | "cloud-hypervisor";
   /** One sentence for operators: what isolates sandboxes from each other and the host. */
@@ -38,6 +51,14 @@ export interface Runtime {
   reclaimOrphans(known: ReadonlySet<string>): Promise<string[]>;
   /** Gives a sandbox booted in the background normal CPU priority. */
   setForeground(sandboxId: string): Promise<void>;
+  /** Freezes every process of the sandbox; resolves once the runtime reports it frozen. */
+  pause(sandboxId: string): Promise<void>;
+  /** Thaws a paused sandbox; resolves once it runs again. */
+  resume(sandboxId: string): Promise<void>;
+  /** True while the sandbox is paused. */
+  isPaused(sandboxId: string): boolean;
+  /** Samples the sandbox's CPU, memory and disk use now. */
+  metrics(sandboxId: string): Promise<VmMetricsSample>;
   /** True while the sandbox's runtime process lives. */
   isRunning(sandboxId: string): boolean;
   /** After every sandbox is destroyed: removes the runtime's own empty scaffolding. */
