@@ -116,3 +116,77 @@ async function removeStaleSocket(path: string): Promise<void> {
     if (errnoOf(err) !== "ENOENT") throw err;
   }
 }
+
+/**
+ * Inside a microVM, the guest port forwarder's vsock port: each connection names the guest
+ * port to reach with the hybrid-vsock handshake (`CONNECT <port>\n`). The agent (49983) and
+ * the code interpreter (49999) have vsock ports of their own.
+ */
+export const FORWARDER_PORT = 49982;
+
+export interface VsockFdOptions {
+  /** A listening (or bound) AF_VSOCK socket the guest init created and passed down. */
+  fd: number;
+  /** The guest vsock port it is bound to. */
+  port: number;
+  /**
+   * false: every connection belongs to `port`. true (the port forwarder): each connection
+   * starts with the hybrid-vsock handshake naming the guest port to reach.
+   */
+  handshake: boolean;
+  onConnection: (socket: Socket, port: number) => void;
+  log: Logger;
+  handshakeTimeoutMs?: number;
+}
+
+/** Parses `--listen-vsock-fd <fd>:<port>`; undefined when malformed. */
+export function parseVsockFdSpec(spec: string): { fd: number; port: number } | undefined {
+  const m = /^([0-9]{1,4}):([1-9][0-9]{0,9})$/.exec(spec);
+  const fd = Number(m?.[1]);
+  const port = Number(m?.[2]);
+  return m && fd >= 3 && port <= 0xffffffff ? { fd, port } : undefined;
+}
+
+/**
+ * Serves connections on an inherited AF_VSOCK listening socket (inside a microVM). Node's
+ * `net` cannot adopt an AF_VSOCK fd by itself (it guesses the fd's type and refuses), but its
+ * TCP handle can open any stream socket fd: libuv then listens and accepts with `accept4`,
+ * which AF_VSOCK supports. `process.binding` is deprecated (DEP0111) yet present in Node 20,
+ * the version the guest image carries; the qemu runtime's tests boot a VM to prove this path.
+ */
+export async function listenVsockFd(opts: VsockFdOptions): Promise<HybridVsockListener> {
+  const { TCP, constants } = (
+    process as unknown as {
+      binding(name: "tcp_wrap"): {
+        TCP: new (type: number) => { open(fd: number): number };
+        constants: { SERVER: number };
+      };
+    }
+  ).binding("tcp_wrap");
+  const handle = new TCP(constants.SERVER);
+  const rc = handle.open(opts.fd);
+  if (rc !== 0) throw new Error(`cannot open vsock fd ${opts.fd} (port ${opts.port}): uv error ${rc}`);
+  const timeoutMs = opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    if (opts.handshake) handshake(socket, timeoutMs, { ...opts, path: `vsock:${opts.port}` });
+    else opts.onConnection(socket, opts.port);
+  });
+  server.on("error", (err) =>
+    opts.log.error("vsock listener error", { port: opts.port, error: err.message }),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    // `listen` accepts a TCP handle; Node's typings only know the public overloads.
+    (server.listen as (h: unknown, cb: () => void) => void)(handle, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    path: `vsock:${opts.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+      }),
+  };
+}

@@ -15,18 +15,21 @@ describe("E2B timeouts are enforced", () => {
   });
 
   test("a sandbox is killed when its timeout passes; setTimeout extends another", async () => {
-    const short = await Sandbox.create({ ...opts, timeoutMs: 2_000 });
-    const extended = await Sandbox.create({ ...opts, timeoutMs: 2_000 });
+    // Ordered so that a slow create on a loaded machine cannot expire a sandbox before the
+    // test has looked at it: the extended one gets a long first timeout, then the short one.
+    const extendedAt = Date.now();
+    const extended = await Sandbox.create({ ...opts, timeoutMs: 8_000 });
     await extended.setTimeout(120_000);
-    assert.equal(await short.isRunning(), true);
-    const deadline = Date.now() + 20_000;
+    const short = await Sandbox.create({ ...opts, timeoutMs: 3_000 });
+    const deadline = Date.now() + 30_000;
     while ((await short.isRunning()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     assert.equal(await short.isRunning(), false, "the sandbox outlived its timeout");
     await assert.rejects(
       Sandbox.getInfo(short.sandboxId, opts),
       (e: unknown) => e instanceof SandboxNotFoundError,
     );
-    // The extended one is alive well past its original 2 s.
+    // The extended one is alive well past its original 8 s.
+    while (Date.now() < extendedAt + 10_000) await new Promise((r) => setTimeout(r, 250));
     assert.equal(await extended.isRunning(), true);
     assert.equal((await extended.commands.run("echo still here")).stdout, "still here\n");
     const info = await Sandbox.getInfo(extended.sandboxId, opts);

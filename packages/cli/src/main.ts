@@ -26,6 +26,20 @@ template
     await templateBuild(id, opts, process.env);
   });
 
+const image = program.command("image").description("build microVM images (qemu, cloud-hypervisor runtimes)");
+image
+  .command("build")
+  .argument("<template>", "template id, e.g. base")
+  .option("--cache-dir <dir>", "where images are cached (DNAH_CACHE_DIR)")
+  .option("--mirror <url>", "Debian mirror for the template (DNAH_DEBIAN_MIRROR)")
+  .option("--agent-dir <dir>", "bundled guest agent folder (DNAH_AGENT_DIR; default guest/dist)")
+  .option("--kernel-package <name>", "Debian kernel package (default: linux-image-cloud-amd64's)")
+  .option("--force", "rebuild even if cached")
+  .action(async (id: string, opts: import("./commands/image.js").ImageBuildOptions) => {
+    const { imageBuild } = await import("./commands/image.js");
+    await imageBuild(id, opts, process.env);
+  });
+
 try {
   await program.parseAsync();
 } catch (err) {

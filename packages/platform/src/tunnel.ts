@@ -8,8 +8,9 @@ import type { Socket } from "node:net";
  *   GET /tunnel/<sandboxId>/<port>   Connection: Upgrade   Upgrade: dnah-tunnel
  *   -> 101 Switching Protocols, then raw bytes to and from the guest port.
  *
- * Errors before the upgrade are JSON `{code, message}` with 404 (unknown sandbox), 502 (the
- * guest did not answer) or 400 (bad port). Bytes are never re-encoded on the way.
+ * Errors before the upgrade are JSON `{code, message}` with 404 (unknown sandbox), 409 (the
+ * sandbox is paused; `failed_precondition`), 502 (the guest did not answer) or 400 (bad
+ * port). Bytes are never re-encoded on the way.
  */
 export const TUNNEL_PROTOCOL = "dnah-tunnel";
 

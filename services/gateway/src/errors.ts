@@ -157,9 +157,11 @@ export function classify(err: unknown, requestContentType?: string): Classified 
   }
   const tunnel = findCause(err, (e): e is TunnelError => e instanceof TunnelError);
   if (tunnel !== undefined) {
-    return tunnel.status === 404
-      ? { kind: "not_found", message: "sandbox not found" }
-      : { kind: "unavailable", message: "sandbox agent unreachable" };
+    if (tunnel.status === 404) return { kind: "not_found", message: "sandbox not found" };
+    // The vmm refuses tunnels to a paused sandbox: "sandbox '<id>' is paused; resume it first".
+    if (tunnel.status === 409)
+      return { kind: "failed_precondition", message: tunnel.message || "sandbox is paused; resume it first" };
+    return { kind: "unavailable", message: "sandbox agent unreachable" };
   }
   if (err instanceof ConnectError) {
     const row = UPSTREAM_CODES[err.code];

@@ -3,9 +3,12 @@ import type { Client } from "@connectrpc/connect";
 import { createServiceServer, type Db, type Logger, listen, migrate } from "@dnah/platform";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import websocket from "@fastify/websocket";
 import type { FastifyError, FastifyInstance } from "fastify";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
+import { createDaytonaCompat, isDaytonaRequest } from "./compat/daytona/index.js";
+import type { Sweeper, SweeperOptions } from "./compat/daytona/sweeper.js";
 import { AccessTokens } from "./compat/e2b/access-token.js";
 import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
 import type { GatewayConfig } from "./config.js";
@@ -27,6 +30,8 @@ export interface GatewayDeps {
   db: Db;
   scheduler: Client<typeof SchedulerService>;
   logger: Logger;
+  /** Daytona lifecycle sweeper overrides (tests: a short interval, a clock moved forward). */
+  daytonaSweeper?: Partial<SweeperOptions> | undefined;
 }
 
 export interface Gateway {
@@ -35,6 +40,8 @@ export interface Gateway {
   /** The base URL; throws before start(). */
   readonly url: string;
   readonly app: FastifyInstance;
+  /** The Daytona lifecycle sweeper (tests run a pass with sweepOnce()). */
+  readonly daytonaSweeper: Sweeper;
   /** The dev key when this start created it or configuration fixed it; else undefined. */
   readonly apiKey: string | undefined;
   /** Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs, closes tunnels. */
@@ -79,11 +86,23 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     logger,
   });
 
+  let url: string | undefined;
+  const daytona = createDaytonaCompat({
+    db: deps.db,
+    verifier,
+    rpc: rpcDeps,
+    logger,
+    origin: () => url,
+    sweeper: deps.daytonaSweeper,
+  });
+
   const app = await createServiceServer({
     routes: sandboxRoutes(rpcDeps),
     logger,
     bodyLimitBytes: Math.max(cfg.fileLimitBytes, cfg.jsonBodyLimitBytes),
   });
+  // Once, at the root: WebSocket routes anywhere below (Daytona PTY, session logs).
+  await app.register(websocket);
   // Clients often send `Content-Type: application/json` on bodiless DELETEs and GETs: an
   // empty JSON body means "no body", not a malformed one.
   const defaultJson = app.getDefaultJsonParser("error", "error");
@@ -112,7 +131,9 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       // E2B control-API routes check the key themselves, to fail with E2B's error body.
       isPublic: (req) =>
         ((req.method === "GET" || req.method === "HEAD") && req.routeOptions.url === "/health") ||
-        isE2bApiRequest(req),
+        isE2bApiRequest(req) ||
+        // Daytona routes check the key (or preview token) themselves, to fail Daytona's way.
+        isDaytonaRequest(req),
       connectPrefixes: [`/${SandboxService.typeName}/`],
     }),
   );
@@ -149,11 +170,14 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     { prefix: "/v1" },
   );
   await app.register(e2b.routes);
+  await app.register(daytona.routes);
+  // socket.io joins the HTTP server through one upgrade dispatcher (after @fastify/websocket).
+  daytona.attach(app.server);
 
-  let url: string | undefined;
   return {
     app,
     apiKey,
+    daytonaSweeper: daytona.sweeper,
     get url() {
       if (url === undefined) throw new Error("gateway not started");
       return url;
@@ -168,6 +192,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       const timer = setTimeout(() => app.server.closeAllConnections(), cfg.shutdownTimeoutMs);
       timer.unref();
       try {
+        await daytona.close();
         await app.close();
         // Streams cut above are killing their processes in the sandboxes: let them finish.
         await agents.drain(KILL_GRACE_MS);

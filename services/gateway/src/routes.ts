@@ -8,9 +8,12 @@ import type { RpcDeps } from "./rpc/deps.js";
 import { exec } from "./rpc/exec.js";
 import { execStream } from "./rpc/exec-stream.js";
 import { getSandbox } from "./rpc/get-sandbox.js";
+import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { listFiles } from "./rpc/list-files.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
+import { pauseSandbox } from "./rpc/pause-sandbox.js";
 import { readFile } from "./rpc/read-file.js";
+import { resumeSandbox } from "./rpc/resume-sandbox.js";
 import { writeFile } from "./rpc/write-file.js";
 
 /** Response header set when Exec dropped output over the limit (the proto has no field). */
@@ -56,6 +59,9 @@ export function sandboxRoutes(deps: RpcDeps): (router: ConnectRouter) => void {
     writeFile: unary(writeFile),
     readFile: unary(readFile),
     listFiles: unary(listFiles),
+    pauseSandbox: unary(pauseSandbox),
+    resumeSandbox: unary(resumeSandbox),
+    getSandboxMetrics: unary(getSandboxMetrics),
   };
   return (router) => router.service(SandboxService, impl);
 }

@@ -293,7 +293,7 @@ describe("gateway over HTTP (scheduler unreachable)", () => {
 
     it("400s unknown list filters", async () => {
       assertError(
-        await call("/v1/sandboxes?state=running", { headers: auth }),
+        await call("/v1/sandboxes?owner=me", { headers: auth }),
         400,
         "invalid_argument",
         /metadata\.<key>/,

@@ -16,7 +16,27 @@ export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecord
     cpuCount: row.cpuCount,
     memoryMib: row.memoryMib,
     runtime: row.runtime,
+    ...(row.pausedAt !== null ? { pausedAt: timestampFromDate(row.pausedAt) } : {}),
   };
+}
+
+/**
+ * The row state a listed state filter means; undefined for states that are never listed
+ * (unspecified, deleted).
+ */
+export function rowStateOf(s: SandboxState): SandboxRowState | undefined {
+  switch (s) {
+    case SandboxState.STARTING:
+      return "starting";
+    case SandboxState.RUNNING:
+      return "running";
+    case SandboxState.PAUSED:
+      return "paused";
+    case SandboxState.STOPPED:
+      return "stopped";
+    default:
+      return undefined;
+  }
 }
 
 function toState(s: SandboxRowState): SandboxState {

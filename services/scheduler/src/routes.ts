@@ -5,10 +5,13 @@ import { toConnectError } from "./domain/errors.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
 import { getSandbox } from "./rpc/get-sandbox.js";
+import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { getTemplate } from "./rpc/get-template.js";
 import { heartbeat } from "./rpc/heartbeat.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
+import { pauseSandbox } from "./rpc/pause-sandbox.js";
 import { registerHost } from "./rpc/register-host.js";
+import { resumeSandbox } from "./rpc/resume-sandbox.js";
 
 /** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
 export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
@@ -29,5 +32,8 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     getTemplate: edge("GetTemplate", getTemplate),
     registerHost: edge("RegisterHost", registerHost),
     heartbeat: edge("Heartbeat", heartbeat),
+    pauseSandbox: edge("PauseSandbox", pauseSandbox),
+    resumeSandbox: edge("ResumeSandbox", resumeSandbox),
+    getSandboxMetrics: edge("GetSandboxMetrics", getSandboxMetrics),
   };
 }

@@ -9,7 +9,14 @@ export interface VmmConfig {
   readonly listenPort: number;
   /** URL other services use to reach this vmm; defaults to the listen address. */
   readonly advertiseUrl: string | undefined;
-  readonly runtime: "jail";
+  /** `auto`: cloud-hypervisor when its binary exists and /dev/kvm opens, else jail. */
+  readonly runtime: "auto" | "jail" | "qemu" | "cloud-hypervisor";
+  /** The `cloud-hypervisor` executable; undefined = look it up on PATH. */
+  readonly chBin: string | undefined;
+  /** qemu runtime: machine type (q35: PCIe, hot-unplug for snapshots; microvm: virtio-mmio). */
+  readonly qemuMachine: "q35" | "microvm";
+  /** microVM runtimes: NAT egress from each VM's own namespace (no VM ever reaches another). */
+  readonly vmEgress: boolean;
   readonly stateDir: string;
   readonly cacheDir: string;
   readonly debianMirror: string;
@@ -39,7 +46,10 @@ export function configFromEnv(env: Env): VmmConfig {
     listenHost: r.str("DNAH_VMM_HOST", "127.0.0.1"),
     listenPort: r.int("DNAH_VMM_PORT", 7002, 0, 65535),
     advertiseUrl: r.optStr("DNAH_VMM_ADVERTISE_URL"),
-    runtime: r.oneOf("DNAH_RUNTIME", ["jail"] as const, "jail"),
+    runtime: r.oneOf("DNAH_RUNTIME", ["auto", "jail", "qemu", "cloud-hypervisor"] as const, "auto"),
+    chBin: r.optStr("DNAH_CH_BIN"),
+    qemuMachine: r.oneOf("DNAH_QEMU_MACHINE", ["q35", "microvm"] as const, "q35"),
+    vmEgress: r.bool("DNAH_VM_EGRESS", true),
     stateDir: r.str("DNAH_STATE_DIR", DEFAULT_STATE_DIR),
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
@@ -47,7 +57,13 @@ export function configFromEnv(env: Env): VmmConfig {
     cgroupParent: r.str("DNAH_CGROUP_PARENT", "dnah"),
     capacitySandboxes: r.int("DNAH_VMM_CAPACITY", 64, 1, 10_000),
     pidsMax: r.int("DNAH_SANDBOX_PIDS_MAX", 4096, 16, 1_000_000),
-    bootTimeoutMs: r.int("DNAH_BOOT_TIMEOUT_MS", 15_000, 100, 600_000),
+    // A qemu microVM under TCG boots its kernel and the agent's Node in seconds to tens of seconds.
+    bootTimeoutMs: r.int(
+      "DNAH_BOOT_TIMEOUT_MS",
+      env.DNAH_RUNTIME === "qemu" ? 120_000 : 15_000,
+      100,
+      600_000,
+    ),
     schedulerUrl: r.optStr("DNAH_SCHEDULER_URL"),
     heartbeatIntervalMs: r.int("DNAH_HEARTBEAT_INTERVAL_MS", 5_000, 100, 600_000),
     logLevel: r.str("DNAH_LOG_LEVEL", "info"),

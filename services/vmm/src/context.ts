@@ -1,6 +1,7 @@
 import type { Logger } from "@dnah/platform";
 import type { VmmConfig } from "./config.js";
 import type { RunningVm, Runtime } from "./runtime/runtime.js";
+import type { TunnelRegistry } from "./tunnel/server.js";
 
 export interface VmRecord {
   readonly vm: RunningVm;
@@ -18,4 +19,6 @@ export interface VmmContext {
   readonly vms: Map<string, VmRecord>;
   /** Ids being created or deleted right now (a second request for one is refused). */
   readonly busy: Set<string>;
+  /** Open tunnels per sandbox; pausing one cuts them. */
+  readonly tunnels: TunnelRegistry;
 }

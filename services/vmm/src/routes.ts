@@ -6,7 +6,10 @@ import { configureVm } from "./rpc/configure-vm.js";
 import { createVm } from "./rpc/create-vm.js";
 import { deleteVm } from "./rpc/delete-vm.js";
 import { getHostInfo } from "./rpc/get-host-info.js";
+import { getVmMetrics } from "./rpc/get-vm-metrics.js";
 import { listVms } from "./rpc/list-vms.js";
+import { pauseVm } from "./rpc/pause-vm.js";
+import { resumeVm } from "./rpc/resume-vm.js";
 
 /** Wraps a handler so domain errors leave as Connect errors, and unexpected ones are logged. */
 function edge<A extends unknown[], R>(ctx: VmmContext, name: string, fn: (...a: A) => Promise<R> | R) {
@@ -28,6 +31,9 @@ export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
     configureVm: edge(ctx, "ConfigureVm", (req) => configureVm(ctx, req)),
     listVms: edge(ctx, "ListVms", () => listVms(ctx)),
     getHostInfo: edge(ctx, "GetHostInfo", () => getHostInfo(ctx)),
+    pauseVm: edge(ctx, "PauseVm", (req) => pauseVm(ctx, req)),
+    resumeVm: edge(ctx, "ResumeVm", (req) => resumeVm(ctx, req)),
+    getVmMetrics: edge(ctx, "GetVmMetrics", (req) => getVmMetrics(ctx, req)),
   };
 }
 

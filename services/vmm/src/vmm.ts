@@ -5,10 +5,9 @@ import type { FastifyInstance } from "fastify";
 import type { VmmConfig } from "./config.js";
 import type { VmmContext } from "./context.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
-import { JailRuntime } from "./runtime/jail/jail.js";
 import type { Runtime } from "./runtime/runtime.js";
-import { ensureNodeRuntime } from "./template/node-runtime.js";
-import { createTunnelHandler } from "./tunnel/server.js";
+import { selectRuntime } from "./runtime/select.js";
+import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
 export interface VmmOverrides {
   runtime?: Runtime;
@@ -25,18 +24,15 @@ export interface Vmm {
 
 /** The per-host VM manager: runtime, Connect API, tunnel, registration with the scheduler. */
 export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOverrides = {}): Promise<Vmm> {
-  const runtime =
-    overrides.runtime ??
-    new JailRuntime({
-      stateDir: cfg.stateDir,
-      nodeRuntimeDir: await ensureNodeRuntime(cfg.cacheDir),
-      agentDir: cfg.agentDir,
-      cgroupParent: cfg.cgroupParent,
-      pidsMax: cfg.pidsMax,
-      hostPath: cfg.hostPath,
-      logger,
-    });
-  const ctx: VmmContext = { cfg, logger, runtime, vms: new Map(), busy: new Set() };
+  const runtime = overrides.runtime ?? (await selectRuntime(cfg, logger));
+  const ctx: VmmContext = {
+    cfg,
+    logger,
+    runtime,
+    vms: new Map(),
+    busy: new Set(),
+    tunnels: new TunnelRegistry(),
+  };
   runtime.onExit((id) => ctx.vms.delete(id));
   const impl = vmmImpl(ctx);
   let app: FastifyInstance | undefined;
@@ -84,7 +80,14 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       app = await createServiceServer({ routes: vmmRoutes(ctx), logger });
       app.server.on(
         "upgrade",
-        createTunnelHandler((id) => ctx.vms.get(id)?.vm.vsockPath, logger),
+        createTunnelHandler(
+          (id) => {
+            const rec = ctx.vms.get(id);
+            return rec && { vsockPath: rec.vm.vsockPath, paused: runtime.isPaused(id) };
+          },
+          logger,
+          ctx.tunnels,
+        ),
       );
       url = await listen(app, cfg.listenHost, cfg.listenPort);
       await register();

@@ -2,22 +2,57 @@ import { create } from "@bufbuild/protobuf";
 import {
   CreateSandboxRequestSchema,
   DeleteSandboxRequestSchema,
+  GetSandboxMetricsRequestSchema,
   GetSandboxRequestSchema,
   ListSandboxesRequestSchema,
+  PauseSandboxRequestSchema,
+  ResumeSandboxRequestSchema,
+  SandboxState,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyInstance } from "fastify";
 import { InvalidArgumentError } from "../errors.js";
 import { createSandbox } from "../rpc/create-sandbox.js";
 import { deleteSandbox } from "../rpc/delete-sandbox.js";
 import { getSandbox } from "../rpc/get-sandbox.js";
+import { getSandboxMetrics } from "../rpc/get-sandbox-metrics.js";
 import { listSandboxes } from "../rpc/list-sandboxes.js";
+import { pauseSandbox } from "../rpc/pause-sandbox.js";
+import { resumeSandbox } from "../rpc/resume-sandbox.js";
 import { objectBody, optString, optStringMap } from "./body.js";
 import type { RestOptions } from "./common.js";
-import { sandboxJson } from "./views.js";
+import { metricsJson, sandboxJson } from "./views.js";
 
 const METADATA_QUERY_PREFIX = "metadata.";
+/** `?state=` values, as the views spell states. */
+const LISTABLE_STATES: Readonly<Record<string, SandboxState>> = {
+  starting: SandboxState.STARTING,
+  running: SandboxState.RUNNING,
+  paused: SandboxState.PAUSED,
+  stopped: SandboxState.STOPPED,
+};
+const MAX_STATE_VALUES = 16;
 
-/** POST/GET /v1/sandboxes, GET/DELETE /v1/sandboxes/:id */
+/** `state=a&state=b` or `state=a,b` (or both) as a set of states; unknown names are a 400. */
+function parseStates(raw: unknown): SandboxState[] {
+  const parts = (Array.isArray(raw) ? raw : [raw]).flatMap((v) => String(v).split(","));
+  if (parts.length > MAX_STATE_VALUES)
+    throw new InvalidArgumentError(`query parameter 'state': at most ${MAX_STATE_VALUES} values`);
+  const states = new Set<SandboxState>();
+  for (const p of parts) {
+    const s = LISTABLE_STATES[p.trim().toLowerCase()];
+    if (s === undefined)
+      throw new InvalidArgumentError(
+        `query parameter 'state': unknown state '${p.slice(0, 32)}'; use ${Object.keys(LISTABLE_STATES).join(", ")}`,
+      );
+    states.add(s);
+  }
+  return [...states];
+}
+
+/**
+ * POST/GET /v1/sandboxes, GET/DELETE /v1/sandboxes/:id, POST /v1/sandboxes/:id/{pause,resume},
+ * GET /v1/sandboxes/:id/metrics
+ */
 export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
   const { deps } = opts;
 
@@ -36,23 +71,46 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
 
   app.get("/sandboxes", async (req) => {
     const metadata: Record<string, string> = {};
+    let states: SandboxState[] = [];
     for (const [k, v] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
+      if (k === "state") {
+        states = parseStates(v);
+        continue;
+      }
       if (!k.startsWith(METADATA_QUERY_PREFIX) || k.length === METADATA_QUERY_PREFIX.length) {
         throw new InvalidArgumentError(
-          `unknown query parameter '${k.slice(0, 64)}'; filter with metadata.<key>=<value>`,
+          `unknown query parameter '${k.slice(0, 64)}'; filter with metadata.<key>=<value> or state=<state>`,
         );
       }
       if (typeof v !== "string")
         throw new InvalidArgumentError(`query parameter '${k.slice(0, 64)}' must be given once`);
       metadata[k.slice(METADATA_QUERY_PREFIX.length)] = v;
     }
-    const res = await listSandboxes(deps, create(ListSandboxesRequestSchema, { metadata }));
+    const res = await listSandboxes(deps, create(ListSandboxesRequestSchema, { metadata, states }));
     return { sandboxes: res.sandboxes.map(sandboxJson) };
   });
 
   app.get<{ Params: { id: string } }>("/sandboxes/:id", async (req) => {
     const res = await getSandbox(deps, create(GetSandboxRequestSchema, { sandboxId: req.params.id }));
     return sandboxJson(res.sandbox!);
+  });
+
+  app.post<{ Params: { id: string } }>("/sandboxes/:id/pause", async (req) => {
+    const res = await pauseSandbox(deps, create(PauseSandboxRequestSchema, { sandboxId: req.params.id }));
+    return sandboxJson(res.sandbox!);
+  });
+
+  app.post<{ Params: { id: string } }>("/sandboxes/:id/resume", async (req) => {
+    const res = await resumeSandbox(deps, create(ResumeSandboxRequestSchema, { sandboxId: req.params.id }));
+    return sandboxJson(res.sandbox!);
+  });
+
+  app.get<{ Params: { id: string } }>("/sandboxes/:id/metrics", async (req) => {
+    const res = await getSandboxMetrics(
+      deps,
+      create(GetSandboxMetricsRequestSchema, { sandboxId: req.params.id }),
+    );
+    return metricsJson(res.metrics!);
   });
 
   app.delete<{ Params: { id: string } }>("/sandboxes/:id", async (req, reply) => {

@@ -1,5 +1,10 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type FileEntry, type Sandbox, SandboxState } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import {
+  type FileEntry,
+  type Sandbox,
+  type SandboxMetrics,
+  SandboxState,
+} from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 
 /** REST JSON for a sandbox (camelCase, state as a lower-case word, ISO timestamps). */
 export function sandboxJson(s: Sandbox) {
@@ -13,6 +18,21 @@ export function sandboxJson(s: Sandbox) {
     memoryMib: s.memoryMib,
     hostId: s.hostId,
     runtime: s.runtime,
+    pausedAt: s.pausedAt !== undefined ? timestampDate(s.pausedAt).toISOString() : null,
+  };
+}
+
+/** REST JSON for a metrics sample (byte counts as numbers: exact below 2^53). */
+export function metricsJson(m: SandboxMetrics) {
+  return {
+    timestamp: m.timestamp !== undefined ? timestampDate(m.timestamp).toISOString() : null,
+    cpuCount: m.cpuCount,
+    cpuUsedPct: m.cpuUsedPct,
+    memUsedBytes: Number(m.memUsedBytes),
+    memTotalBytes: Number(m.memTotalBytes),
+    memCacheBytes: Number(m.memCacheBytes),
+    diskUsedBytes: Number(m.diskUsedBytes),
+    diskTotalBytes: Number(m.diskTotalBytes),
   };
 }
 

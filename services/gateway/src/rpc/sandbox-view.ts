@@ -29,5 +29,25 @@ export function toSandbox(r: SandboxRecord): Sandbox {
     memoryMib: r.memoryMib,
     hostId: r.hostId,
     runtime: r.runtime,
+    ...(r.pausedAt !== undefined ? { pausedAt: r.pausedAt } : {}),
   });
+}
+
+/**
+ * The scheduler state a list filter asks for; undefined for states that are never listed
+ * (unspecified, deleted).
+ */
+export function toSchedulerState(s: SandboxState): SchedulerSandboxState | undefined {
+  switch (s) {
+    case SandboxState.STARTING:
+      return SchedulerSandboxState.STARTING;
+    case SandboxState.RUNNING:
+      return SchedulerSandboxState.RUNNING;
+    case SandboxState.PAUSED:
+      return SchedulerSandboxState.PAUSED;
+    case SandboxState.STOPPED:
+      return SchedulerSandboxState.STOPPED;
+    default:
+      return undefined;
+  }
 }

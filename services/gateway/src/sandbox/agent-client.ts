@@ -137,7 +137,8 @@ export class AgentPool {
 
   /**
    * Translates transport failures of a call to the agent: a tunnel 404 means the sandbox is
-   * gone (and is forgotten); other tunnel and connection failures are `unavailable`.
+   * gone (and is forgotten), a 409 that it is paused; other tunnel and connection failures
+   * are `unavailable`.
    * Anything else (the agent's own Connect errors) is returned unchanged for the caller.
    */
   translate(sandboxId: string, err: unknown): unknown {
@@ -149,6 +150,13 @@ export class AgentPool {
       }
       if (tunnel.status === 504)
         return new DeadlineExceededError("sandbox agent did not answer in time", { cause: err });
+      if (tunnel.status === 409) {
+        // Paused: its kept-alive tunnels are useless until it resumes.
+        this.forget(sandboxId);
+        return new FailedPreconditionError(`sandbox '${sandboxId}' is paused; resume it first`, {
+          cause: err,
+        });
+      }
       return new UnavailableError("sandbox agent unreachable", { cause: err });
     }
     if (err instanceof ConnectError && err.code === Code.Unavailable) {
@@ -199,6 +207,8 @@ export class AgentPool {
       this.forget(sandboxId);
       throw new SandboxNotFoundError(sandboxId);
     }
+    if (record.state === SandboxState.PAUSED)
+      throw new FailedPreconditionError(`sandbox '${sandboxId}' is paused; resume it first`);
     if (record.state !== SandboxState.RUNNING) {
       const state = SandboxState[record.state]?.toLowerCase() ?? "not running";
       throw new FailedPreconditionError(`sandbox '${sandboxId}' is ${state}, not running`);

@@ -26,6 +26,8 @@ export interface SandboxRow {
   memoryMib: number;
   runtime: string;
   createdAt: Date;
+  /** Set while paused. */
+  pausedAt: Date | null;
 }
 
 export interface TemplateRow {
@@ -49,11 +51,11 @@ export interface HostLoadRow {
 /** States in which a sandbox is the user's and visible to Get and List. */
 const VISIBLE = "('starting', 'running', 'paused', 'stopped')";
 
-/** States that occupy a slot on their host. */
-const OCCUPYING = "('starting', 'running', 'deleting')";
+/** States that occupy a slot on their host: a paused sandbox keeps its memory there. */
+const OCCUPYING = "('starting', 'running', 'paused', 'deleting')";
 
 const SANDBOX_COLUMNS = `s.id, s.template_id, s.host_id, h.vmm_url, s.state, s.pooled, s.metadata, s.env_vars,
-  s.cpu_count, s.memory_mib, s.runtime, s.created_at`;
+  s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at`;
 
 interface RawSandbox {
   id: string;
@@ -68,6 +70,7 @@ interface RawSandbox {
   memory_mib: number;
   runtime: string;
   created_at: Date;
+  paused_at: Date | null;
 }
 
 function toSandbox(r: RawSandbox): SandboxRow {
@@ -84,6 +87,7 @@ function toSandbox(r: RawSandbox): SandboxRow {
     memoryMib: r.memory_mib,
     runtime: r.runtime,
     createdAt: r.created_at,
+    pausedAt: r.paused_at,
   };
 }
 
@@ -377,13 +381,61 @@ export async function getSandbox(db: Queryable, id: string): Promise<SandboxRow 
   return rows[0] && toSandbox(rows[0]);
 }
 
-/** Users' sandboxes whose metadata contains every given pair, newest first. */
-export async function listSandboxes(db: Queryable, metadata: Record<string, string>): Promise<SandboxRow[]> {
+/**
+ * Users' sandboxes whose metadata contains every given pair, newest first; only those in
+ * `states` when given (states outside the visible ones match nothing).
+ */
+export async function listSandboxes(
+  db: Queryable,
+  metadata: Record<string, string>,
+  states: readonly SandboxRowState[] = [],
+): Promise<SandboxRow[]> {
   const { rows } = await db.query<RawSandbox>(
     `SELECT ${SANDBOX_COLUMNS} FROM sandboxes s JOIN hosts h ON h.id = s.host_id
      WHERE NOT s.pooled AND s.state IN ${VISIBLE} AND s.metadata @> $1::jsonb
+       AND (cardinality($2::text[]) = 0 OR s.state = ANY($2::text[]))
      ORDER BY s.created_at DESC, s.id`,
-    [JSON.stringify(metadata)],
+    [JSON.stringify(metadata), states],
   );
   return rows.map(toSandbox);
+}
+
+/**
+ * A user's sandbox, locked for the rest of the transaction so that pause and resume of one
+ * sandbox (and its delete) take turns. Undefined when there is no such visible sandbox.
+ */
+export async function lockSandbox(tx: Queryable, id: string): Promise<SandboxRow | undefined> {
+  const { rows } = await tx.query<RawSandbox>(
+    `SELECT ${SANDBOX_COLUMNS} FROM sandboxes s JOIN hosts h ON h.id = s.host_id
+     WHERE s.id = $1 AND NOT s.pooled AND s.state IN ${VISIBLE}
+     FOR UPDATE OF s`,
+    [id],
+  );
+  return rows[0] && toSandbox(rows[0]);
+}
+
+/** running -> paused, stamped with the database clock. */
+export async function markPaused(tx: Queryable, id: string): Promise<SandboxRow> {
+  const { rows } = await tx.query<RawSandbox>(
+    `WITH s AS (
+       UPDATE sandboxes SET state = 'paused', paused_at = now()
+       WHERE id = $1 AND state = 'running' RETURNING *)
+     SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id],
+  );
+  if (rows[0] === undefined) throw new Error(`sandbox ${id} was not running when marked paused`);
+  return toSandbox(rows[0]);
+}
+
+/** paused -> running. */
+export async function markResumed(tx: Queryable, id: string): Promise<SandboxRow> {
+  const { rows } = await tx.query<RawSandbox>(
+    `WITH s AS (
+       UPDATE sandboxes SET state = 'running', paused_at = NULL
+       WHERE id = $1 AND state = 'paused' RETURNING *)
+     SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id],
+  );
+  if (rows[0] === undefined) throw new Error(`sandbox ${id} was not paused when marked resumed`);
+  return toSandbox(rows[0]);
 }

@@ -2,7 +2,7 @@ import { NoCapacityError } from "./errors.js";
 
 export interface HostLoad {
   hostId: string;
-  /** Sandboxes the host runs or is booting. */
+  /** Sandboxes the host runs, keeps paused (they hold their memory) or is booting. */
   running: number;
   capacity: number;
   lastHeartbeat: Date;

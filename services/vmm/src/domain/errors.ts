@@ -35,6 +35,30 @@ export class InvalidArgumentError extends Error {
   }
 }
 
+/** The sandbox exists but is in the wrong state for the call (paused, not paused). */
+export class VmStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "VmStateError";
+  }
+}
+
+/** The runtime did not reach the asked state in time (a freeze or thaw that never settled). */
+export class RuntimeTimeoutError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "RuntimeTimeoutError";
+  }
+}
+
+/** A microVM runtime found no (or a stale) image for the template on this host. */
+export class VmImageMissingError extends Error {
+  constructor(templateId: string, why: string) {
+    super(`no microVM image for template '${templateId}' (${why}): run 'dnah image build ${templateId}'`);
+    this.name = "VmImageMissingError";
+  }
+}
+
 /** The guest did not come up or stopped answering. */
 export class GuestUnavailableError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -48,10 +72,13 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
   if (err instanceof VmNotFoundError || err instanceof TemplateNotFoundError)
     return new ConnectError(err.message, Code.NotFound);
+  if (err instanceof VmImageMissingError) return new ConnectError(err.message, Code.FailedPrecondition);
   if (err instanceof VmExistsError) return new ConnectError(err.message, Code.AlreadyExists);
   if (err instanceof HostFullError) return new ConnectError(err.message, Code.ResourceExhausted);
   if (err instanceof InvalidArgumentError) return new ConnectError(err.message, Code.InvalidArgument);
   if (err instanceof GuestUnavailableError) return new ConnectError(err.message, Code.Unavailable);
+  if (err instanceof VmStateError) return new ConnectError(err.message, Code.FailedPrecondition);
+  if (err instanceof RuntimeTimeoutError) return new ConnectError(err.message, Code.DeadlineExceeded);
   return new ConnectError("internal error", Code.Internal);
 }
 

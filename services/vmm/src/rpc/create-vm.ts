@@ -9,8 +9,9 @@ import {
   TemplateNotFoundError,
   VmExistsError,
 } from "../domain/errors.js";
-import { findTemplate } from "../template/build.js";
+import { findTemplate, readStartSpec } from "../template/build.js";
 import { agentRequest, waitForAgent, warmUp } from "../vsock/agent-http.js";
+import { startLogTail, waitForGuestPort } from "../vsock/ready-port.js";
 
 export async function createVm(
   ctx: VmmContext,
@@ -21,6 +22,9 @@ export async function createVm(
     throw new InvalidArgumentError("cpu or memory too large");
   const template = findTemplate(ctx.cfg.cacheDir, req.templateId, ctx.cfg.debianMirror);
   if (!template) throw new TemplateNotFoundError(req.templateId);
+  const start = await readStartSpec(template.rootfsDir).catch((err: Error) => {
+    throw new GuestUnavailableError(`template '${req.templateId}' is broken: ${err.message}`, { cause: err });
+  });
   if (ctx.vms.has(id) || ctx.busy.has(id)) throw new VmExistsError(id);
   if (ctx.vms.size + ctx.busy.size >= ctx.cfg.capacitySandboxes)
     throw new HostFullError(ctx.cfg.capacitySandboxes);
@@ -46,6 +50,29 @@ export async function createVm(
       });
       if (init.status >= 300)
         throw new GuestUnavailableError(`agent refused /init: ${init.status} ${init.body}`);
+      if (start?.readyPort !== undefined) {
+        // The agent runs the template's start command from its boot on; the sandbox is
+        // handed out (or pooled) only once that command serves, within a boot-timeout window
+        // of its own.
+        const readyStarted = performance.now();
+        await waitForGuestPort(vm.vsockPath, start.readyPort, ctx.cfg.bootTimeoutMs, () =>
+          ctx.runtime.isRunning(id),
+        ).catch(async (err: Error) => {
+          const output = await startLogTail(vm.vsockPath);
+          ctx.logger.warn(
+            { "sandbox.id": id, command: start.command, output },
+            "start command never got ready",
+          );
+          throw new GuestUnavailableError(
+            `template '${req.templateId}' start command (${start.command}) is not ready: ${err.message}`,
+            { cause: err },
+          );
+        });
+        ctx.logger.debug(
+          { "sandbox.id": id, readyMs: Math.round(performance.now() - readyStarted) },
+          "start command ready",
+        );
+      }
       if (req.background) {
         // Nobody waits for a warm-pool boot: spend the time warming the agent up.
         const problem = await warmUp(vm.vsockPath);

@@ -7,6 +7,7 @@ export function listVms(ctx: VmmContext) {
       templateId: r.vm.templateId,
       runtime: ctx.runtime.name,
       bootMs: r.bootMs,
+      paused: ctx.runtime.isPaused(r.vm.sandboxId),
     })),
   };
 }

@@ -1,10 +1,17 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import type { TemplateImage } from "../runtime/runtime.js";
-import { RECIPES, recipeKey, type TemplateRecipe } from "./recipes.js";
+import {
+  parseStartSpec,
+  RECIPES,
+  recipeKey,
+  START_SPEC_PATH,
+  type StartSpec,
+  type TemplateRecipe,
+} from "./recipes.js";
 
 export interface BuildOptions {
   /** Templates are cached in `<cacheDir>/templates/<id>/<key>/rootfs`. */
@@ -56,6 +63,38 @@ export async function buildTemplate(templateId: string, opts: BuildOptions): Pro
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
   const started = Date.now();
+  try {
+    await buildInto(tmp, recipe, opts, say);
+  } catch (err) {
+    // A failed build leaves nothing behind but what explains it.
+    const detail = await debootstrapLogTail(join(tmp, "rootfs"));
+    await rm(tmp, { recursive: true, force: true });
+    throw detail
+      ? new Error(`${(err as Error).message}\ndebootstrap.log (end):\n${detail}`, { cause: err })
+      : err;
+  }
+  await rm(dir, { recursive: true, force: true });
+  await rename(tmp, dir);
+  say(`[template ${templateId}] built in ${((Date.now() - started) / 1000).toFixed(1)} s at ${dir}`);
+  return { templateId, rootfsDir: join(dir, "rootfs") };
+}
+
+async function debootstrapLogTail(rootfs: string): Promise<string | undefined> {
+  try {
+    const text = await readFile(join(rootfs, "debootstrap", "debootstrap.log"), "utf8");
+    return text.trimEnd().split("\n").slice(-40).join("\n");
+  } catch {
+    return undefined; // debootstrap got no further than its log
+  }
+}
+
+async function buildInto(
+  tmp: string,
+  recipe: TemplateRecipe,
+  opts: BuildOptions,
+  say: (line: string) => void,
+): Promise<void> {
+  const { templateId } = recipe;
   say(
     `[template ${templateId}] debootstrap ${recipe.suite} (${recipe.packages.join(", ")}) from ${opts.mirror}`,
   );
@@ -87,14 +126,31 @@ export async function buildTemplate(templateId: string, opts: BuildOptions): Pro
     () => undefined,
     say,
   );
+  if (recipe.start) {
+    const file = join(tmp, "rootfs", START_SPEC_PATH);
+    say(`[template ${templateId}] start command: ${recipe.start.command}`);
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, `${JSON.stringify(recipe.start, null, 2)}\n`, { mode: 0o644 });
+  }
   await writeFile(
     join(tmp, READY),
     JSON.stringify({ templateId, key: recipeKey(recipe, opts.mirror), builtAt: new Date().toISOString() }),
   );
-  await rm(dir, { recursive: true, force: true });
-  await rename(tmp, dir);
-  say(`[template ${templateId}] built in ${((Date.now() - started) / 1000).toFixed(1)} s at ${dir}`);
-  return { templateId, rootfsDir: join(dir, "rootfs") };
+}
+
+/**
+ * The start command a template's rootfs describes (`/etc/dnah/start.json`), or undefined when
+ * it has none. A malformed file is an error: the template is broken, not command-less.
+ */
+export async function readStartSpec(rootfsDir: string): Promise<StartSpec | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(rootfsDir, START_SPEC_PATH), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+  return parseStartSpec(text);
 }
 
 async function runWithProgress(

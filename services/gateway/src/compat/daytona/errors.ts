@@ -46,6 +46,41 @@ export class DaytonaHttpError extends Error {
   }
 }
 
+/**
+ * The toolbox daemon's own codes (body `source: DAYTONA_DAEMON`) and their HTTP statuses. The
+ * SDK picks a class per code (`FILE_NOT_FOUND` → `DaytonaFileNotFoundError`, `GIT_*` …).
+ */
+export const DAYTONA_DAEMON_CODES = Object.freeze({
+  FILE_NOT_FOUND: 404,
+  FILE_ACCESS_DENIED: 403,
+  INVALID_FILE_PATH: 400,
+  FILE_READ_FAILED: 500,
+  REQUEST_TIMEOUT: 408,
+  PROCESS_NOT_FOUND: 404,
+  SESSION_ENDED: 410,
+  COMMAND_ALREADY_COMPLETED: 410,
+  GIT_AUTH_FAILED: 401,
+  GIT_REPO_NOT_FOUND: 404,
+  GIT_BRANCH_NOT_FOUND: 404,
+  GIT_BRANCH_EXISTS: 409,
+  GIT_PUSH_REJECTED: 409,
+  GIT_DIRTY_WORKTREE: 409,
+  GIT_MERGE_CONFLICT: 409,
+  GIT_TRANSPORT_FAILED: 502,
+  GIT_REMOTE_REJECTED: 422,
+} satisfies Record<string, number>);
+
+export type DaytonaDaemonCode = keyof typeof DAYTONA_DAEMON_CODES;
+
+/** A DaytonaHttpError with a daemon code, its status from the table above. */
+export function daemonError(
+  code: DaytonaDaemonCode,
+  message: string,
+  options?: { cause?: unknown },
+): DaytonaHttpError {
+  return new DaytonaHttpError(DAYTONA_DAEMON_CODES[code], code, message, options);
+}
+
 /** `{statusCode, message, code, source, error, timestamp, path, method}` — every field a producer of Daytona's sends. */
 export interface DaytonaErrorBody {
   statusCode: number;
@@ -61,11 +96,14 @@ export interface DaytonaErrorBody {
 const REASON: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
+  403: "Forbidden",
   404: "Not Found",
   408: "Request Timeout",
   409: "Conflict",
+  410: "Gone",
   413: "Payload Too Large",
   415: "Unsupported Media Type",
+  422: "Unprocessable Entity",
   500: "Internal Server Error",
   501: "Not Implemented",
   502: "Bad Gateway",

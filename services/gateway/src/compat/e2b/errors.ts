@@ -5,9 +5,9 @@ import { classify, type ErrorKind, SandboxNotFoundError, TemplateNotFoundError }
  * THE table of the E2B compatibility surface (STYLE rule 8): what the `e2b` SDK is told for
  * each kind of failure. Control-API bodies are E2B's `Error` schema `{code, message,
  * error_code?}` with `code` equal to the HTTP status; the SDK branches on that `code` (404 →
- * `SandboxNotFoundError` / `false` from kill), on 401 (`AuthenticationError`) and on 503
- * (`ServiceBusyError`). Everything not listed is a 500 with a generic message; its detail is
- * only logged.
+ * `SandboxNotFoundError` / `false` from kill, 409 → `false` from pause: "already paused"), on
+ * 401 (`AuthenticationError`) and on 503 (`ServiceBusyError`). Everything not listed is a 500
+ * with a generic message; its detail is only logged.
  */
 export const E2B_ERROR_TABLE = Object.freeze({
   invalid_argument: { status: 400 },
@@ -15,6 +15,14 @@ export const E2B_ERROR_TABLE = Object.freeze({
   unsupported_media_type: { status: 400 },
   unauthenticated: { status: 401, message: "Invalid API key" },
   not_found: { status: 404 },
+  // Wrong state for the call: pausing a paused sandbox, resuming a running one (E2B: 409).
+  failed_precondition: { status: 409 },
+  already_exists: { status: 409 },
+  canceled: { status: 499 },
+  unimplemented: { status: 501 },
+  // A dependency (scheduler, vmm, API-key store) is down; the SDK raises ServiceBusyError.
+  unavailable: { status: 503 },
+  deadline_exceeded: { status: 504 },
   resource_exhausted: {
     status: 503,
     message: "No capacity available for a new sandbox, retry later",
@@ -32,6 +40,15 @@ export function sandboxNotFoundBody(sandboxId: string) {
 export const BAD_SANDBOX_ID_STATUS = 400;
 export function badSandboxIdBody() {
   return { code: BAD_SANDBOX_ID_STATUS, message: "Invalid sandbox ID" };
+}
+
+/**
+ * A signed `/files` URL without a sandbox id whose signature no E2B sandbox's token
+ * reproduces (tampered, or its sandbox is gone): envd's answer to a bad signature.
+ */
+export const UNROUTED_SIGNATURE_STATUS = 401;
+export function unroutedSignatureBody() {
+  return { code: UNROUTED_SIGNATURE_STATUS, message: "invalid signature" };
 }
 
 export interface E2bErrorBody {

@@ -8,7 +8,7 @@ import { UnauthenticatedError, UnavailableError } from "../../errors.js";
 import type { RpcDeps } from "../../rpc/deps.js";
 import type { AccessTokens } from "./access-token.js";
 import type { E2bContext } from "./context.js";
-import { isE2bSandbox } from "./db.js";
+import { e2bSandboxIds, isE2bSandbox } from "./db.js";
 import { toE2bError } from "./errors.js";
 import { createProxyHook } from "./proxy.js";
 import { connectRoute } from "./routes/connect.js";
@@ -16,7 +16,10 @@ import { createRoute } from "./routes/create.js";
 import { getRoute } from "./routes/get.js";
 import { killRoute } from "./routes/kill.js";
 import { listRoute } from "./routes/list.js";
+import { metricsRoute } from "./routes/metrics.js";
+import { pauseRoute } from "./routes/pause.js";
 import { timeoutRoute } from "./routes/timeout.js";
+import { parseSignedFileRequest, SignedFileRouter } from "./signed-files.js";
 import { startTimeoutEnforcer } from "./timeouts.js";
 import { SandboxTunnels } from "./tunnels.js";
 
@@ -42,7 +45,8 @@ export function isE2bApiRequest(req: FastifyRequest): boolean {
 
 /**
  * The E2B compatibility surface: the control API (`/sandboxes…`, `/v2/sandboxes…`) and the
- * sandbox URL (requests with `E2b-Sandbox-Id`, proxied to the sandbox).
+ * sandbox URL (requests with `E2b-Sandbox-Id`, or signed `/files` URLs routed by their
+ * signature, proxied to the sandbox).
  */
 export async function createE2bCompat(deps: {
   db: Db;
@@ -65,8 +69,15 @@ export async function createE2bCompat(deps: {
     logger: deps.logger,
   };
   const stopTimeouts = startTimeoutEnforcer(ctx);
+  const signedFiles = new SignedFileRouter({
+    tokens: deps.tokens,
+    candidates: (limit) => e2bSandboxIds(deps.db, limit),
+  });
   return {
-    proxyHook: createProxyHook(tunnels, deps.logger),
+    proxyHook: createProxyHook(tunnels, deps.logger, (url, method) => {
+      const signed = parseSignedFileRequest(url, method);
+      return signed === undefined ? undefined : signedFiles.sandboxFor(signed);
+    }),
     routes: async (app) => {
       await app.register(async (e2b) => {
         e2b.addHook("onRequest", async (req) => {
@@ -96,6 +107,8 @@ export async function createE2bCompat(deps: {
         await e2b.register(getRoute, ctx);
         await e2b.register(killRoute, ctx);
         await e2b.register(timeoutRoute, ctx);
+        await e2b.register(pauseRoute, ctx);
+        await e2b.register(metricsRoute, ctx);
       });
     },
     close: async () => {

@@ -8,6 +8,8 @@ import {
   badSandboxIdBody,
   SANDBOX_NOT_FOUND_STATUS,
   sandboxNotFoundBody,
+  UNROUTED_SIGNATURE_STATUS,
+  unroutedSignatureBody,
 } from "./errors.js";
 import type { SandboxTunnels } from "./tunnels.js";
 
@@ -61,11 +63,43 @@ export function sandboxTarget(headers: IncomingHttpHeaders): SandboxTarget | und
  * token), and pipes the request to the sandbox port through a tunnel, bytes unchanged both
  * ways. Anything else continues down the normal Fastify lifecycle.
  */
-export function createProxyHook(tunnels: SandboxTunnels, logger: Logger): onRequestHookHandler {
+export function createProxyHook(
+  tunnels: SandboxTunnels,
+  logger: Logger,
+  /**
+   * Routes a request that names no sandbox (a signed `/files` URL): undefined when it is not
+   * one (the request continues to the API), else a promise of its sandbox (undefined: none).
+   */
+  unnamed?: (url: string, method: string) => Promise<string | undefined> | undefined,
+): onRequestHookHandler {
   return (req, reply, done) => {
     const target = sandboxTarget(req.headers);
+    const send = (t: { sandboxId: string; port: number }) =>
+      proxy(tunnels, logger, t, req.raw, reply.raw, req.requestId).catch((err: unknown) => {
+        logger.warn({ err, "sandbox.id": t.sandboxId, requestId: req.requestId }, "sandbox proxy failed");
+        if (!reply.raw.headersSent)
+          sendJson(reply.raw, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(t.sandboxId));
+        else reply.raw.destroy();
+      });
     if (target === undefined) {
-      done();
+      const found = unnamed?.(req.raw.url ?? "/", req.method);
+      if (found === undefined) {
+        done();
+        return;
+      }
+      reply.hijack();
+      found.then(
+        (sandboxId) => {
+          if (sandboxId !== undefined) return send({ sandboxId, port: ENVD_PORT });
+          req.raw.resume();
+          sendJson(reply.raw, UNROUTED_SIGNATURE_STATUS, unroutedSignatureBody());
+        },
+        (err: unknown) => {
+          logger.warn({ err, requestId: req.requestId }, "cannot route a signed sandbox URL");
+          req.raw.resume();
+          sendJson(reply.raw, 503, { code: 503, message: "cannot route the signed URL right now; retry" });
+        },
+      );
       return;
     }
     reply.hijack();
@@ -74,12 +108,7 @@ export function createProxyHook(tunnels: SandboxTunnels, logger: Logger): onRequ
       sendJson(reply.raw, BAD_SANDBOX_ID_STATUS, badSandboxIdBody());
       return;
     }
-    proxy(tunnels, logger, target, req.raw, reply.raw, req.requestId).catch((err: unknown) => {
-      logger.warn({ err, "sandbox.id": target.sandboxId, requestId: req.requestId }, "sandbox proxy failed");
-      if (!reply.raw.headersSent)
-        sendJson(reply.raw, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(target.sandboxId));
-      else reply.raw.destroy();
-    });
+    void send(target);
   };
 }
 
@@ -112,6 +141,9 @@ async function proxy(
     });
     upstream.on("response", (up) => {
       res.writeHead(up.statusCode ?? 502, up.statusMessage, responseHeaders(up.rawHeaders).flat());
+      // Send the head now, not with the first body byte: a streamed answer that stays quiet
+      // (a code-interpreter cell) must not hold back the headers the client's timers wait for.
+      res.flushHeaders();
       up.on("end", () => {
         if (up.rawTrailers.length > 0) res.addTrailers(pairs(up.rawTrailers));
       });

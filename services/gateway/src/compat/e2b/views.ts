@@ -1,5 +1,6 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import type { Sandbox } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { type Sandbox, SandboxState } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import type { E2bSandboxRow } from "./db.js";
 
 /** E2B's deprecated constant client id (infra `consts.ClientID`). */
 export const CLIENT_ID = "6532622b";
@@ -20,9 +21,23 @@ export function sandboxJson(s: Sandbox, envdAccessToken: string) {
   };
 }
 
-/** `ListedSandbox` (list items). `endAt` is what the caller asked for, else start + 300 s. */
-export function listedSandboxJson(s: Sandbox, endAt: Date | undefined) {
-  const startedAt = startedAtOf(s);
+/** E2B's two states: a paused sandbox is `paused`, anything else listed is `running`. */
+export function e2bStateOf(s: Sandbox): "running" | "paused" {
+  return s.state === SandboxState.PAUSED ? "paused" : "running";
+}
+
+/**
+ * `ListedSandbox` (list items). `endAt`: for a paused sandbox the pause time (E2B's rule),
+ * else the recorded end, else start + 300 s (a natively created sandbox).
+ */
+export function listedSandboxJson(s: Sandbox, row: E2bSandboxRow | undefined) {
+  const startedAt = startedAtOf(s, row);
+  const state = e2bStateOf(s);
+  const pausedAt = s.pausedAt !== undefined ? timestampDate(s.pausedAt) : row?.pausedAt;
+  const endAt =
+    state === "paused" && pausedAt !== undefined
+      ? pausedAt
+      : (row?.endAt ?? new Date(startedAt.getTime() + DEFAULT_TIMEOUT_S * 1000));
   return {
     sandboxID: s.sandboxId,
     templateID: s.templateId,
@@ -32,18 +47,53 @@ export function listedSandboxJson(s: Sandbox, endAt: Date | undefined) {
     // Not tracked per sandbox yet.
     diskSizeMB: 0,
     startedAt: startedAt.toISOString(),
-    endAt: (endAt ?? new Date(startedAt.getTime() + DEFAULT_TIMEOUT_S * 1000)).toISOString(),
-    state: "running" as const,
+    endAt: endAt.toISOString(),
+    state,
     envdVersion: ENVD_VERSION,
     metadata: { ...s.metadata },
   };
 }
 
 /** `SandboxDetail` (GET /sandboxes/{id}). */
-export function sandboxDetailJson(s: Sandbox, endAt: Date | undefined, envdAccessToken: string) {
-  return { ...listedSandboxJson(s, endAt), envdAccessToken, domain: null };
+export function sandboxDetailJson(s: Sandbox, row: E2bSandboxRow | undefined, envdAccessToken: string) {
+  return {
+    ...listedSandboxJson(s, row),
+    envdAccessToken,
+    domain: null,
+    // Paused sandboxes are resumed by connect only; requests to them are refused (502).
+    lifecycle: { autoResume: false, onTimeout: row?.onTimeout ?? "kill" },
+  };
 }
 
-export function startedAtOf(s: Sandbox): Date {
+/** `SandboxMetric`: one sample. */
+export function sandboxMetricJson(m: {
+  at: Date;
+  cpuCount: number;
+  cpuUsedPct: number;
+  memUsedBytes: bigint;
+  memTotalBytes: bigint;
+  memCacheBytes: bigint;
+  diskUsedBytes: bigint;
+  diskTotalBytes: bigint;
+}) {
+  return {
+    timestamp: m.at.toISOString(),
+    timestampUnix: Math.floor(m.at.getTime() / 1000),
+    cpuCount: m.cpuCount,
+    cpuUsedPct: m.cpuUsedPct,
+    memUsed: Number(m.memUsedBytes),
+    memTotal: Number(m.memTotalBytes),
+    memCache: Number(m.memCacheBytes),
+    diskUsed: Number(m.diskUsedBytes),
+    diskTotal: Number(m.diskTotalBytes),
+  };
+}
+
+/**
+ * E2B's `startedAt`: when the E2B create answered (recorded), else when the sandbox was
+ * created (a natively created one). A sandbox claimed from the warm pool booted earlier.
+ */
+export function startedAtOf(s: Sandbox, row: E2bSandboxRow | undefined): Date {
+  if (row !== undefined) return row.startedAt;
   return s.createdAt !== undefined ? timestampDate(s.createdAt) : new Date(0);
 }

@@ -2,10 +2,11 @@ import { existsSync } from "node:fs";
 import { mkdir, readFile, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { RuntimeTimeoutError } from "../../domain/errors.js";
 
 /**
- * One sandbox's cgroup: memory, cpu, pids and freezing, on cgroup v2 (unified) or v1
- * (separate hierarchies per controller, as on hosts booted in hybrid mode).
+ * One sandbox's cgroup: memory, cpu, pids, accounting and freezing, on cgroup v2 (unified) or
+ * v1 (separate hierarchies per controller, as on hosts booted in hybrid mode).
  */
 export interface CgroupLimits {
   memoryMib: number;
@@ -25,10 +26,30 @@ export interface Cgroup {
   remove(): Promise<void>;
   pids(): Promise<number[]>;
   setCpuWeight(weight: CpuWeight): Promise<void>;
+  /**
+   * Freezes every process in the group; resolves once the kernel reports it frozen. Throws
+   * RuntimeTimeoutError (after thawing again) when that takes longer than `timeoutMs`.
+   */
+  freeze(timeoutMs: number): Promise<void>;
+  /** Thaws the group; resolves once the kernel reports it thawed. */
+  thaw(timeoutMs: number): Promise<void>;
+  /** What the group has used: CPU time since it was made, memory now. */
+  usage(): Promise<CgroupUsage>;
+}
+
+export interface CgroupUsage {
+  cpuUsec: number;
+  memUsedBytes: number;
+  /** undefined when the group has no memory limit. */
+  memLimitBytes: number | undefined;
+  /** Page cache counted in memUsedBytes. */
+  memCacheBytes: number;
 }
 
 const ROOT = "/sys/fs/cgroup";
-const V1_CONTROLLERS = ["memory", "cpu", "pids", "freezer"] as const;
+const V1_CONTROLLERS = ["memory", "cpu", "cpuacct", "pids", "freezer"] as const;
+/** Limits at or above this are the kernel's "unlimited" (v1 reports a page-rounded 2^63-1). */
+const UNLIMITED_BYTES = 2 ** 60;
 
 export function cgroupVersion(): 1 | 2 {
   return existsSync(join(ROOT, "cgroup.controllers")) ? 2 : 1;
@@ -114,6 +135,38 @@ function v2Handle(dir: string): Cgroup {
     async remove() {
       await rmdirRetry(dir);
     },
+    freeze: (timeoutMs) =>
+      settle({
+        what: "freeze",
+        dir,
+        timeoutMs,
+        request: () => writeFile(join(dir, "cgroup.freeze"), "1"),
+        reached: async () => (await keyedValue(join(dir, "cgroup.events"), "frozen")) === 1,
+        undo: () => writeFile(join(dir, "cgroup.freeze"), "0"),
+      }),
+    thaw: (timeoutMs) =>
+      settle({
+        what: "thaw",
+        dir,
+        timeoutMs,
+        request: () => writeFile(join(dir, "cgroup.freeze"), "0"),
+        reached: async () => (await keyedValue(join(dir, "cgroup.events"), "frozen")) === 0,
+      }),
+    async usage() {
+      const [cpu, cur, max, file] = await Promise.all([
+        keyedValue(join(dir, "cpu.stat"), "usage_usec"),
+        readNumber(join(dir, "memory.current")),
+        readFile(join(dir, "memory.max"), "utf8").catch(() => "max"),
+        keyedValue(join(dir, "memory.stat"), "file"),
+      ]);
+      const limit = max.trim() === "max" ? undefined : Number(max.trim());
+      return {
+        cpuUsec: cpu ?? 0,
+        memUsedBytes: cur ?? 0,
+        memLimitBytes: limit !== undefined && Number.isFinite(limit) ? limit : undefined,
+        memCacheBytes: file ?? 0,
+      };
+    },
   };
 }
 
@@ -153,7 +206,110 @@ function v1Handle(parent: string, name: string): Cgroup {
     async remove() {
       for (const c of V1_CONTROLLERS) await rmdirRetry(at(c));
     },
+    freeze: (timeoutMs) =>
+      settle({
+        what: "freeze",
+        dir: at("freezer"),
+        timeoutMs,
+        // v1 stays FREEZING when a task could not be frozen yet; writing FROZEN again retries.
+        request: () => writeFile(freezer, "FROZEN"),
+        reached: async () => (await readFile(freezer, "utf8")).trim() === "FROZEN",
+        retry: true,
+        undo: () => writeFile(freezer, "THAWED"),
+      }),
+    thaw: (timeoutMs) =>
+      settle({
+        what: "thaw",
+        dir: at("freezer"),
+        timeoutMs,
+        request: () => writeFile(freezer, "THAWED"),
+        reached: async () => (await readFile(freezer, "utf8")).trim() === "THAWED",
+      }),
+    async usage() {
+      const [ns, used, limit, cache] = await Promise.all([
+        readNumber(at("cpuacct", "cpuacct.usage")),
+        readNumber(at("memory", "memory.usage_in_bytes")),
+        readNumber(at("memory", "memory.limit_in_bytes")),
+        keyedValue(at("memory", "memory.stat"), "cache"),
+      ]);
+      return {
+        cpuUsec: Math.floor((ns ?? 0) / 1000),
+        memUsedBytes: used ?? 0,
+        memLimitBytes: limit !== undefined && limit < UNLIMITED_BYTES ? limit : undefined,
+        memCacheBytes: cache ?? 0,
+      };
+    },
   };
+}
+
+/**
+ * Asks the kernel for a freezer state and polls until it reports it, for `timeoutMs` at most.
+ * A freeze that does not settle is undone, so a failed pause leaves the sandbox running.
+ */
+async function settle(o: {
+  what: "freeze" | "thaw";
+  dir: string;
+  timeoutMs: number;
+  request: () => Promise<void>;
+  reached: () => Promise<boolean>;
+  retry?: boolean;
+  undo?: () => Promise<void>;
+}): Promise<void> {
+  const deadline = Date.now() + o.timeoutMs;
+  await o.request();
+  for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
+    if (await o.reached()) return;
+    if (Date.now() >= deadline) break;
+    await sleep(wait);
+    if (o.retry) await o.request();
+  }
+  await o.undo?.().catch(() => {
+    // best effort: the error below says what failed
+  });
+  throw new RuntimeTimeoutError(`cgroup ${o.dir} did not ${o.what} within ${o.timeoutMs} ms`);
+}
+
+/**
+ * CPU time used between two samples as a percentage of all `cpuCount` CPUs over the wall time
+ * between them, clamped to 0–100 (quota bursts and clock skew can overshoot a little).
+ */
+export function cpuUsedPct(
+  prev: { cpuUsec: number; atMs: number },
+  cur: { cpuUsec: number; atMs: number },
+  cpuCount: number,
+): number {
+  const wallUsec = (cur.atMs - prev.atMs) * 1000;
+  if (wallUsec <= 0 || cpuCount <= 0) return 0;
+  const pct = ((cur.cpuUsec - prev.cpuUsec) / (wallUsec * cpuCount)) * 100;
+  return Math.min(100, Math.max(0, pct));
+}
+
+/** A number from a one-value file; undefined when the kernel lacks it. */
+async function readNumber(file: string): Promise<number | undefined> {
+  try {
+    const n = Number((await readFile(file, "utf8")).trim());
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The value of `key` in a "key value" per line file (cpu.stat, memory.stat, cgroup.events). */
+async function keyedValue(file: string, key: string): Promise<number | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split("\n")) {
+    const sp = line.indexOf(" ");
+    if (sp > 0 && line.slice(0, sp) === key) {
+      const n = Number(line.slice(sp + 1));
+      return Number.isFinite(n) ? n : undefined;
+    }
+  }
+  return undefined;
 }
 
 /** Freeze (so nothing forks while we kill), SIGKILL everything, thaw so the kills land. */

@@ -1,11 +1,19 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdir, readdir, rm, rmdir } from "node:fs/promises";
+import { type Dirent, existsSync } from "node:fs";
+import { lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
+import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
-import { VmExistsError, VmNotFoundError } from "../../domain/errors.js";
-import type { RunningVm, Runtime, VmSpec } from "../runtime.js";
-import { type Cgroup, createCgroup, listCgroups, openCgroup, removeCgroupParent } from "./cgroup.js";
+import { VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
+import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
+import {
+  type Cgroup,
+  cpuUsedPct,
+  createCgroup,
+  listCgroups,
+  openCgroup,
+  removeCgroupParent,
+} from "./cgroup.js";
 import { mountOverlay, mountsUnder, unmount } from "./mounts.js";
 
 export interface JailOptions {
@@ -21,7 +29,14 @@ export interface JailOptions {
   /** PATH for the host tools (sh, bwrap). */
   hostPath: string;
   logger: Logger;
+  /** A freeze or thaw that takes longer fails (default 10 s). */
+  freezeTimeoutMs?: number;
 }
+
+const FREEZE_TIMEOUT_MS = 10_000;
+/** The disk-use walk of a sandbox's upper dir stops after this many entries or this long. */
+const DISK_WALK_MAX_ENTRIES = 200_000;
+const DISK_WALK_MAX_MS = 2_000;
 
 /**
  * Capabilities the agent (root inside the jail) keeps, and the bounding set for everything it
@@ -49,7 +64,11 @@ interface Jail {
   readonly proc: ChildProcess;
   readonly cgroup: Cgroup;
   readonly dir: string;
+  readonly cpuCount: number;
   stopping: boolean;
+  paused: boolean;
+  /** The previous metrics sample, for the CPU use between samples. */
+  lastCpu: { cpuUsec: number; atMs: number };
 }
 
 /**
@@ -64,6 +83,8 @@ export class JailRuntime implements Runtime {
     "jail (bubblewrap + overlayfs + network namespace + cgroup): processes are isolated, but sandboxes share the host kernel; use a microVM runtime for untrusted code";
   private readonly jails = new Map<string, Jail>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
+  /** The tail of each sandbox's queue of pause / resume / destroy, so they never overlap. */
+  private readonly ops = new Map<string, Promise<unknown>>();
 
   constructor(private readonly opts: JailOptions) {}
 
@@ -96,7 +117,16 @@ export class JailRuntime implements Runtime {
         vsockPath: join(vsockDir, "vsock.sock"),
         startedAt: Date.now(),
       };
-      const jail: Jail = { vm, proc, cgroup, dir, stopping: false };
+      const jail: Jail = {
+        vm,
+        proc,
+        cgroup,
+        dir,
+        cpuCount: spec.cpuCount,
+        stopping: false,
+        paused: false,
+        lastCpu: { cpuUsec: 0, atMs: vm.startedAt },
+      };
       this.jails.set(id, jail);
       proc.on("exit", (code, signal) => {
         if (jail.stopping) return;
@@ -173,7 +203,23 @@ export class JailRuntime implements Runtime {
     return { proc, stderrTail: () => tail.trim() };
   }
 
-  async destroy(id: string): Promise<void> {
+  /** Runs `fn` after every earlier pause / resume / destroy of the sandbox has settled. */
+  private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.ops.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => {});
+    this.ops.set(id, tail);
+    void tail.then(() => {
+      if (this.ops.get(id) === tail) this.ops.delete(id);
+    });
+    return next;
+  }
+
+  destroy(id: string): Promise<void> {
+    return this.serial(id, () => this.destroyNow(id));
+  }
+
+  private async destroyNow(id: string): Promise<void> {
     const jail = this.jails.get(id);
     if (!jail) {
       if (existsSync(this.dirOf(id))) {
@@ -192,6 +238,11 @@ export class JailRuntime implements Runtime {
     if (jail && jail.proc.exitCode === null && jail.proc.signalCode === null) {
       const exited = new Promise((r) => jail.proc.once("exit", r));
       jail.proc.kill("SIGKILL");
+      // A frozen process only acts on the SIGKILL once thawed; without this we wait forever.
+      if (jail.paused) {
+        await jail.cgroup.thaw(this.freezeTimeoutMs);
+        jail.paused = false;
+      }
       await exited;
     }
     if (cgroup) {
@@ -217,6 +268,62 @@ export class JailRuntime implements Runtime {
       reclaimed.push(id);
     }
     return reclaimed;
+  }
+
+  private get freezeTimeoutMs(): number {
+    return this.opts.freezeTimeoutMs ?? FREEZE_TIMEOUT_MS;
+  }
+
+  private running(id: string): Jail {
+    const jail = this.jails.get(id);
+    if (!jail || jail.stopping) throw new VmNotFoundError(id);
+    return jail;
+  }
+
+  pause(id: string): Promise<void> {
+    return this.serial(id, async () => {
+      const jail = this.running(id);
+      if (jail.paused) throw new VmStateError(`sandbox '${id}' is already paused`);
+      await jail.cgroup.freeze(this.freezeTimeoutMs);
+      jail.paused = true;
+    });
+  }
+
+  resume(id: string): Promise<void> {
+    return this.serial(id, async () => {
+      const jail = this.running(id);
+      if (!jail.paused) throw new VmStateError(`sandbox '${id}' is not paused`);
+      await jail.cgroup.thaw(this.freezeTimeoutMs);
+      jail.paused = false;
+    });
+  }
+
+  isPaused(id: string): boolean {
+    return this.jails.get(id)?.paused === true;
+  }
+
+  async metrics(id: string): Promise<VmMetricsSample> {
+    const jail = this.running(id);
+    const upper = join(jail.dir, "upper");
+    const [usage, diskUsed, fs] = await Promise.all([
+      jail.cgroup.usage(),
+      diskUsage(upper, this.opts.logger, id),
+      statfs(upper),
+    ]);
+    const now = Date.now();
+    const cur = { cpuUsec: usage.cpuUsec, atMs: now };
+    const pct = cpuUsedPct(jail.lastCpu, cur, jail.cpuCount);
+    jail.lastCpu = cur;
+    return {
+      timestampMs: now,
+      cpuCount: jail.cpuCount,
+      cpuUsedPct: pct,
+      memUsedBytes: usage.memUsedBytes,
+      memTotalBytes: usage.memLimitBytes ?? totalmem(),
+      memCacheBytes: usage.memCacheBytes,
+      diskUsedBytes: diskUsed,
+      diskTotalBytes: fs.blocks * fs.bsize,
+    };
   }
 
   async setForeground(id: string): Promise<void> {
@@ -245,4 +352,44 @@ export class JailRuntime implements Runtime {
   async pids(id: string): Promise<number[]> {
     return openCgroup(this.opts.cgroupParent, id).pids();
   }
+}
+
+/**
+ * Bytes allocated to the files under `dir` (what a sandbox wrote to its overlay's upper
+ * layer). The walk is bounded in entries and time; past either it returns what it counted
+ * so far (a lower bound) and says so in the log.
+ */
+async function diskUsage(dir: string, logger: Logger, sandboxId: string): Promise<number> {
+  const deadline = Date.now() + DISK_WALK_MAX_MS;
+  const stack = [dir];
+  let bytes = 0;
+  let entries = 0;
+  while (stack.length > 0) {
+    if (entries >= DISK_WALK_MAX_ENTRIES || Date.now() > deadline) {
+      logger.debug(
+        { "sandbox.id": sandboxId, entries },
+        "disk use walk stopped early; reporting a lower bound",
+      );
+      break;
+    }
+    const d = stack.pop()!;
+    let list: Dirent[];
+    try {
+      list = await readdir(d, { withFileTypes: true });
+    } catch {
+      continue; // removed while we walk
+    }
+    for (const e of list) {
+      entries++;
+      const p = join(d, e.name);
+      if (e.isDirectory()) stack.push(p);
+      try {
+        const st = await lstat(p);
+        bytes += st.blocks * 512;
+      } catch {
+        // removed while we walk
+      }
+    }
+  }
+  return bytes;
 }

@@ -1,38 +1,58 @@
 import { create } from "@bufbuild/protobuf";
 import { GetSandboxRequestSchema, SandboxState } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyInstance } from "fastify";
-import { InvalidArgumentError, SandboxNotFoundError } from "../../../errors.js";
+import { FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError } from "../../../errors.js";
 import { getSandbox } from "../../../rpc/get-sandbox.js";
 import { e2bBody, optBool, optInt32 } from "../body.js";
 import type { E2bContext } from "../context.js";
-import { moveSandboxEnd } from "../db.js";
+import { e2bSandboxRows, markE2bResumed, moveSandboxEnd } from "../db.js";
+import { refuseMemoryless, resumeE2b } from "../lifecycle.js";
 import { DEFAULT_TIMEOUT_S, sandboxJson } from "../views.js";
+
+/** infra's default `timeout` of the deprecated resume route (`ResumedSandbox`). */
+const LEGACY_RESUME_TIMEOUT_S = 15;
 
 /**
  * `POST /v2/sandboxes/{id}/connect` (SDK 2.51) and `POST /sandboxes/{id}/connect` (≤ 2.50):
- * 200 `Sandbox` for a running sandbox, whose end is only ever moved later. Resuming a paused
- * sandbox (201) is not implemented yet: anything not running is 404. Natively created
- * sandboxes (no access token) are refused with 400.
+ * 200 `Sandbox` for a running sandbox, whose end is only ever moved later; 201 for a paused
+ * one, resumed with a fresh `timeout` (default 300 s). Unknown or killed → 404 code.
+ * `POST /sandboxes/{id}/resume` (deprecated): 201 resumed, 409 code when it is running.
+ * Natively created sandboxes (no access token) are refused with 400.
  */
 export async function connectRoute(app: FastifyInstance, ctx: E2bContext): Promise<void> {
-  for (const url of ["/v2/sandboxes/:id/connect", "/sandboxes/:id/connect"]) {
-    app.post<{ Params: { id: string } }>(url, { config: { e2bApi: true } }, async (req) => {
+  for (const url of ["/v2/sandboxes/:id/connect", "/sandboxes/:id/connect", "/sandboxes/:id/resume"]) {
+    const legacyResume = url.endsWith("/resume");
+    app.post<{ Params: { id: string } }>(url, { config: { e2bApi: true } }, async (req, reply) => {
       const body = e2bBody(req.body);
-      const timeout = optInt32(body, "timeout") ?? DEFAULT_TIMEOUT_S;
+      const timeout =
+        optInt32(body, "timeout") ?? (legacyResume ? LEGACY_RESUME_TIMEOUT_S : DEFAULT_TIMEOUT_S);
       if (timeout < 0) throw new InvalidArgumentError("'timeout' must not be negative");
-      optBool(body, "memory");
+      refuseMemoryless(optBool(body, "memory"));
+      if (optBool(body, "autoPause") === true)
+        throw new InvalidArgumentError("'autoPause' is only accepted at create");
       const { sandbox } = await getSandbox(
         ctx.deps,
         create(GetSandboxRequestSchema, { sandboxId: req.params.id }),
       );
-      if (sandbox!.state !== SandboxState.RUNNING) throw new SandboxNotFoundError(req.params.id);
-      if (!(await moveSandboxEnd(ctx.db, sandbox!.sandboxId, timeout, true))) {
+      const id = sandbox!.sandboxId;
+      const row = (await e2bSandboxRows(ctx.db, [id])).get(id);
+      if (row === undefined) {
         // It has no access token, so the sandbox URL does not serve it (see SandboxTunnels).
         throw new InvalidArgumentError(
-          `Sandbox ${sandbox!.sandboxId} was not created through the E2B API and cannot be connected to`,
+          `Sandbox ${id} was not created through the E2B API and cannot be connected to`,
         );
       }
-      return sandboxJson(sandbox!, ctx.tokens.tokenFor(sandbox!.sandboxId));
+      if (sandbox!.state === SandboxState.PAUSED) {
+        const resumed = await resumeE2b(ctx, id, timeout);
+        ctx.logger.info({ "sandbox.id": id, timeoutS: timeout }, "E2B sandbox resumed");
+        return reply.code(201).send(sandboxJson(resumed, ctx.tokens.tokenFor(id)));
+      }
+      if (sandbox!.state !== SandboxState.RUNNING) throw new SandboxNotFoundError(id);
+      if (legacyResume) throw new FailedPreconditionError(`Sandbox ${id} is already running`);
+      // Recorded paused but running (resumed natively): it gets the fresh deadline.
+      if (row.pausedAt !== undefined) await markE2bResumed(ctx.db, id, timeout);
+      else await moveSandboxEnd(ctx.db, id, timeout, true);
+      return reply.code(200).send(sandboxJson(sandbox!, ctx.tokens.tokenFor(id)));
     });
   }
 }

@@ -1,0 +1,100 @@
+/**
+ * The QEMU command line of one VM, as data (no I/O): machine, memory shared for the
+ * vhost-user devices, direct kernel boot, root disk, TAP network, hybrid vsock and virtio-fs
+ * (`qemu-microvm.md` §3). On q35 the vhost-user devices sit on their own PCIe root ports so
+ * they can be unplugged for a snapshot and replugged after (§8.4).
+ */
+export type QemuMachine = "q35" | "microvm";
+
+export interface QemuVmLayout {
+  readonly machine: QemuMachine;
+  /** Tried in order: `kvm` then `tcg` falls back to TCG where KVM cannot start. */
+  readonly accelerators: readonly ("kvm" | "tcg")[];
+  readonly cpuCount: number;
+  readonly memoryMib: number;
+  readonly kernel: string;
+  readonly initramfs: string;
+  readonly cmdline: string;
+  readonly disk: { readonly path: string; readonly format: "raw" | "qcow2" };
+  /** A TAP inside the VM's network namespace, with the guest's MAC. */
+  readonly tap?: { readonly name: string; readonly mac: string };
+  readonly vsockSocket: string;
+  readonly fs?: { readonly socket: string; readonly tag: string };
+  readonly serialLog: string;
+  readonly qmpSocket: string;
+  /** TCG translation cache, MiB (QEMU's default of 1 GiB would count against the cgroup). */
+  readonly tcgCacheMib: number;
+}
+
+export function qemuArgs(l: QemuVmLayout): string[] {
+  const q35 = l.machine === "q35";
+  const args = [
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
+    "-no-reboot",
+    ...l.accelerators.flatMap((a) => ["-accel", a === "tcg" ? `tcg,tb-size=${l.tcgCacheMib}` : a]),
+    ...["-cpu", "max", "-smp", String(l.cpuCount), "-m", `${l.memoryMib}M`],
+    ...["-object", `memory-backend-memfd,id=mem,size=${l.memoryMib}M,share=on`],
+    ...["-machine", `${l.machine},memory-backend=mem`],
+    ...["-kernel", l.kernel, "-initrd", l.initramfs, "-append", l.cmdline],
+    ...["-serial", `file:${l.serialLog}`],
+    ...["-qmp", `unix:${l.qmpSocket},server=on,wait=off`],
+    ...["-drive", `file=${l.disk.path},format=${l.disk.format},if=none,id=root,discard=unmap`],
+    ...["-device", q35 ? "virtio-blk-pci,drive=root" : "virtio-blk-device,drive=root"],
+  ];
+  if (!q35) args.push("-global", "virtio-mmio.force-legacy=false");
+  if (l.tap) {
+    args.push("-netdev", `tap,id=net0,ifname=${l.tap.name},script=no,downscript=no`);
+    args.push("-device", `${q35 ? "virtio-net-pci" : "virtio-net-device"},netdev=net0,mac=${l.tap.mac}`);
+  }
+  if (q35) {
+    args.push("-device", "pcie-root-port,id=rp1,chassis=1,slot=1");
+    args.push("-device", "pcie-root-port,id=rp2,chassis=2,slot=2");
+  }
+  args.push("-chardev", `socket,id=vsc,path=${l.vsockSocket}`);
+  args.push(
+    "-device",
+    q35
+      ? "vhost-user-vsock-pci,chardev=vsc,id=vsock0,bus=rp1"
+      : "vhost-user-vsock-device,chardev=vsc,id=vsock0",
+  );
+  if (l.fs) {
+    args.push("-chardev", `socket,id=vfsc,path=${l.fs.socket}`);
+    args.push(
+      "-device",
+      q35
+        ? `vhost-user-fs-pci,chardev=vfsc,tag=${l.fs.tag},id=fs0,bus=rp2`
+        : `vhost-user-fs-device,chardev=vfsc,tag=${l.fs.tag},id=fs0`,
+    );
+  }
+  return args;
+}
+
+/**
+ * The kernel command line. microvm needs `tsc_early_khz` under TCG (its TSC calibration hangs
+ * on about 5 % of boots without it, §2.3); q35 has HPET and the ACPI PM timer.
+ */
+export function guestCmdline(o: {
+  machine: QemuMachine;
+  sandboxId: string;
+  hostname: string;
+  shareTag: string | undefined;
+  seedHex: string;
+  clockSec: number;
+  net: string | undefined;
+  tscKhz: number | undefined;
+}): string {
+  return [
+    "console=ttyS0",
+    "panic=-1",
+    "quiet",
+    ...(o.machine === "microvm" && o.tscKhz ? [`tsc_early_khz=${o.tscKhz}`] : []),
+    `dnah.id=${o.sandboxId}`,
+    `dnah.hostname=${o.hostname}`,
+    ...(o.shareTag ? [`dnah.share=${o.shareTag}`] : []),
+    `dnah.seed=${o.seedHex}`,
+    `dnah.clock=${(o.clockSec).toFixed(3)}`,
+    ...(o.net ? [o.net] : []),
+  ].join(" ");
+}
