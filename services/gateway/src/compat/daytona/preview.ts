@@ -1,7 +1,8 @@
 import { timingSafeEqual } from "node:crypto";
-import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { FailedPreconditionError, SandboxNotFoundError } from "../../errors.js";
+import { pipeThroughAgent } from "../../sandbox/http-proxy.js";
 import type { DaytonaContext } from "./context.js";
 import { type DaytonaRow, daytonaSandboxById } from "./db.js";
 import { DaytonaHttpError, type DaytonaSource, toDaytonaError } from "./errors.js";
@@ -9,19 +10,8 @@ import { DaytonaHttpError, type DaytonaSource, toDaytonaError } from "./errors.j
 export const PREVIEW_TOKEN_HEADER = "x-daytona-preview-token";
 export const PREVIEW_TOKEN_QUERY = "DAYTONA_SANDBOX_AUTH_KEY";
 const PATH_RE = /^\/preview\/([A-Za-z0-9][A-Za-z0-9_.-]{0,127})\/(\d{1,5})(\/[^?]*)?(\?.*)?$/;
-/** Hop-by-hop headers (RFC 9110 §7.6.1), and the preview token, which the app never sees. */
-const DROP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  PREVIEW_TOKEN_HEADER,
-]);
+/** The preview token: the app in the sandbox never sees it. */
+const DROP: ReadonlySet<string> = new Set([PREVIEW_TOKEN_HEADER]);
 const SOURCE: DaytonaSource = "DAYTONA_PROXY";
 
 /**
@@ -102,47 +92,20 @@ async function proxy(
   res: ServerResponse,
 ): Promise<void> {
   const agent = await ctx.deps.agents.tunnel(sandboxId, port);
-  await new Promise<void>((resolve, reject) => {
-    const upstream = request({
-      agent,
-      method: req.method,
-      path,
-      headers: forwardHeaders(req.rawHeaders).flat(),
-    });
-    res.once("close", () => {
-      if (!res.writableFinished) upstream.destroy();
-      resolve();
-    });
-    upstream.on("response", (up) => {
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, forwardHeaders(up.rawHeaders).flat());
-      up.on("error", () => res.destroy());
-      up.pipe(res);
-    });
-    upstream.on("error", (err) => {
-      if (res.headersSent) {
-        res.destroy();
-        resolve();
-        return;
-      }
-      // Nothing listens on the port, or the sandbox went away mid-request.
-      ctx.logger.debug({ err, "sandbox.id": sandboxId, port }, "preview upstream failed");
-      reject(
-        new DaytonaHttpError(502, "BAD_GATEWAY", `nothing answered on port ${port} in sandbox ${sandboxId}`, {
-          cause: err,
-        }),
-      );
-    });
-    req.pipe(upstream);
-  });
-}
-
-function forwardHeaders(raw: readonly string[]): [string, string][] {
-  const out: [string, string][] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const k = raw[i]!;
-    if (!DROP.has(k.toLowerCase())) out.push([k, raw[i + 1]!]);
+  try {
+    await pipeThroughAgent(agent, req, res, { path, dropRequestHeaders: DROP });
+  } catch (err) {
+    // Nothing listens on the port, or the sandbox went away mid-request.
+    ctx.logger.debug({ err, "sandbox.id": sandboxId, port }, "preview upstream failed");
+    throw new DaytonaHttpError(
+      502,
+      "BAD_GATEWAY",
+      `nothing answered on port ${port} in sandbox ${sandboxId}`,
+      {
+        cause: err,
+      },
+    );
   }
-  return out;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -1,8 +1,9 @@
-import { type IncomingHttpHeaders, type IncomingMessage, request, type ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { isIP } from "node:net";
 import { type Logger, TunnelError } from "@dnah/platform";
 import type { onRequestHookHandler } from "fastify";
 import { findCause } from "../../errors.js";
+import { pipeThroughAgent } from "../../sandbox/http-proxy.js";
 import {
   BAD_SANDBOX_ID_STATUS,
   badSandboxIdBody,
@@ -17,18 +18,6 @@ import type { SandboxTunnels } from "./tunnels.js";
 export const ENVD_PORT = 49983;
 const SANDBOX_ID_RE = /^[a-z0-9]+$/;
 const HOST_RE = /^(\d{1,5})-([^.]+)\.(.+)$/;
-/** RFC 9110 §7.6.1 hop-by-hop headers, plus the legacy ones proxies also drop. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-connection",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-]);
 
 export type SandboxTarget = { sandboxId: string; port: number } | { invalid: string };
 
@@ -126,65 +115,17 @@ async function proxy(
     sendJson(res, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(target.sandboxId));
     return;
   }
-  await new Promise<void>((resolve, reject) => {
-    const upstream = request({
-      agent,
-      method: req.method,
+  try {
+    await pipeThroughAgent(agent, req, res, {
       path: req.url ?? "/",
-      headers: forwardHeaders(req.headers, req.rawHeaders).flat(),
+      onCut: (err) =>
+        logger.debug({ err, "sandbox.id": target.sandboxId, requestId }, "sandbox response cut"),
     });
-    // The client going away (before the answer is complete) cancels the upstream call: a
-    // Connect stream then ends in the sandbox as it would with a direct connection.
-    res.once("close", () => {
-      if (!res.writableFinished) upstream.destroy();
-      resolve();
-    });
-    upstream.on("response", (up) => {
-      res.writeHead(up.statusCode ?? 502, up.statusMessage, responseHeaders(up.rawHeaders).flat());
-      // Send the head now, not with the first body byte: a streamed answer that stays quiet
-      // (a code-interpreter cell) must not hold back the headers the client's timers wait for.
-      res.flushHeaders();
-      up.on("end", () => {
-        if (up.rawTrailers.length > 0) res.addTrailers(pairs(up.rawTrailers));
-      });
-      up.on("error", (err) => {
-        logger.debug({ err, "sandbox.id": target.sandboxId, requestId }, "sandbox response cut");
-        res.destroy();
-      });
-      up.pipe(res);
-    });
-    upstream.on("error", (err) => {
-      const tunnel = findCause(err, (e): e is TunnelError => e instanceof TunnelError);
-      if (tunnel?.status === 404) tunnels.forget(target.sandboxId);
-      if (res.headersSent) {
-        res.destroy();
-        resolve();
-      } else reject(err);
-    });
-    req.pipe(upstream);
-  });
-}
-
-/** Everything but hop-by-hop headers and those `Connection` names, in the original spelling. */
-function forwardHeaders(headers: IncomingHttpHeaders, raw: readonly string[]): [string, string][] {
-  const drop = new Set(HOP_BY_HOP);
-  for (const token of String(headers.connection ?? "").split(",")) drop.add(token.trim().toLowerCase());
-  // Node re-frames the body: chunked when no Content-Length was given.
-  return pairs(raw).filter(([k]) => !drop.has(k.toLowerCase()));
-}
-
-function responseHeaders(raw: readonly string[]): [string, string][] {
-  const all = pairs(raw);
-  const connection = all.find(([k]) => k.toLowerCase() === "connection")?.[1] ?? "";
-  const drop = new Set(HOP_BY_HOP);
-  for (const token of connection.split(",")) drop.add(token.trim().toLowerCase());
-  return all.filter(([k]) => !drop.has(k.toLowerCase()));
-}
-
-function pairs(raw: readonly string[]): [string, string][] {
-  const out: [string, string][] = [];
-  for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
-  return out;
+  } catch (err) {
+    const tunnel = findCause(err, (e): e is TunnelError => e instanceof TunnelError);
+    if (tunnel?.status === 404) tunnels.forget(target.sandboxId);
+    throw err;
+  }
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

@@ -18,6 +18,7 @@ import {
   openCgroup,
   removeCgroupParent,
 } from "../jail/cgroup.js";
+import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, TemplateImage, VmMetricsSample, VmSpec } from "../runtime.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
 import {
@@ -137,7 +138,7 @@ export class CloudHypervisorRuntime implements Runtime {
     "microVM (Cloud Hypervisor, KVM): each sandbox has its own kernel, a copy-on-write disk and a network namespace with a TAP";
   private readonly vms = new Map<string, ChVm>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
-  private readonly ops = new Map<string, Promise<unknown>>();
+  private readonly ops = new KeyedSerial();
   private readonly env: Readonly<Record<string, string>>;
 
   constructor(private readonly opts: CloudHypervisorOptions) {
@@ -370,16 +371,9 @@ export class CloudHypervisorRuntime implements Runtime {
     return err as Error;
   }
 
-  /** Runs `fn` after every earlier pause / resume / snapshot / destroy of the sandbox settled. */
+  /** Runs `fn` after every earlier operation on the sandbox has settled. */
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.ops.get(id) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.ops.set(id, tail);
-    void tail.then(() => {
-      if (this.ops.get(id) === tail) this.ops.delete(id);
-    });
-    return next;
+    return this.ops.run(id, fn);
   }
 
   private running(id: string): ChVm {

@@ -5,6 +5,7 @@ import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
 import { VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
+import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
 import {
   type Cgroup,
@@ -84,7 +85,7 @@ export class JailRuntime implements Runtime {
   private readonly jails = new Map<string, Jail>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
   /** The tail of each sandbox's queue of pause / resume / destroy, so they never overlap. */
-  private readonly ops = new Map<string, Promise<unknown>>();
+  private readonly ops = new KeyedSerial();
 
   constructor(private readonly opts: JailOptions) {}
 
@@ -203,16 +204,9 @@ export class JailRuntime implements Runtime {
     return { proc, stderrTail: () => tail.trim() };
   }
 
-  /** Runs `fn` after every earlier pause / resume / destroy of the sandbox has settled. */
+  /** Runs `fn` after every earlier operation on the sandbox has settled. */
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.ops.get(id) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.ops.set(id, tail);
-    void tail.then(() => {
-      if (this.ops.get(id) === tail) this.ops.delete(id);
-    });
-    return next;
+    return this.ops.run(id, fn);
   }
 
   destroy(id: string): Promise<void> {

@@ -13,6 +13,7 @@ import {
   openCgroup,
   removeCgroupParent,
 } from "../jail/cgroup.js";
+import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
 import { findVmImage } from "../vm/image.js";
@@ -86,7 +87,7 @@ export class QemuRuntime implements Runtime {
     "qemu microVM per sandbox (own kernel, KVM or TCG), own network namespace and TAP, agent reachable only over vsock";
   private readonly vms = new Map<string, QemuVm>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
-  private readonly ops = new Map<string, Promise<unknown>>();
+  private readonly ops = new KeyedSerial();
   private readonly env: Record<string, string>;
 
   constructor(private readonly opts: QemuOptions) {
@@ -284,16 +285,9 @@ export class QemuRuntime implements Runtime {
     }
   }
 
-  /** Runs `fn` after every earlier pause / resume / destroy of the sandbox has settled. */
+  /** Runs `fn` after every earlier operation on the sandbox has settled. */
   private serial<T>(id: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.ops.get(id) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const tail = next.catch(() => {});
-    this.ops.set(id, tail);
-    void tail.then(() => {
-      if (this.ops.get(id) === tail) this.ops.delete(id);
-    });
-    return next;
+    return this.ops.run(id, fn);
   }
 
   destroy(id: string): Promise<void> {
