@@ -13,6 +13,8 @@ export interface DevStack {
   /** How sandboxes are isolated on this host. */
   readonly isolation: string;
   readonly runtime: string;
+  /** The host folder a sandbox of this host sees at `/mnt/dnah-share`. */
+  shareDir(sandboxId: string): string;
   readonly db: Db;
   readonly schedulerUrl: string;
   readonly vmmUrl: string;
@@ -65,6 +67,7 @@ export async function startDevStack(env: Env, logger?: Logger): Promise<DevStack
     apiKey: gateway.apiKey,
     isolation: vmm.runtime.isolation,
     runtime: vmm.runtime.name,
+    shareDir: (sandboxId) => vmm.runtime.shareDir(sandboxId),
     db,
     schedulerUrl,
     vmmUrl,

@@ -61,6 +61,11 @@ export interface Runtime {
   metrics(sandboxId: string): Promise<VmMetricsSample>;
   /** True while the sandbox's runtime process lives. */
   isRunning(sandboxId: string): boolean;
+  /**
+   * The host folder the sandbox sees at `/mnt/dnah-share`, read-write both ways (a bind mount
+   * in the jail, virtio-fs in a microVM). Its path only: it exists while the sandbox does.
+   */
+  shareDir(sandboxId: string): string;
   /** After every sandbox is destroyed: removes the runtime's own empty scaffolding. */
   dispose(): Promise<void>;
   /** Called when a runtime process exits on its own. */

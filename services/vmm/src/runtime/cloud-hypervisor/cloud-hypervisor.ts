@@ -600,6 +600,11 @@ export class CloudHypervisorRuntime implements Runtime {
     return rec !== undefined && !rec.stopping && rec.proc.alive();
   }
 
+  /** The host side of the virtio-fs share (absent when the host has no virtiofsd). */
+  shareDir(id: string): string {
+    return join(this.dirOf(id), "share");
+  }
+
   onExit(listener: (sandboxId: string, reason: string) => void): void {
     this.exitListeners.push(listener);
   }

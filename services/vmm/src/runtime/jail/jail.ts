@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { type Dirent, existsSync } from "node:fs";
-import { lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
+import { chmod, lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
@@ -35,6 +35,8 @@ export interface JailOptions {
 }
 
 const FREEZE_TIMEOUT_MS = 10_000;
+/** Where the sandbox sees its share folder, as in a microVM. */
+const SHARE_MOUNT = "/mnt/dnah-share";
 /** The disk-use walk of a sandbox's upper dir stops after this many entries or this long. */
 const DISK_WALK_MAX_ENTRIES = 200_000;
 const DISK_WALK_MAX_MS = 2_000;
@@ -100,8 +102,16 @@ export class JailRuntime implements Runtime {
     if (existsSync(dir)) throw new VmExistsError(id);
     const rootfs = join(dir, "rootfs");
     const vsockDir = join(dir, "vsock");
+    const share = this.shareDir(id);
     await mkdir(join(dir, "upper"), { recursive: true });
-    await Promise.all([mkdir(join(dir, "work")), mkdir(rootfs), mkdir(vsockDir, { mode: 0o700 })]);
+    await Promise.all([
+      mkdir(join(dir, "work")),
+      mkdir(rootfs),
+      mkdir(vsockDir, { mode: 0o700 }),
+      mkdir(share),
+    ]);
+    // Writable by the sandbox's unprivileged user too (mkdir's mode is cut by the umask).
+    await chmod(share, 0o777);
     let cgroup: Cgroup | undefined;
     try {
       await mountOverlay(spec.template.rootfsDir, join(dir, "upper"), join(dir, "work"), rootfs);
@@ -111,7 +121,7 @@ export class JailRuntime implements Runtime {
         pidsMax: this.opts.pidsMax,
         cpuWeight: spec.background ? "low" : "normal",
       });
-      const { proc, stderrTail } = this.spawnJail(id, rootfs, vsockDir, cgroup);
+      const { proc, stderrTail } = this.spawnJail(id, rootfs, vsockDir, share, cgroup);
       const vm: RunningVm = {
         sandboxId: id,
         templateId: spec.template.templateId,
@@ -151,6 +161,7 @@ export class JailRuntime implements Runtime {
     id: string,
     rootfs: string,
     vsockDir: string,
+    share: string,
     cgroup: Cgroup,
   ): { proc: ChildProcess; stderrTail: () => string } {
     const node = "/opt/dnah/node";
@@ -165,6 +176,8 @@ export class JailRuntime implements Runtime {
       ...["--ro-bind", this.opts.nodeRuntimeDir, node],
       ...["--ro-bind", this.opts.agentDir, "/opt/dnah/agent"],
       ...["--bind", vsockDir, "/run/dnah"],
+      // Lives in the jail's mount namespace only: nothing to unmount on the host.
+      ...["--bind", share, SHARE_MOUNT],
       "--unshare-pid",
       "--unshare-ipc",
       "--unshare-uts",
@@ -340,6 +353,10 @@ export class JailRuntime implements Runtime {
 
   onExit(listener: (sandboxId: string, reason: string) => void): void {
     this.exitListeners.push(listener);
+  }
+
+  shareDir(id: string): string {
+    return join(this.dirOf(id), "share");
   }
 
   /** Pids of every process in a sandbox (tests use it to prove nothing leaks). */

@@ -124,8 +124,17 @@ export async function reseedGuest(backendPath: string, timeoutMs = 5_000): Promi
 
 export interface VsockFront {
   readonly path: string;
+  /**
+   * Closes every open connection to the guest and waits until the backend has had time to
+   * pass the closes on. Call before stopping the VM's queues: vhost-device-vsock wedges for
+   * good when a connection is closed while QEMU is stopped (a kept-alive tunnel cut by pause).
+   */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
+
+/** How long a closed host connection is given to reach the guest through the backend. */
+const DRAIN_GRACE_MS = 150;
 
 /**
  * The host-side socket the rest of the vmm dials for a VM (`RunningVm.vsockPath`): it speaks
@@ -147,6 +156,7 @@ export async function serveVsockFront(
 ): Promise<VsockFront> {
   await rm(frontPath, { force: true });
   const open = new Set<Socket>();
+  const guests = new Set<Socket>();
   const server: Server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
     open.add(client);
     client.once("close", () => open.delete(client));
@@ -170,7 +180,11 @@ export async function serveVsockFront(
       return;
     }
     open.add(guest);
-    guest.once("close", () => open.delete(guest));
+    guests.add(guest);
+    guest.once("close", () => {
+      open.delete(guest);
+      guests.delete(guest);
+    });
     guest.on("error", () => client.destroy());
     client.on("error", () => guest.destroy());
     client.write(`OK ${port}\n`);
@@ -188,6 +202,18 @@ export async function serveVsockFront(
   });
   return {
     path: frontPath,
+    drain: async () => {
+      if (guests.size === 0) return;
+      const closed = [...guests].map(
+        (g) =>
+          new Promise<void>((resolve) =>
+            g.destroyed && g.closed ? resolve() : g.once("close", () => resolve()),
+          ),
+      );
+      for (const g of guests) g.destroy();
+      await Promise.all(closed);
+      await new Promise((r) => setTimeout(r, DRAIN_GRACE_MS));
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of open) s.destroy();
