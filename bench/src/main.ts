@@ -8,12 +8,18 @@ import { DEFAULT_CACHE_DIR, DEFAULT_DEBIAN_MIRROR, findTemplate } from "@dnah/vm
 import { Sandbox } from "e2b";
 import pg from "pg";
 import { bwrapFloor, postgresUpdateFloor, unixRoundTripFloor } from "./floors.js";
+import { qemuBenchMain } from "./qemu.js";
 import { type Summary, sample, summarize } from "./stats.js";
 
 /**
  * `npm run bench`: P50/P95 of dnah's hot paths on this machine, each beside a floor measured
  * in the same run, and the ratio to it. Needs root, the base template and Postgres.
+ * `npm run bench -- --qemu` runs the qemu microVM benchmark instead (`./qemu.ts`).
  */
+if (process.argv.includes("--qemu")) {
+  await qemuBenchMain(process.env);
+  process.exit();
+}
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const N = Number(process.env.BENCH_N ?? 50);
 const suffix = randomBytes(4).toString("hex");

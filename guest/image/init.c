@@ -12,7 +12,8 @@
  *     starts the agent with them (--listen-vsock-fd <fd>:<port>); restarts it if it dies
  *  5. serves the control port 49981 (a child process): the host sends one line
  *     "seed=<hex> clock=<unix s>\n" after a resume or restore, the init reseeds entropy and sets
- *     the clock and answers "OK\n"; SIGUSR1 does the same from /run/dnah/reseed
+ *     the clock and answers "OK\n"; "share=<tag>" also mounts the share again (after its device
+ *     was unplugged for a snapshot and plugged back); SIGUSR1 does the same from /run/dnah/reseed
  *  6. reaps every orphan
  *
  * The agent never listens on TCP. Static (gcc -static), no allocation after startup beyond
@@ -166,15 +167,31 @@ static void set_clock(const char *secs) {
   if (clock_settime(CLOCK_REALTIME, &ts) != 0) say("clock not set: %s", strerror(errno));
 }
 
-/* Applies "seed=<hex>" and "clock=<unix s>" words (separated by spaces or newlines); returns
- * how many it applied. */
+/* After a snapshot the virtio-fs device was unplugged and plugged again: the old mount answers
+ * ENOTCONN, so it is detached and the share (tag) mounted afresh. The driver may still be
+ * probing the new device: retried for 3 s. 0 when mounted. */
+static int remount_share(const char *tag) {
+  if (umount2(SHARE_DIR, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+    say("share: detach %s: %s", SHARE_DIR, strerror(errno));
+  mkdir(SHARE_DIR, 0755);
+  for (int i = 0; i < 30; i++) {
+    if (mount(tag, SHARE_DIR, "virtiofs", 0, NULL) == 0) return 0;
+    usleep(100000);
+  }
+  say("share %s not mounted again: %s", tag, strerror(errno));
+  return -1;
+}
+
+/* Applies "seed=<hex>", "clock=<unix s>" and "share=<tag>" (mount the share again) words,
+ * separated by spaces or newlines; returns how many it applied, -1 when one failed. */
 static int apply_settings(char *text) {
-  int applied = 0;
+  int applied = 0, failed = 0;
   for (char *save = NULL, *w = strtok_r(text, " \n\r\t", &save); w; w = strtok_r(NULL, " \n\r\t", &save)) {
     if (strncmp(w, "seed=", 5) == 0) seed_entropy(w + 5), applied++;
     else if (strncmp(w, "clock=", 6) == 0) set_clock(w + 6), applied++;
+    else if (strncmp(w, "share=", 6) == 0) remount_share(w + 6) == 0 ? applied++ : failed++;
   }
-  return applied;
+  return failed ? -1 : applied;
 }
 
 static void reseed_from_file(void) {
@@ -211,7 +228,11 @@ static void serve_control(int ls) {
     }
     line[n] = 0;
     int applied = memchr(line, '\n', n) ? apply_settings(line) : 0;
-    const char *reply = applied > 0 ? "OK\n" : "ERR expected: seed=<hex> clock=<unix seconds>\n";
+    /* One line per reseed (resume, restore): the console shows that it happened. */
+    say("control: %d settings applied", applied);
+    const char *reply = applied > 0    ? "OK\n"
+                        : applied < 0 ? "ERR share not mounted\n"
+                                      : "ERR expected: seed=<hex> clock=<unix seconds>\n";
     if (write(c, reply, strlen(reply)) < 0) say("control reply: %s", strerror(errno));
     close(c);
   }

@@ -24,7 +24,21 @@ export interface QemuVmLayout {
   readonly qmpSocket: string;
   /** TCG translation cache, MiB (QEMU's default of 1 GiB would count against the cgroup). */
   readonly tcgCacheMib: number;
+  /**
+   * A restore (q35 only): QEMU waits for `migrate-incoming` (`-incoming defer`) and starts
+   * without the vhost-user devices, which are hot-plugged after the state is loaded (§8.4).
+   */
+  readonly incoming?: boolean;
 }
+
+/**
+ * The q35 vhost-user devices, each on its own root port: the ids `snapshot.ts` unplugs and
+ * replugs by, and that the command line below uses.
+ */
+export const VHOST_USER_Q35 = {
+  vsock: { chardev: "vsc", id: "vsock0", bus: "rp1", driver: "vhost-user-vsock-pci" },
+  fs: { chardev: "vfsc", id: "fs0", bus: "rp2", driver: "vhost-user-fs-pci" },
+} as const;
 
 export function qemuArgs(l: QemuVmLayout): string[] {
   const q35 = l.machine === "q35";
@@ -51,6 +65,11 @@ export function qemuArgs(l: QemuVmLayout): string[] {
   if (q35) {
     args.push("-device", "pcie-root-port,id=rp1,chassis=1,slot=1");
     args.push("-device", "pcie-root-port,id=rp2,chassis=2,slot=2");
+  }
+  if (l.incoming) {
+    if (!q35) throw new Error("a microvm cannot be restored: virtio-mmio has no hotplug");
+    args.push("-incoming", "defer");
+    return args;
   }
   args.push("-chardev", `socket,id=vsc,path=${l.vsockSocket}`);
   args.push(

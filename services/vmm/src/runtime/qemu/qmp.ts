@@ -23,12 +23,20 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+interface EventWaiter {
+  event: string;
+  match: (data: Record<string, unknown>) => boolean;
+  resolve: (data: Record<string, unknown>) => void;
+  reject: (e: Error) => void;
+}
+
 const LINE_MAX_BYTES = 1024 * 1024;
 
 export class Qmp {
   private buf = "";
   private readonly pending: Pending[] = [];
   private closedWith: Error | undefined;
+  private readonly waiters = new Set<EventWaiter>();
   onEvent: (event: string, data: unknown) => void = () => {};
 
   private constructor(private readonly sock: Socket) {
@@ -86,6 +94,38 @@ export class Qmp {
     return p;
   }
 
+  /**
+   * Resolves with the data of the next `event` whose data satisfies `match` (e.g.
+   * `DEVICE_DELETED` for one device id: several may arrive for one unplug). Call it before the
+   * command that causes the event, so the event cannot slip past.
+   */
+  waitForEvent(
+    event: string,
+    match: (data: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const entry = {
+        event,
+        match,
+        resolve: (d: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(d);
+        },
+        reject: (e: Error) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(entry);
+        reject(new Error(`qmp: no ${event} event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      if (this.closedWith) entry.reject(this.closedWith);
+      else this.waiters.add(entry);
+    });
+  }
+
   close(): void {
     this.sock.destroy();
   }
@@ -118,6 +158,12 @@ export class Qmp {
       return;
     }
     if (msg.event) {
+      const data = (msg.data ?? {}) as Record<string, unknown>;
+      for (const w of this.waiters)
+        if (w.event === msg.event && w.match(data)) {
+          this.waiters.delete(w);
+          w.resolve(data);
+        }
       this.onEvent(msg.event, msg.data);
       return;
     }
@@ -130,6 +176,8 @@ export class Qmp {
 
   private fail(err: Error): void {
     this.closedWith ??= err;
+    for (const w of this.waiters) w.reject(err);
+    this.waiters.clear();
     for (const p of this.pending.splice(0)) {
       clearTimeout(p.timer);
       p.reject(err);
