@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -41,9 +41,13 @@ describe("configFromEnv", () => {
   it("reads the API key from DNAH_API_KEY_FILE", () => {
     const dir = mkdtempSync(join(tmpdir(), "gw-cfg-"));
     const file = join(dir, "key");
-    writeFileSync(file, "file-key-0123456789abcdef\n");
-    const cfg = configFromEnv({ DNAH_SCHEDULER_URL: "http://s", DNAH_API_KEY_FILE: file });
-    assert.equal(cfg.apiKey, "file-key-0123456789abcdef");
+    try {
+      writeFileSync(file, "file-key-0123456789abcdef\n");
+      const cfg = configFromEnv({ DNAH_SCHEDULER_URL: "http://s", DNAH_API_KEY_FILE: file });
+      assert.equal(cfg.apiKey, "file-key-0123456789abcdef");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("lists every problem at once and never echoes the key", () => {
