@@ -20,6 +20,7 @@ import {
 } from "../jail/cgroup.js";
 import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, TemplateImage, VmMetricsSample, VmSpec } from "../runtime.js";
+import { createShareDir } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
 import {
   createVmNetwork,
@@ -232,7 +233,7 @@ export class CloudHypervisorRuntime implements Runtime {
       });
       p.net = await createVmNetwork(this.opts.cgroupParent, id, this.opts.egress ?? true, this.env);
       if (this.opts.virtiofsd) {
-        await mkdir(join(dir, "share"), { mode: 0o755 });
+        await createShareDir(join(dir, "share"));
         p.virtiofsd = await startVirtiofsd({
           binary: this.opts.virtiofsd,
           sharedDir: join(dir, "share"),

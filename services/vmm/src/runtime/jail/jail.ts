@@ -1,12 +1,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { type Dirent, existsSync } from "node:fs";
-import { chmod, lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
+import { lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
 import { VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
 import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
+import { createShareDir, SHARE_MOUNT } from "../share.js";
 import {
   type Cgroup,
   cpuUsedPct,
@@ -36,7 +37,6 @@ export interface JailOptions {
 
 const FREEZE_TIMEOUT_MS = 10_000;
 /** Where the sandbox sees its share folder, as in a microVM. */
-const SHARE_MOUNT = "/mnt/dnah-share";
 /** The disk-use walk of a sandbox's upper dir stops after this many entries or this long. */
 const DISK_WALK_MAX_ENTRIES = 200_000;
 const DISK_WALK_MAX_MS = 2_000;
@@ -108,10 +108,8 @@ export class JailRuntime implements Runtime {
       mkdir(join(dir, "work")),
       mkdir(rootfs),
       mkdir(vsockDir, { mode: 0o700 }),
-      mkdir(share),
+      createShareDir(share),
     ]);
-    // Writable by the sandbox's unprivileged user too (mkdir's mode is cut by the umask).
-    await chmod(share, 0o777);
     let cgroup: Cgroup | undefined;
     try {
       await mountOverlay(spec.template.rootfsDir, join(dir, "upper"), join(dir, "work"), rootfs);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { constants, existsSync } from "node:fs";
-import { chmod, copyFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "@dnah/platform";
@@ -16,6 +16,7 @@ import {
 } from "../jail/cgroup.js";
 import { KeyedSerial } from "../keyed-serial.js";
 import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
+import { createShareDir } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
 import { findVmImage } from "../vm/image.js";
 import {
@@ -156,9 +157,7 @@ export class QemuRuntime implements Runtime {
     const fsBin = findVirtiofsd(this.opts.virtiofsd);
     if (!vsockBin || !fsBin)
       throw new Error(`qemu runtime: missing ${QemuRuntime.missing(this.opts).join(", ")}`);
-    await mkdir(join(dir, "share"), { recursive: true });
-    // virtiofsd acts with the guest caller's uid: the sandbox's unprivileged user writes too.
-    await chmod(join(dir, "share"), 0o777);
+    await createShareDir(join(dir, "share"));
     const timeoutMs = this.opts.startTimeoutMs ?? 20_000;
     const logs = (n: string) => join(dir, `${n}.log`);
     const machine = snap ? snap.meta.machine : (this.opts.machine ?? "q35");
