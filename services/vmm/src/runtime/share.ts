@@ -6,9 +6,9 @@ export const SHARE_MOUNT = "/mnt/dnah-share";
 /**
  * Creates `path`, the host side of a sandbox's share, writable by every user in the sandbox
  * (root and the unprivileged `user`: bind mounts and virtiofsd both act with the caller's
- * uid). The mode is set after mkdir because the umask cuts mkdir's. Owning the folder by the
- * sandbox user's uid would be tighter; the folder lives inside the 0700 sandbox folder, so no
- * other host user reaches it.
+ * uid). The mode is set after mkdir because the umask cuts mkdir's. Known weakness: a host
+ * user who can traverse the state folder can write here too; owning the folder by the sandbox
+ * user's uid (and a 0700 sandbox folder) would be tighter.
  */
 export async function createShareDir(path: string): Promise<string> {
   await mkdir(path, { recursive: true });
