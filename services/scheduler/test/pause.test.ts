@@ -1,20 +1,24 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
 import { rmSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { type Client, Code } from "@connectrpc/connect";
 import { createServiceClient, type Db } from "@dnah/platform";
 import { SandboxState, SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
-import { createVmm, type Vmm, configFromEnv as vmmConfigFromEnv } from "@dnah/vmm";
 import { hostLoads } from "../src/db/queries.js";
 import { createScheduler, type Scheduler } from "../src/index.js";
 import { connectError, logger, migratedDb, testConfig } from "./helpers.js";
 
 /**
  * Pause / resume / metrics through the scheduler against real parts: Postgres (own schema)
- * and a real vmm running jail sandboxes, registered with a capacity of two.
+ * and a real vmm running jail sandboxes, registered with a capacity of two. The vmm runs from
+ * its own main.ts in a child process and is reached only through its Connect API, as the
+ * scheduler reaches it in production.
  */
+const VMM_MAIN = fileURLToPath(new URL("../../vmm/src/main.ts", import.meta.url));
 describe("scheduler pause / resume / metrics", () => {
   const suffix = randomBytes(4).toString("hex");
   const stateDir = `/tmp/dnah-sched-pause-${suffix}`;
@@ -22,7 +26,7 @@ describe("scheduler pause / resume / metrics", () => {
   let db: Db;
   let drop: () => Promise<void>;
   let scheduler: Scheduler;
-  let vmm: Vmm;
+  let vmm: ChildProcess | undefined;
   let client: Client<typeof SchedulerService>;
   let vmmClient: Client<typeof VmmService>;
   const made: string[] = [];
@@ -47,9 +51,12 @@ describe("scheduler pause / resume / metrics", () => {
     scheduler = createScheduler(testConfig(), { db, logger });
     const schedulerUrl = await scheduler.start();
     client = createServiceClient(SchedulerService, schedulerUrl);
-    vmm = await createVmm(
-      vmmConfigFromEnv({
-        DNAH_VMM_PORT: "0",
+    const vmmPort = 20_000 + randomInt(0, 20_000);
+    vmm = spawn(process.execPath, ["--import", "tsx", VMM_MAIN], {
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        DNAH_LOG_LEVEL: "warn",
+        DNAH_VMM_PORT: String(vmmPort),
         DNAH_STATE_DIR: stateDir,
         DNAH_CGROUP_PARENT: `dnah-sched-pause-${suffix}`,
         DNAH_VMM_CAPACITY: "2",
@@ -58,14 +65,33 @@ describe("scheduler pause / resume / metrics", () => {
         // Heartbeats would overwrite the host's reported load, which one test zeroes.
         DNAH_HEARTBEAT_INTERVAL_MS: "600000",
         ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
-      }),
-      logger,
-    );
-    vmmClient = createServiceClient(VmmService, await vmm.start());
+      },
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    vmmClient = createServiceClient(VmmService, `http://127.0.0.1:${vmmPort}`);
+    // Ready once it answers and has registered with the scheduler (it registers before it
+    // logs "vmm listening", after its Connect server is up).
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const up = await vmmClient.listVms({}).then(
+        () => true,
+        () => false,
+      );
+      const registered =
+        up && (await db.query("SELECT 1 FROM hosts WHERE id = $1", [hostId])).rows.length === 1;
+      if (registered) break;
+      if (vmm.exitCode !== null) throw new Error(`vmm exited with ${vmm.exitCode}`);
+      if (Date.now() > deadline) throw new Error("vmm did not start and register within 60 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
   });
   after(async () => {
     for (const sandboxId of made) await client?.deleteSandbox({ sandboxId }).catch(() => {});
-    await vmm?.close();
+    if (vmm && vmm.exitCode === null) {
+      const exited = new Promise((r) => vmm!.once("exit", r));
+      vmm.kill("SIGTERM");
+      await exited;
+    }
     await scheduler?.close();
     await drop?.();
     rmSync(stateDir, { recursive: true, force: true });
