@@ -90,3 +90,10 @@ function pairs(raw: readonly string[]): [string, string][] {
   for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
   return out;
 }
+
+/** A JSON answer on a hijacked reply (the proxies answer outside Fastify's reply). */
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

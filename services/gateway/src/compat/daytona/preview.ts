@@ -2,7 +2,7 @@ import { timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { FailedPreconditionError, SandboxNotFoundError } from "../../errors.js";
-import { pipeThroughAgent } from "../../sandbox/http-proxy.js";
+import { pipeThroughAgent, sendJson } from "../../sandbox/http-proxy.js";
 import type { DaytonaContext } from "./context.js";
 import { type DaytonaRow, daytonaSandboxById } from "./db.js";
 import { DaytonaHttpError, type DaytonaSource, toDaytonaError } from "./errors.js";
@@ -106,10 +106,4 @@ async function proxy(
       },
     );
   }
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import { type Logger, TunnelError } from "@dnah/platform";
 import type { onRequestHookHandler } from "fastify";
 import { findCause } from "../../errors.js";
-import { pipeThroughAgent } from "../../sandbox/http-proxy.js";
+import { pipeThroughAgent, sendJson } from "../../sandbox/http-proxy.js";
 import {
   BAD_SANDBOX_ID_STATUS,
   badSandboxIdBody,
@@ -126,12 +126,6 @@ async function proxy(
     if (tunnel?.status === 404) tunnels.forget(target.sandboxId);
     throw err;
   }
-}
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
-  res.end(text);
 }
 
 function one(v: string | string[] | undefined): string | undefined {
