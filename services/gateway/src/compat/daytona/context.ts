@@ -8,6 +8,8 @@ declare module "fastify" {
   interface FastifyRequest {
     /** SHA-256 of the API key of a Daytona request, set by the Daytona auth hook. */
     daytonaOwner: string;
+    /** The state of the toolbox request's sandbox as the auth hook read it ("" when none). */
+    daytonaSandboxState: string;
   }
 }
 

@@ -93,11 +93,12 @@ export function createDaytonaCompat(deps: {
   const toolboxCtx: ToolboxContext = {
     deps: deps.rpc,
     logger,
-    async resolve(sandboxId) {
-      const row = await daytonaSandboxById(deps.db, sandboxId);
-      if (row === undefined) throw new SandboxNotFoundError(sandboxId);
-      if (row.state !== "started")
-        throw new FailedPreconditionError(`Sandbox ${sandboxId} is ${row.state}; start it first`);
+    // The toolbox auth hook below has read the sandbox's row for this request: no second read.
+    async resolve(req, sandboxId) {
+      const state = req.daytonaSandboxState;
+      if (state === "") throw new SandboxNotFoundError(sandboxId);
+      if (state !== "started")
+        throw new FailedPreconditionError(`Sandbox ${sandboxId} is ${state}; start it first`);
     },
     touch: ctx.touch,
   };
@@ -142,6 +143,7 @@ export function createDaytonaCompat(deps: {
     routes: async (app) => {
       await app.register(async (d) => {
         d.decorateRequest("daytonaOwner", "");
+        d.decorateRequest("daytonaSandboxState", "");
         // Body-less POSTs from the SDK (axios) arrive as an empty form-urlencoded body.
         d.addContentTypeParser(
           "application/x-www-form-urlencoded",
@@ -195,6 +197,7 @@ export function createDaytonaCompat(deps: {
                 if (row === undefined || !sameToken(token, row.preview_token))
                   throw new UnauthenticatedError("invalid token");
                 req.daytonaOwner = row.owner_sha256;
+                req.daytonaSandboxState = row.state;
                 return;
               }
               const row = id === "" ? undefined : await daytonaSandboxById(deps.db, id);
@@ -202,6 +205,7 @@ export function createDaytonaCompat(deps: {
               if (row === undefined || row.owner_sha256 !== owner)
                 throw new SandboxNotFoundError(id || "(none)");
               req.daytonaOwner = owner;
+              req.daytonaSandboxState = row.state;
             });
             tb.setErrorHandler(errorHandler("DAYTONA_DAEMON"));
             await tb.register(toolboxRoutes, toolboxCtx);

@@ -27,7 +27,7 @@ export const toolboxRoutes: FastifyPluginAsync<ToolboxContext> = async (app, opt
   const ctx: ToolboxContext = {
     deps: opts.deps,
     logger: opts.logger,
-    resolve: (id) => opts.resolve(id),
+    resolve: (req, id) => opts.resolve(req, id),
     touch: (id) => opts.touch(id),
   };
   // Body-less POSTs from the SDK (axios) arrive as an empty form-urlencoded body.
@@ -56,7 +56,7 @@ export const toolboxRoutes: FastifyPluginAsync<ToolboxContext> = async (app, opt
     const id = (req.params as { sandboxId?: unknown } | undefined)?.sandboxId;
     if (typeof id !== "string" || !SANDBOX_ID_RE.test(id))
       throw new InvalidArgumentError("invalid sandbox id");
-    await ctx.resolve(id);
+    await ctx.resolve(req, id);
     ctx.touch(id);
   });
   app.addHook("onResponse", async (req) => {
