@@ -40,6 +40,39 @@ image
     await imageBuild(id, opts, process.env);
   });
 
+const keys = program
+  .command("keys")
+  .description("list, rotate and retire the snapshot signing keys (the snapshot service's)");
+const snapshotUrlOption = [
+  "--snapshot-url <url>",
+  "snapshot service URL (DNAH_SNAPSHOT_URL; default http://127.0.0.1:7003)",
+] as const;
+keys
+  .command("list")
+  .description("every key: active, verifies, or retired")
+  .option(...snapshotUrlOption)
+  .action(async (opts: import("./commands/keys.js").KeysOptions) => {
+    const { keysList } = await import("./commands/keys.js");
+    await keysList(opts, process.env);
+  });
+keys
+  .command("rotate")
+  .description("create a new active signing key; older keys keep verifying")
+  .option(...snapshotUrlOption)
+  .action(async (opts: import("./commands/keys.js").KeysOptions) => {
+    const { keysRotate } = await import("./commands/keys.js");
+    await keysRotate(opts, process.env);
+  });
+keys
+  .command("retire")
+  .argument("<kid>", "the key to retire (not the active one: rotate first)")
+  .description("stop a key from verifying: snapshots it signed are refused from then on")
+  .option(...snapshotUrlOption)
+  .action(async (kid: string, opts: import("./commands/keys.js").KeysOptions) => {
+    const { keysRetire } = await import("./commands/keys.js");
+    await keysRetire(kid, opts, process.env);
+  });
+
 try {
   await program.parseAsync();
 } catch (err) {

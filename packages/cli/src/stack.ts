@@ -40,7 +40,9 @@ export async function startDevStack(env: Env, logger?: Logger): Promise<DevStack
     DNAH_SNAPSHOT_HOST: "127.0.0.1",
   };
   const merged: Env = { ...internal, ...env };
-  const schedCfg = schedulerConfig(merged);
+  // Parsed now so configuration errors surface before anything starts; parsed again below
+  // with the snapshot service's URL once it listens.
+  schedulerConfig(merged);
   const snapCfg = snapshotConfig(merged);
   const db = await openDb({
     url: merged.DATABASE_URL,
@@ -50,11 +52,12 @@ export async function startDevStack(env: Env, logger?: Logger): Promise<DevStack
 
   const snapshot = createSnapshotService(snapCfg, { logger: log("snapshot") });
   const snapshotUrl = await snapshot.start();
-  const scheduler = createScheduler(schedCfg, { db, logger: log("scheduler") });
+  const withSnapshot: Env = { ...merged, DNAH_SNAPSHOT_URL: snapshotUrl };
+  const scheduler = createScheduler(schedulerConfig(withSnapshot), { db, logger: log("scheduler") });
   const schedulerUrl = await scheduler.start();
   const vmm = await createVmm(vmmConfig({ ...merged, DNAH_SCHEDULER_URL: schedulerUrl }), log("vmm"));
   const vmmUrl = await vmm.start();
-  const gateway = await createGateway(gatewayConfig({ ...merged, DNAH_SCHEDULER_URL: schedulerUrl }), {
+  const gateway = await createGateway(gatewayConfig({ ...withSnapshot, DNAH_SCHEDULER_URL: schedulerUrl }), {
     db,
     scheduler: createServiceClient(SchedulerService, schedulerUrl),
     logger: log("gateway"),

@@ -9,8 +9,16 @@ export {
   sign,
   verify,
 } from "./crypto/ed25519.js";
-export { InvalidArgumentError, KeyStoreError, NotReadyError, toConnectError } from "./domain/errors.js";
 export {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  KeyNotFoundError,
+  KeyStoreError,
+  NotReadyError,
+  toConnectError,
+} from "./domain/errors.js";
+export {
+  isValidKid,
   MANIFEST_SIGNING_PREFIX,
   type ManifestFields,
   manifestProblems,
@@ -18,5 +26,5 @@ export {
   validateManifest,
 } from "./domain/manifest.js";
 export { kidForPublicKey } from "./keys/store.js";
-export { REASON_SIGNATURE_MISMATCH, REASON_UNKNOWN_KEY } from "./rpc/verify-manifest.js";
+export { REASON_RETIRED_KEY, REASON_SIGNATURE_MISMATCH, REASON_UNKNOWN_KEY } from "./rpc/verify-manifest.js";
 export { createSnapshotService, type SnapshotOverrides, type SnapshotServiceHandle } from "./snapshot.js";

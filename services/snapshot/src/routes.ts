@@ -3,6 +3,7 @@ import type { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import type { Context } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
 import { listKeys } from "./rpc/list-keys.js";
+import { retireKey } from "./rpc/retire-key.js";
 import { rotateKey } from "./rpc/rotate-key.js";
 import { signManifest } from "./rpc/sign-manifest.js";
 import { verifyManifest } from "./rpc/verify-manifest.js";
@@ -14,6 +15,7 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SnapshotService> 
     verifyManifest: (req) => edge(ctx, "VerifyManifest", () => verifyManifest(ctx, req)),
     listKeys: (req) => edge(ctx, "ListKeys", () => listKeys(ctx, req)),
     rotateKey: (req) => edge(ctx, "RotateKey", () => rotateKey(ctx, req)),
+    retireKey: (req) => edge(ctx, "RetireKey", () => retireKey(ctx, req)),
   };
 }
 

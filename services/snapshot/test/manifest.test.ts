@@ -13,8 +13,10 @@ const FIXED: ManifestFields = {
   createdAtMs: 1_700_000_000_000n,
 };
 
-// Computed independently (Python struct.pack); if this changes, every signature ever issued
-// stops verifying.
+const KID = "0123456789abcdef";
+
+// Computed independently (Python struct.pack, spelled out field by field below); if this
+// changes, every signature ever issued stops verifying.
 const GOLDEN = [
   "646e61682e736e617073686f742e6d616e69666573742e763100", // "dnah.snapshot.manifest.v1\0"
   "00000004" + "73622d31", // sandbox_id "sb-1"
@@ -24,12 +26,35 @@ const GOLDEN = [
     "616534316534363439623933346361343935393931623738353262383535", // manifest_sha256
   "0000000000100000", // size_bytes 1048576
   "0000018bcfe56800", // created_at_ms 1700000000000
+  "00000010" + "30313233343536373839616263646566", // kid "0123456789abcdef"
 ].join("");
 
 describe("manifestSigningBytes", () => {
   it("matches the golden encoding", () => {
-    assert.equal(toHex(manifestSigningBytes(FIXED)), GOLDEN);
+    assert.equal(toHex(manifestSigningBytes(FIXED, KID)), GOLDEN);
   });
+
+  it("lays the fields out as documented, the kid last", () => {
+    const bytes = manifestSigningBytes(FIXED, KID);
+    // 26 prefix + (4+4) + (4+6) + (4+64) + 8 + 8 + (4+16)
+    assert.equal(bytes.length, 148);
+    assert.equal(Buffer.from(bytes.subarray(0, 26)).toString("latin1"), "dnah.snapshot.manifest.v1\0");
+    const tail = bytes.subarray(26 + 8 + 10 + 68);
+    assert.equal(toHex(tail.subarray(0, 8)), "0000000000100000");
+    assert.equal(toHex(tail.subarray(8, 16)), "0000018bcfe56800");
+    assert.equal(toHex(tail.subarray(16, 20)), "00000010");
+    assert.equal(Buffer.from(tail.subarray(20)).toString("utf8"), KID);
+  });
+
+  it("changes when the kid changes", () => {
+    assert.notEqual(toHex(manifestSigningBytes(FIXED, "0123456789abcdee")), GOLDEN);
+  });
+
+  for (const kid of ["", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "../0123456789ab"]) {
+    it(`refuses the kid ${JSON.stringify(kid)}`, () => {
+      assert.throws(() => manifestSigningBytes(FIXED, kid), /kid must be 16 lower-case hex/);
+    });
+  }
 
   it("is stable across calls and object key order", () => {
     const reordered: ManifestFields = {
@@ -39,8 +64,8 @@ describe("manifestSigningBytes", () => {
       snapshotId: FIXED.snapshotId,
       sandboxId: FIXED.sandboxId,
     };
-    assert.equal(toHex(manifestSigningBytes(reordered)), GOLDEN);
-    assert.equal(toHex(manifestSigningBytes({ ...FIXED })), GOLDEN);
+    assert.equal(toHex(manifestSigningBytes(reordered, KID)), GOLDEN);
+    assert.equal(toHex(manifestSigningBytes({ ...FIXED }, KID)), GOLDEN);
   });
 
   const changes: [string, Partial<ManifestFields>][] = [
@@ -52,30 +77,30 @@ describe("manifestSigningBytes", () => {
   ];
   for (const [field, change] of changes) {
     it(`changes when ${field} changes`, () => {
-      assert.notEqual(toHex(manifestSigningBytes({ ...FIXED, ...change })), GOLDEN);
+      assert.notEqual(toHex(manifestSigningBytes({ ...FIXED, ...change }, KID)), GOLDEN);
     });
   }
 
   it("keeps field boundaries unambiguous", () => {
-    const a = manifestSigningBytes({ ...FIXED, sandboxId: "ab", snapshotId: "c" });
-    const b = manifestSigningBytes({ ...FIXED, sandboxId: "a", snapshotId: "bc" });
+    const a = manifestSigningBytes({ ...FIXED, sandboxId: "ab", snapshotId: "c" }, KID);
+    const b = manifestSigningBytes({ ...FIXED, sandboxId: "a", snapshotId: "bc" }, KID);
     assert.notEqual(toHex(a), toHex(b));
   });
 
   it("encodes non-ASCII ids as UTF-8 with byte lengths", () => {
-    const bytes = manifestSigningBytes({ ...FIXED, sandboxId: "é" });
+    const bytes = manifestSigningBytes({ ...FIXED, sandboxId: "é" }, KID);
     const at = "dnah.snapshot.manifest.v1\0".length;
     assert.equal(toHex(bytes.subarray(at, at + 6)), "00000002c3a9");
   });
 
   it("encodes the full u64 range", () => {
     const max = (1n << 64n) - 1n;
-    const bytes = manifestSigningBytes({ ...FIXED, sizeBytes: max, createdAtMs: 0n });
-    assert.equal(toHex(bytes.subarray(-16)), "ffffffffffffffff0000000000000000");
+    const bytes = manifestSigningBytes({ ...FIXED, sizeBytes: max, createdAtMs: 0n }, KID);
+    assert.equal(toHex(bytes.subarray(-36, -20)), "ffffffffffffffff0000000000000000");
   });
 
   it("refuses to encode an invalid manifest", () => {
-    assert.throws(() => manifestSigningBytes({ ...FIXED, sandboxId: "" }), InvalidArgumentError);
+    assert.throws(() => manifestSigningBytes({ ...FIXED, sandboxId: "" }, KID), InvalidArgumentError);
   });
 });
 

@@ -8,7 +8,13 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { createLogger, createServiceClient, type Logger, silentLogger } from "@dnah/platform";
 import { type Manifest, ManifestSchema, SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
-import { createSnapshotService, kidForPublicKey, type SnapshotServiceHandle } from "../src/index.js";
+import {
+  createSnapshotService,
+  kidForPublicKey,
+  manifestSigningBytes,
+  type SnapshotServiceHandle,
+  verify,
+} from "../src/index.js";
 
 const manifest = (over: Partial<Omit<Manifest, "$typeName">> = {}): Manifest =>
   create(ManifestSchema, {
@@ -187,7 +193,7 @@ describe("snapshot service over HTTP", () => {
       true,
     );
 
-    // A signature is bound to its key.
+    // A signature is bound to its key: the kid is part of the signed bytes.
     const crossed = await client.verifyManifest({
       manifest: manifest(),
       signature: firstSig,
@@ -267,6 +273,82 @@ describe("snapshot service over HTTP", () => {
       }
       for (const k of keys) assert.notDeepEqual(Buffer.from(k.publicKey), raw);
     }
+  });
+
+  it("signs bytes that name the kid, checkable with the public key from ListKeys", async () => {
+    const m = manifest({ snapshotId: "snap-kid" });
+    const signed = await client.signManifest({ manifest: m });
+    const { keys } = await client.listKeys({});
+    const pub = keys.find((k) => k.kid === signed.kid)!.publicKey;
+    assert.ok(verify(signed.signature, manifestSigningBytes(m, signed.kid), pub));
+    // Same key, same manifest, another kid in the bytes: not what was signed.
+    const other = keys.find((k) => k.kid !== signed.kid)!.kid;
+    assert.ok(!verify(signed.signature, manifestSigningBytes(m, other), pub));
+  });
+
+  it("lists created_at for every key and no retired_at before a retirement", async () => {
+    const { keys } = await client.listKeys({});
+    for (const k of keys) {
+      assert.ok(k.createdAt !== undefined && k.createdAt.seconds > 0n, k.kid);
+      assert.equal(k.retiredAt, undefined, k.kid);
+    }
+    // Oldest first.
+    const seconds = keys.map((k) => Number(k.createdAt!.seconds) * 1e3 + k.createdAt!.nanos / 1e6);
+    assert.deepEqual(
+      seconds,
+      [...seconds].sort((a, b) => a - b),
+    );
+  });
+
+  it("refuses to retire the active key, an unknown kid, or a malformed one", async () => {
+    const { keys } = await client.listKeys({});
+    const active = keys.find((k) => k.active)!.kid;
+    const err = await expectCode(client.retireKey({ kid: active }), Code.FailedPrecondition);
+    assert.match(err.rawMessage, /rotate first/);
+    await expectCode(client.retireKey({ kid: "0000000000000000" }), Code.NotFound);
+    await expectCode(client.retireKey({ kid: "not-a-kid" }), Code.InvalidArgument);
+    await expectCode(client.retireKey({ kid: "" }), Code.InvalidArgument);
+    assert.ok((await client.listKeys({})).keys.every((k) => k.retiredAt === undefined));
+  });
+
+  it("retires a key: its signatures read 'retired key', it stays listed, across a restart", async () => {
+    await client.retireKey({ kid: firstKid });
+    await client.retireKey({ kid: firstKid }); // idempotent
+    const refused = await client.verifyManifest({ manifest: manifest(), signature: firstSig, kid: firstKid });
+    assert.deepEqual(
+      { valid: refused.valid, reason: refused.reason },
+      { valid: false, reason: "retired key" },
+    );
+    const listed = (await client.listKeys({})).keys;
+    const retired = listed.find((k) => k.kid === firstKid)!;
+    assert.ok(retired.retiredAt !== undefined);
+    assert.equal(retired.active, false);
+    assert.deepEqual(
+      listed.filter((k) => k.retiredAt !== undefined).map((k) => k.kid),
+      [firstKid],
+    );
+
+    // Signatures of the other, older keys still verify.
+    const bySecond = await client.verifyManifest({
+      manifest: manifest(),
+      signature: (await client.signManifest({ manifest: manifest() })).signature,
+      kid: (await client.listKeys({})).keys.find((k) => k.active)!.kid,
+    });
+    assert.equal(bySecond.valid, true);
+
+    await svc.close();
+    ({ svc, client } = await startService(keysDir, logger));
+    const again = (await client.listKeys({})).keys.find((k) => k.kid === firstKid)!;
+    assert.deepEqual(again.retiredAt, retired.retiredAt);
+    assert.equal(
+      (await client.verifyManifest({ manifest: manifest(), signature: firstSig, kid: firstKid })).reason,
+      "retired key",
+    );
+    await client.retireKey({ kid: firstKid }); // still idempotent after a restart
+
+    const log = await waitForLog(logFile, (text) => text.includes("retired a key"));
+    const line = log.split("\n").find((l) => l.includes("retired a key"))!;
+    assert.equal(JSON.parse(line).kid, firstKid);
   });
 });
 

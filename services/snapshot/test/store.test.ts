@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, it } from "node:test";
 import { silentLogger } from "@dnah/platform";
 import { generateKey, verify } from "../src/crypto/ed25519.js";
-import { KeyStoreError } from "../src/domain/errors.js";
+import { FailedPreconditionError, KeyNotFoundError, KeyStoreError } from "../src/domain/errors.js";
 import { kidForPublicKey, openKeyStore } from "../src/keys/store.js";
 
 const logger = silentLogger();
@@ -42,12 +42,17 @@ describe("key store", () => {
   it("signs with the active key and exposes only public keys", async () => {
     const store = await open();
     const msg = new TextEncoder().encode("m");
-    const { kid, signature } = store.sign(msg);
+    const asked: string[] = [];
+    const { kid, signature } = store.sign((k) => {
+      asked.push(k);
+      return msg;
+    });
     assert.equal(kid, store.activeKid());
-    assert.ok(verify(signature, msg, store.publicKey(kid)!));
-    assert.equal(store.publicKey("0000000000000000"), undefined);
+    assert.deepEqual(asked, [kid]);
+    assert.ok(verify(signature, msg, store.get(kid)!.publicKey));
+    assert.equal(store.get("0000000000000000"), undefined);
     for (const k of store.list())
-      assert.deepEqual(Object.keys(k).sort(), ["active", "createdAt", "kid", "publicKey"]);
+      assert.deepEqual(Object.keys(k).sort(), ["active", "createdAt", "kid", "publicKey", "retiredAt"]);
   });
 
   it("rotates and reloads the same keys and active kid", async () => {
@@ -66,6 +71,94 @@ describe("key store", () => {
         [second, true],
       ],
     );
+  });
+
+  it("retires a key: kept and listed with its time, persisted across a reopen", async () => {
+    const store = await open();
+    const old = store.activeKid();
+    const current = await store.rotate();
+    const at = await store.retire(old);
+    assert.equal(at.toISOString(), "2026-01-01T00:00:02.000Z");
+    const check = (s: typeof store) => {
+      assert.deepEqual(
+        s.list().map((k) => [k.kid, k.active, k.retiredAt?.toISOString()]),
+        [
+          [old, false, "2026-01-01T00:00:02.000Z"],
+          [current, true, undefined],
+        ],
+      );
+      assert.equal(s.get(old)?.retiredAt?.toISOString(), "2026-01-01T00:00:02.000Z");
+    };
+    check(store);
+    // Kept, not deleted; the key file itself is never rewritten.
+    assert.ok((await readdir(dir)).includes(`${old}.json`));
+    assert.equal((await readFile(join(dir, `${old}.retired`), "utf8")).trim(), "2026-01-01T00:00:02.000Z");
+    assert.equal((await stat(join(dir, `${old}.retired`))).mode & 0o777, 0o600);
+    await store.close();
+    check(await open());
+  });
+
+  it("retiring twice keeps the first time", async () => {
+    const store = await open();
+    const old = store.activeKid();
+    await store.rotate();
+    const first = await store.retire(old);
+    const second = await store.retire(old);
+    assert.equal(second.getTime(), first.getTime());
+  });
+
+  it("refuses to retire the active key or an unknown kid", async () => {
+    const store = await open();
+    await assert.rejects(store.retire(store.activeKid()), (e: unknown) => {
+      assert.ok(e instanceof FailedPreconditionError);
+      assert.match(e.message, /rotate first/);
+      return true;
+    });
+    await assert.rejects(store.retire("0000000000000000"), KeyNotFoundError);
+    assert.equal(store.list()[0]?.retiredAt, undefined);
+  });
+
+  it("serialises a retirement behind a rotation in progress", async () => {
+    const store = await open();
+    const old = store.activeKid();
+    // Started together: the retirement sees the rotation's outcome, so `old` is no longer active.
+    const [, at] = await Promise.all([store.rotate(), store.retire(old)]);
+    assert.ok(at instanceof Date);
+    assert.notEqual(store.activeKid(), old);
+  });
+
+  it("refuses an active file naming a retired key", async () => {
+    const store = await open();
+    const old = store.activeKid();
+    await store.rotate();
+    await store.retire(old);
+    await writeFile(join(dir, "active"), `${old}\n`);
+    await assert.rejects(open(), /which is retired/);
+  });
+
+  it("picks the newest key that is not retired when the active file is missing", async () => {
+    const store = await open();
+    const first = store.activeKid();
+    const second = await store.rotate();
+    await store.rotate();
+    // Hand-edit: retire `third` behind the store's back, then drop `active`.
+    const third = store.activeKid();
+    await writeFile(join(dir, `${third}.retired`), "2026-01-01T00:00:09.000Z\n", { mode: 0o600 });
+    await rm(join(dir, "active"));
+    const reopened = await open();
+    assert.equal(reopened.activeKid(), second);
+    assert.notEqual(reopened.activeKid(), first);
+  });
+
+  it("refuses a garbled retirement file, and ignores one whose key is gone", async () => {
+    const store = await open();
+    const old = store.activeKid();
+    await store.rotate();
+    await writeFile(join(dir, `${old}.retired`), "soon\n", { mode: 0o600 });
+    await assert.rejects(open(), /\.retired does not hold an ISO 8601 time/);
+    await rm(join(dir, `${old}.retired`));
+    await writeFile(join(dir, "fedcba9876543210.retired"), "2026-01-01T00:00:00.000Z\n", { mode: 0o600 });
+    assert.equal((await open()).list().length, 2);
   });
 
   it("makes the newest key active when the active file is missing", async () => {
@@ -138,6 +231,7 @@ describe("key store", () => {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await writeFile(join(dir, ".0123456789abcdef.json.0123456789ab.tmp"), "{}", { mode: 0o600 });
     await writeFile(join(dir, ".active.0123456789ab.tmp"), "{}", { mode: 0o600 });
+    await writeFile(join(dir, ".0123456789abcdef.retired.0123456789ab.tmp"), "x", { mode: 0o600 });
     await writeFile(join(dir, "README"), "notes", { mode: 0o600 });
     await writeFile(join(dir, ".notes.tmp"), "mine", { mode: 0o600 });
     const store = await open();
@@ -152,7 +246,9 @@ describe("key store", () => {
     const old = process.umask(0o000);
     try {
       const store = await open();
+      const old = store.activeKid();
       await store.rotate();
+      await store.retire(old);
       for (const f of await readdir(dir)) assert.equal((await stat(join(dir, f))).mode & 0o777, 0o600, f);
     } finally {
       process.umask(old);

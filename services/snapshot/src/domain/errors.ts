@@ -15,6 +15,24 @@ export class InvalidArgumentError extends SnapshotError {
   }
 }
 
+/** The named key does not exist (never did, or its file was deleted). */
+export class KeyNotFoundError extends SnapshotError {
+  readonly code = Code.NotFound;
+  constructor(readonly kid: string) {
+    super(`no key with kid ${kid}`);
+    this.name = "KeyNotFoundError";
+  }
+}
+
+/** The request is well formed but the keys are not in a state that allows it. */
+export class FailedPreconditionError extends SnapshotError {
+  readonly code = Code.FailedPrecondition;
+  constructor(message: string) {
+    super(message);
+    this.name = "FailedPreconditionError";
+  }
+}
+
 /** The service has not started (keys not loaded) or is closing; callers may retry. */
 export class NotReadyError extends SnapshotError {
   readonly code = Code.Unavailable;

@@ -20,6 +20,8 @@ export interface ManifestFields {
 export const MANIFEST_SIGNING_PREFIX = "dnah.snapshot.manifest.v1\0";
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** A key id as the key store makes them: the first 16 hex characters of SHA-256(public key). */
+const KID = /^[0-9a-f]{16}$/;
 const U64_MAX = (1n << 64n) - 1n;
 // A lone surrogate would be encoded as U+FFFD, so two different ids could sign the same bytes.
 const LONE_SURROGATE = /\p{Cs}/u;
@@ -47,6 +49,11 @@ export function manifestProblems(m: ManifestFields | undefined): string[] {
   return problems;
 }
 
+/** True for a well-formed key id (16 lower-case hex characters). */
+export function isValidKid(kid: string): boolean {
+  return KID.test(kid);
+}
+
 /** Throws InvalidArgumentError listing every problem with the manifest. */
 export function validateManifest(m: ManifestFields | undefined): asserts m is ManifestFields {
   const problems = manifestProblems(m);
@@ -62,27 +69,36 @@ export function validateManifest(m: ManifestFields | undefined): asserts m is Ma
  *   u32be(len) manifest_sha256 utf-8
  *   u64be size_bytes
  *   u64be created_at_ms
+ *   u32be(len) kid utf-8
  *
- * Length prefixes keep field boundaries unambiguous ("ab"+"c" differs from "a"+"bc"). Not a
- * protobuf encoding: that is not canonical across implementations. Throws on an invalid
- * manifest, so nothing invalid can be signed.
+ * Length prefixes keep field boundaries unambiguous ("ab"+"c" differs from "a"+"bc"). The kid
+ * is signed too, so a signature cannot be relabelled as another key's: verifying with any other
+ * kid changes the bytes, not only the public key. Not a protobuf encoding: that is not
+ * canonical across implementations. Throws on an invalid manifest or kid, so nothing invalid
+ * can be signed.
  */
-export function manifestSigningBytes(m: ManifestFields): Uint8Array {
-  validateManifest(m);
+export function manifestSigningBytes(m: ManifestFields, kid: string): Uint8Array {
+  const problems = manifestProblems(m);
+  if (!isValidKid(kid)) problems.push("kid must be 16 lower-case hex characters");
+  if (problems.length > 0) throw new InvalidArgumentError(problems);
   const enc = new TextEncoder();
   const prefix = enc.encode(MANIFEST_SIGNING_PREFIX);
-  const strings = [m.sandboxId, m.snapshotId, m.manifestSha256].map((s) => enc.encode(s));
-  const total = prefix.length + strings.reduce((n, s) => n + 4 + s.length, 0) + 8 + 8;
+  const head = [m.sandboxId, m.snapshotId, m.manifestSha256].map((s) => enc.encode(s));
+  const kidBytes = enc.encode(kid);
+  const total = prefix.length + head.reduce((n, s) => n + 4 + s.length, 0) + 8 + 8 + 4 + kidBytes.length;
   const out = new Uint8Array(total);
   const view = new DataView(out.buffer);
   out.set(prefix, 0);
   let at = prefix.length;
-  for (const s of strings) {
+  const putString = (s: Uint8Array) => {
     view.setUint32(at, s.length, false);
     out.set(s, at + 4);
     at += 4 + s.length;
-  }
+  };
+  for (const s of head) putString(s);
   view.setBigUint64(at, m.sizeBytes, false);
   view.setBigUint64(at + 8, m.createdAtMs, false);
+  at += 16;
+  putString(kidBytes);
   return out;
 }

@@ -3,7 +3,7 @@ import { chmod, link, mkdir, open, readdir, readFile, rename, stat, unlink } fro
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
 import { generateKey, getPublicKey, PUBLIC_KEY_BYTES, SECRET_KEY_BYTES, sign } from "../crypto/ed25519.js";
-import { KeyStoreError } from "../domain/errors.js";
+import { FailedPreconditionError, KeyNotFoundError, KeyStoreError } from "../domain/errors.js";
 
 /**
  * Ed25519 keys on disk, one directory per service:
@@ -11,21 +11,33 @@ import { KeyStoreError } from "../domain/errors.js";
  *   <dir>/               mode 0700
  *   <dir>/<kid>.json     mode 0600  {"kid", "publicKey": base64, "privateKey": base64 seed, "createdAt": ISO 8601}
  *   <dir>/active         mode 0600  the kid that signs, one line
+ *   <dir>/<kid>.retired  mode 0600  present once the key is retired: when, ISO 8601, one line
  *
- * Every key in the directory verifies; only the active one signs. Files are written to a
- * temporary name, fsynced and renamed, so a crash leaves either the old or the new file.
- * One process owns a directory at a time.
+ * Every key in the directory verifies unless it is retired; only the active one signs. A
+ * retirement is its own file so that key files, once written, are never rewritten. Files are
+ * written to a temporary name, fsynced and renamed (or linked), so a crash leaves either the
+ * old or the new state. One process owns a directory at a time.
  */
 export interface KeyStore {
   readonly dir: string;
   activeKid(): string;
-  /** Signs with the active key; the private key never leaves the store. */
-  sign(message: Uint8Array): { kid: string; signature: Uint8Array };
-  publicKey(kid: string): Uint8Array | undefined;
-  /** Public information on every key, oldest first. */
+  /**
+   * Signs `message(kid)` with the active key: the signed bytes name the key, so the caller
+   * builds them for the kid that will sign. The private key never leaves the store.
+   */
+  sign(message: (kid: string) => Uint8Array): { kid: string; signature: Uint8Array };
+  /** Public information on one key, retired or not; undefined if there is no such key. */
+  get(kid: string): KeyInfo | undefined;
+  /** Public information on every key, retired ones included, oldest first. */
   list(): KeyInfo[];
   /** Creates a new key and makes it active; the old ones keep verifying. */
   rotate(): Promise<string>;
+  /**
+   * Retires a key: it stays listed but no longer verifies. Idempotent (resolves to the first
+   * retirement's time). KeyNotFoundError for an unknown kid, FailedPreconditionError for the
+   * active key.
+   */
+  retire(kid: string): Promise<Date>;
   /** Waits for a rotation in progress to finish. */
   close(): Promise<void>;
 }
@@ -35,6 +47,8 @@ export interface KeyInfo {
   readonly publicKey: Uint8Array;
   readonly createdAt: Date;
   readonly active: boolean;
+  /** When it was retired; undefined while it verifies. */
+  readonly retiredAt: Date | undefined;
 }
 
 export interface KeyStoreOptions {
@@ -58,7 +72,8 @@ interface KeyFile {
 
 const KID_RE = /^[0-9a-f]{16}$/;
 const KEY_FILE_RE = /^([0-9a-f]{16})\.json$/;
-const TMP_FILE_RE = /^\.(?:[0-9a-f]{16}\.json|active)\.[0-9a-f]{12}\.tmp$/;
+const RETIRED_FILE_RE = /^([0-9a-f]{16})\.retired$/;
+const TMP_FILE_RE = /^\.(?:[0-9a-f]{16}\.(?:json|retired)|active)\.[0-9a-f]{12}\.tmp$/;
 const ACTIVE_FILE = "active";
 const DIR_MODE = 0o700;
 const FILE_MODE = 0o600;
@@ -79,6 +94,7 @@ export async function openKeyStore(dir: string, opts: KeyStoreOptions): Promise<
 
   await prepareDir(dir, log);
   const keys = new Map<string, StoredKey>();
+  const retired = new Map<string, Date>();
   let activeKid: string | undefined = await readActive(dir);
 
   for (const name of (await readdir(dir)).sort()) {
@@ -88,10 +104,21 @@ export async function openKeyStore(dir: string, opts: KeyStoreOptions): Promise<
       log.warn({ file: name }, "removed a stale temporary key file");
       continue;
     }
+    const retiredMatch = RETIRED_FILE_RE.exec(name);
+    if (retiredMatch !== null) {
+      retired.set(retiredMatch[1]!, await readRetired(dir, name));
+      continue;
+    }
     const match = KEY_FILE_RE.exec(name);
     if (match === null) continue;
     const key = await loadKeyFile(dir, name, match[1]!, log);
     keys.set(key.kid, key);
+  }
+  for (const kid of retired.keys()) {
+    if (keys.has(kid)) continue;
+    // The key file was deleted by hand: its signatures already read "unknown key".
+    retired.delete(kid);
+    log.warn({ kid, dir }, "ignored the retirement of a key that is not there");
   }
 
   if (keys.size === 0) {
@@ -105,40 +132,79 @@ export async function openKeyStore(dir: string, opts: KeyStoreOptions): Promise<
     log.info({ kid: key.kid, dir }, "created the first signing key");
   } else if (activeKid === undefined) {
     // A crash between writing the first key and `active`, or a deleted `active`: every key here
-    // is trusted already, so the newest signing is no widening of trust.
-    const newest = [...keys.values()].sort(byAge).at(-1)!;
+    // that still verifies is trusted already, so the newest signing is no widening of trust.
+    const newest = [...keys.values()]
+      .filter((k) => !retired.has(k.kid))
+      .sort(byAge)
+      .at(-1);
+    if (newest === undefined) {
+      throw new KeyStoreError(
+        `${join(dir, ACTIVE_FILE)} is missing and every key in ${dir} is retired; write the kid to use into it`,
+      );
+    }
     await writeActive(dir, newest.kid);
     activeKid = newest.kid;
     log.warn({ kid: activeKid, dir }, "no active key recorded; made the newest key active");
   } else if (!keys.has(activeKid)) {
     throw new KeyStoreError(`${join(dir, ACTIVE_FILE)} names ${activeKid}, which has no key file`);
+  } else if (retired.has(activeKid)) {
+    throw new KeyStoreError(`${join(dir, ACTIVE_FILE)} names ${activeKid}, which is retired`);
   }
 
   let active: StoredKey = keys.get(activeKid)!;
   let pending: Promise<unknown> = Promise.resolve();
-  log.info({ dir, keys: keys.size, kid: active.kid }, "key store opened");
+  log.info({ dir, keys: keys.size, retired: retired.size, kid: active.kid }, "key store opened");
+
+  const info = (k: StoredKey): KeyInfo => {
+    const retiredAt = retired.get(k.kid);
+    return {
+      kid: k.kid,
+      publicKey: Uint8Array.from(k.publicKey),
+      createdAt: new Date(k.createdAt),
+      active: k.kid === active.kid,
+      retiredAt: retiredAt === undefined ? undefined : new Date(retiredAt),
+    };
+  };
+  // Rotations and retirements run one at a time, so that the active key checked by a
+  // retirement is the one on disk, and `active` on disk and in memory name the same key.
+  const serialised = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = pending.then(fn);
+    pending = run.catch(() => undefined);
+    return run;
+  };
 
   return {
     dir,
     activeKid: () => active.kid,
     sign(message) {
-      return { kid: active.kid, signature: sign(message, active.secretKey) };
+      // Synchronous: no rotation can change the active key between building and signing.
+      const key = active;
+      return { kid: key.kid, signature: sign(message(key.kid), key.secretKey) };
     },
-    publicKey(kid) {
+    get(kid) {
       const key = keys.get(kid);
-      return key === undefined ? undefined : Uint8Array.from(key.publicKey);
+      return key === undefined ? undefined : info(key);
     },
     list() {
-      return [...keys.values()].sort(byAge).map((k) => ({
-        kid: k.kid,
-        publicKey: Uint8Array.from(k.publicKey),
-        createdAt: new Date(k.createdAt),
-        active: k.kid === active.kid,
-      }));
+      return [...keys.values()].sort(byAge).map(info);
+    },
+    retire(kid) {
+      return serialised(async () => {
+        if (!keys.has(kid)) throw new KeyNotFoundError(kid);
+        const already = retired.get(kid);
+        if (already !== undefined) return new Date(already);
+        if (kid === active.kid) {
+          throw new FailedPreconditionError(`key ${kid} is the active signing key: rotate first`);
+        }
+        const at = now();
+        await writeFileAtomic(dir, `${kid}.retired`, `${at.toISOString()}\n`, { exclusive: true });
+        retired.set(kid, at);
+        log.info({ kid }, "retired a key");
+        return new Date(at);
+      });
     },
     rotate() {
-      // Serialised so that `active` on disk and in memory always name the same key.
-      const run = pending.then(async () => {
+      return serialised(async () => {
         const key = await writeNewKey(dir, now());
         keys.set(key.kid, key);
         await writeActive(dir, key.kid);
@@ -147,8 +213,6 @@ export async function openKeyStore(dir: string, opts: KeyStoreOptions): Promise<
         log.info({ kid: key.kid, previous }, "rotated the signing key");
         return key.kid;
       });
-      pending = run.catch(() => undefined);
-      return run;
     },
     async close() {
       await pending;
@@ -191,6 +255,23 @@ async function readActive(dir: string): Promise<string | undefined> {
   if (!KID_RE.test(kid))
     throw new KeyStoreError(`${path} does not hold a kid (16 lower-case hex characters)`);
   return kid;
+}
+
+async function readRetired(dir: string, name: string): Promise<Date> {
+  const path = join(dir, name);
+  let raw: string;
+  try {
+    raw = await readFile(path, "utf8");
+  } catch (err) {
+    throw new KeyStoreError(`cannot read ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  const text = raw.trim();
+  const at = new Date(text);
+  // Refuse rather than guess: reading it as "not retired" would re-trust a key someone retired.
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(text) || Number.isNaN(at.getTime())) {
+    throw new KeyStoreError(`${path} does not hold an ISO 8601 time`);
+  }
+  return at;
 }
 
 async function loadKeyFile(dir: string, name: string, kidFromName: string, log: Logger): Promise<StoredKey> {

@@ -1,15 +1,23 @@
-import type { ListKeysRequest } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { ListKeysRequest, ListKeysResponseSchema } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import type { Context } from "../context.js";
 
-/** Public keys only, oldest first; private keys never leave the store. */
+/** Every key, retired ones included, oldest first; public keys only. */
 export function listKeys(
   ctx: Context,
   _req: ListKeysRequest,
-): { keys: { kid: string; publicKey: Uint8Array; active: boolean }[] } {
+): MessageInitShape<typeof ListKeysResponseSchema> {
   return {
     keys: ctx
       .keys()
       .list()
-      .map((k) => ({ kid: k.kid, publicKey: k.publicKey, active: k.active })),
+      .map((k) => ({
+        kid: k.kid,
+        publicKey: k.publicKey,
+        active: k.active,
+        createdAt: timestampFromDate(k.createdAt),
+        ...(k.retiredAt !== undefined && { retiredAt: timestampFromDate(k.retiredAt) }),
+      })),
   };
 }

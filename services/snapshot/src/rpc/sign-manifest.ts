@@ -4,10 +4,8 @@ import { manifestSigningBytes, validateManifest } from "../domain/manifest.js";
 
 export function signManifest(ctx: Context, req: SignManifestRequest): { signature: Uint8Array; kid: string } {
   validateManifest(req.manifest);
-  const { kid, signature } = ctx.keys().sign(manifestSigningBytes(req.manifest));
-  ctx.logger.debug(
-    { "sandbox.id": req.manifest.sandboxId, "snapshot.id": req.manifest.snapshotId, kid },
-    "signed manifest",
-  );
+  const m = req.manifest;
+  const { kid, signature } = ctx.keys().sign((signingKid) => manifestSigningBytes(m, signingKid));
+  ctx.logger.debug({ "sandbox.id": m.sandboxId, "snapshot.id": m.snapshotId, kid }, "signed manifest");
   return { signature, kid };
 }

@@ -5,11 +5,14 @@ import { InvalidArgumentError } from "../domain/errors.js";
 import { manifestProblems, manifestSigningBytes } from "../domain/manifest.js";
 
 export const REASON_UNKNOWN_KEY = "unknown key";
+export const REASON_RETIRED_KEY = "retired key";
 export const REASON_SIGNATURE_MISMATCH = "signature mismatch";
 
 /**
  * A malformed request is InvalidArgument; a well-formed one that does not verify is
  * `valid: false` with a reason, because "this image is not ours" is an answer, not a failure.
+ * A kid that is not in the store, well-formed or not, is "unknown key": it is data read back
+ * from a snapshot record, and a garbled one is as untrusted as a foreign one.
  */
 export function verifyManifest(ctx: Context, req: VerifyManifestRequest): { valid: boolean; reason: string } {
   const problems = manifestProblems(req.manifest);
@@ -20,13 +23,15 @@ export function verifyManifest(ctx: Context, req: VerifyManifestRequest): { vali
   if (problems.length > 0 || req.manifest === undefined) throw new InvalidArgumentError(problems);
 
   const m = req.manifest;
-  const publicKey = ctx.keys().publicKey(req.kid);
+  const key = ctx.keys().get(req.kid);
   const reason =
-    publicKey === undefined
+    key === undefined
       ? REASON_UNKNOWN_KEY
-      : verify(req.signature, manifestSigningBytes(m), publicKey)
-        ? undefined
-        : REASON_SIGNATURE_MISMATCH;
+      : key.retiredAt !== undefined
+        ? REASON_RETIRED_KEY
+        : verify(req.signature, manifestSigningBytes(m, key.kid), key.publicKey)
+          ? undefined
+          : REASON_SIGNATURE_MISMATCH;
   if (reason === undefined) return { valid: true, reason: "" };
   // A failed verification may be tampering; worth a line for whoever audits restores.
   ctx.logger.warn(

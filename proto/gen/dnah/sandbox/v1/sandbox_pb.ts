@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/sandbox/v1/sandbox.proto.
  */
 export const file_dnah_sandbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIvMCCgdTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLAoFc3RhdGUYAyABKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlEjgKCG1ldGFkYXRhGAQgAygLMiYuZG5haC5zYW5kYm94LnYxLlNhbmRib3guTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYBiABKA0SEgoKbWVtb3J5X21pYhgHIAEoDRIPCgdob3N0X2lkGAggASgJEg8KB3J1bnRpbWUYCSABKAkSLQoJcGF1c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEimQIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkUKCG1ldGFkYXRhGAIgAygLMjMuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSRAoIZW52X3ZhcnMYAyADKAsyMi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJCChVDcmVhdGVTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiPwoSR2V0U2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCK9AQoUTGlzdFNhbmRib3hlc1JlcXVlc3QSRQoIbWV0YWRhdGEYASADKAsyMy5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QuTWV0YWRhdGFFbnRyeRItCgZzdGF0ZXMYAiADKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChVMaXN0U2FuZGJveGVzUmVzcG9uc2USKwoJc2FuZGJveGVzGAEgAygLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2Ui0wEKC0V4ZWNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAEoCRI0CgRlbnZzGAMgAygLMiYuZG5haC5zYW5kYm94LnYxLkV4ZWNSZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBCABKAkSDQoFc3RkaW4YBSABKAwSEgoKdGltZW91dF9tcxgGIAEoDRIMCgR1c2VyGAcgASgJGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlAKDEV4ZWNSZXNwb25zZRIRCglleGl0X2NvZGUYASABKBESDgoGc3Rkb3V0GAIgASgMEg4KBnN0ZGVychgDIAEoDBINCgVlcnJvchgEIAEoCSLfAQoRRXhlY1N0cmVhbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEjoKBGVudnMYAyADKAsyLC5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgEIAEoCRINCgVzdGRpbhgFIAEoDBISCgp0aW1lb3V0X21zGAYgASgNEgwKBHVzZXIYByABKAkaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEifAoSRXhlY1N0cmVhbVJlc3BvbnNlEg0KA3BpZBgBIAEoDUgAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAEioKBGV4aXQYBCABKAsyGi5kbmFoLnNhbmRib3gudjEuRXhpdEV2ZW50SABCBwoFZXZlbnQiLQoJRXhpdEV2ZW50EhEKCWV4aXRfY29kZRgBIAEoERINCgVlcnJvchgCIAEoCSJFChBXcml0ZUZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCRIPCgdjb250ZW50GAMgASgMIiEKEVdyaXRlRmlsZVJlc3BvbnNlEgwKBHBhdGgYASABKAkiMwoPUmVhZEZpbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSIjChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAwiNAoQTGlzdEZpbGVzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiQAoRTGlzdEZpbGVzUmVzcG9uc2USKwoHZW50cmllcxgBIAMoCzIaLmRuYWguc2FuZGJveC52MS5GaWxlRW50cnkiegoJRmlsZUVudHJ5EgwKBG5hbWUYASABKAkSDAoEcGF0aBgCIAEoCRIMCgR0eXBlGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAQSLwoLbW9kaWZpZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJBChRQYXVzZVNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giKgoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJCChVSZXN1bWVTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94Ii4KGEdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIk0KGUdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2USMAoHbWV0cmljcxgBIAEoCzIfLmRuYWguc2FuZGJveC52MS5TYW5kYm94TWV0cmljcyLlAQoOU2FuZGJveE1ldHJpY3MSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYAiABKA0SFAoMY3B1X3VzZWRfcGN0GAMgASgBEhYKDm1lbV91c2VkX2J5dGVzGAQgASgEEhcKD21lbV90b3RhbF9ieXRlcxgFIAEoBBIXCg9tZW1fY2FjaGVfYnl0ZXMYBiABKAQSFwoPZGlza191c2VkX2J5dGVzGAcgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYCCABKAQqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUyxwgKDlNhbmRib3hTZXJ2aWNlEl4KDUNyZWF0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElUKCkdldFNhbmRib3gSIi5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveFJlc3BvbnNlEl4KDUxpc3RTYW5kYm94ZXMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNhbmRib3hlc1Jlc3BvbnNlEl4KDURlbGV0ZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlEkMKBEV4ZWMSHC5kbmFoLnNhbmRib3gudjEuRXhlY1JlcXVlc3QaHS5kbmFoLnNhbmRib3gudjEuRXhlY1Jlc3BvbnNlElcKCkV4ZWNTdHJlYW0SIi5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlcXVlc3QaIy5kbmFoLnNhbmRib3gudjEuRXhlY1N0cmVhbVJlc3BvbnNlMAESUgoJV3JpdGVGaWxlEiEuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuV3JpdGVGaWxlUmVzcG9uc2USTwoIUmVhZEZpbGUSIC5kbmFoLnNhbmRib3gudjEuUmVhZEZpbGVSZXF1ZXN0GiEuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVzcG9uc2USUgoJTGlzdEZpbGVzEiEuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1JlcXVlc3QaIi5kbmFoLnNhbmRib3gudjEuTGlzdEZpbGVzUmVzcG9uc2USWwoMUGF1c2VTYW5kYm94EiQuZG5haC5zYW5kYm94LnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaJS5kbmFoLnNhbmRib3gudjEuUGF1c2VTYW5kYm94UmVzcG9uc2USXgoNUmVzdW1lU2FuZGJveBIlLmRuYWguc2FuZGJveC52MS5SZXN1bWVTYW5kYm94UmVxdWVzdBomLmRuYWguc2FuZGJveC52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USagoRR2V0U2FuZGJveE1ldHJpY3MSKS5kbmFoLnNhbmRib3gudjEuR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0GiouZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIo8DCgdTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLAoFc3RhdGUYAyABKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlEjgKCG1ldGFkYXRhGAQgAygLMiYuZG5haC5zYW5kYm94LnYxLlNhbmRib3guTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYBiABKA0SEgoKbWVtb3J5X21pYhgHIAEoDRIPCgdob3N0X2lkGAggASgJEg8KB3J1bnRpbWUYCSABKAkSLQoJcGF1c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJzb3VyY2Vfc25hcHNob3RfaWQYCyABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpkCChRDcmVhdGVTYW5kYm94UmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRJFCghtZXRhZGF0YRgCIAMoCzIzLmRuYWguc2FuZGJveC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkQKCGVudl92YXJzGAMgAygLMjIuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KEkdldFNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3givQEKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EkUKCG1ldGFkYXRhGAEgAygLMjMuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLQoGc3RhdGVzGAIgAygOMh0uZG5haC5zYW5kYm94LnYxLlNhbmRib3hTdGF0ZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEisKCXNhbmRib3hlcxgBIAMoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IioKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlItMBCgtFeGVjUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSNAoEZW52cxgDIAMoCzImLmRuYWguc2FuZGJveC52MS5FeGVjUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAQgASgJEg0KBXN0ZGluGAUgASgMEhIKCnRpbWVvdXRfbXMYBiABKA0SDAoEdXNlchgHIAEoCRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJQCgxFeGVjUmVzcG9uc2USEQoJZXhpdF9jb2RlGAEgASgREg4KBnN0ZG91dBgCIAEoDBIOCgZzdGRlcnIYAyABKAwSDQoFZXJyb3IYBCABKAki3wEKEUV4ZWNTdHJlYW1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAEoCRI6CgRlbnZzGAMgAygLMiwuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBCABKAkSDQoFc3RkaW4YBSABKAwSEgoKdGltZW91dF9tcxgGIAEoDRIMCgR1c2VyGAcgASgJGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInwKEkV4ZWNTdHJlYW1SZXNwb25zZRINCgNwaWQYASABKA1IABIQCgZzdGRvdXQYAiABKAxIABIQCgZzdGRlcnIYAyABKAxIABIqCgRleGl0GAQgASgLMhouZG5haC5zYW5kYm94LnYxLkV4aXRFdmVudEgAQgcKBWV2ZW50Ii0KCUV4aXRFdmVudBIRCglleGl0X2NvZGUYASABKBESDQoFZXJyb3IYAiABKAkiRQoQV3JpdGVGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDwoHY29udGVudBgDIAEoDCIhChFXcml0ZUZpbGVSZXNwb25zZRIMCgRwYXRoGAEgASgJIjMKD1JlYWRGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiIwoQUmVhZEZpbGVSZXNwb25zZRIPCgdjb250ZW50GAEgASgMIjQKEExpc3RGaWxlc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIkAKEUxpc3RGaWxlc1Jlc3BvbnNlEisKB2VudHJpZXMYASADKAsyGi5kbmFoLnNhbmRib3gudjEuRmlsZUVudHJ5InoKCUZpbGVFbnRyeRIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdHlwZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEi8KC21vZGlmaWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQQoUUGF1c2VTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IioKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQgoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCIuChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJNChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEjAKB21ldHJpY3MYASABKAsyHy5kbmFoLnNhbmRib3gudjEuU2FuZGJveE1ldHJpY3Mi5QEKDlNhbmRib3hNZXRyaWNzEi0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIkAKDFNuYXBzaG90RmlsZRIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGc2hhMjU2GAMgASgJIqkDCghTbmFwc2hvdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhMKC3RlbXBsYXRlX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSDwoHcnVudGltZRgFIAEoCRIOCgZtZW1vcnkYBiABKAgSGQoRcmVzdG9yZV9zZW1hbnRpY3MYByABKAkSEgoKc2l6ZV9ieXRlcxgIIAEoBBIXCg9tYW5pZmVzdF9zaGEyNTYYCSABKAkSCwoDa2lkGAogASgJEhEKCXNpZ25hdHVyZRgLIAEoDBIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgVmaWxlcxgNIAMoCzIdLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdEZpbGUSOQoIbWV0YWRhdGEYDiADKAsyJy5kbmFoLnNhbmRib3gudjEuU25hcHNob3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEitAEKFlNuYXBzaG90U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEkcKCG1ldGFkYXRhGAMgAygLMjUuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90U2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRgoXU25hcHNob3RTYW5kYm94UmVzcG9uc2USKwoIc25hcHNob3QYASABKAsyGS5kbmFoLnNhbmRib3gudjEuU25hcHNob3QinwIKFlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkSRwoIbWV0YWRhdGEYAiADKAsyNS5kbmFoLnNhbmRib3gudjEuUmVzdG9yZVNuYXBzaG90UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkYKCGVudl92YXJzGAMgAygLMjQuZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChdSZXN0b3JlU25hcHNob3RSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3girQEKEkZvcmtTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg0KBWNvdW50GAIgASgNEkMKCG1ldGFkYXRhGAMgAygLMjEuZG5haC5zYW5kYm94LnYxLkZvcmtTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJaCgpGb3JrUmVzdWx0EikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveBINCgVlcnJvchgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgJIkMKE0ZvcmtTYW5kYm94UmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmRuYWguc2FuZGJveC52MS5Gb3JrUmVzdWx0IikKEkdldFNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJCChNHZXRTbmFwc2hvdFJlc3BvbnNlEisKCHNuYXBzaG90GAEgASgLMhkuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90IioKFExpc3RTbmFwc2hvdHNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiRQoVTGlzdFNuYXBzaG90c1Jlc3BvbnNlEiwKCXNuYXBzaG90cxgBIAMoCzIZLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdCIsChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkiGAoWRGVsZXRlU25hcHNob3RSZXNwb25zZSIZChdMaXN0U25hcHNob3RLZXlzUmVxdWVzdCKeAQoLU25hcHNob3RLZXkSCwoDa2lkGAEgASgJEhIKCnB1YmxpY19rZXkYAiABKAwSDgoGc3RhdHVzGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldGlyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKGExpc3RTbmFwc2hvdEtleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90S2V5KrQBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBADEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAEEhkKFVNBTkRCT1hfU1RBVEVfREVMRVRFRBAFMvMNCg5TYW5kYm94U2VydmljZRJeCg1DcmVhdGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJVCgpHZXRTYW5kYm94EiIuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXNwb25zZRJeCg1MaXN0U2FuZGJveGVzEiUuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJeCg1EZWxldGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJDCgRFeGVjEhwuZG5haC5zYW5kYm94LnYxLkV4ZWNSZXF1ZXN0Gh0uZG5haC5zYW5kYm94LnYxLkV4ZWNSZXNwb25zZRJXCgpFeGVjU3RyZWFtEiIuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABElIKCVdyaXRlRmlsZRIhLmRuYWguc2FuZGJveC52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlc3BvbnNlEk8KCFJlYWRGaWxlEiAuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVxdWVzdBohLmRuYWguc2FuZGJveC52MS5SZWFkRmlsZVJlc3BvbnNlElIKCUxpc3RGaWxlcxIhLmRuYWguc2FuZGJveC52MS5MaXN0RmlsZXNSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1Jlc3BvbnNlElsKDFBhdXNlU2FuZGJveBIkLmRuYWguc2FuZGJveC52MS5QYXVzZVNhbmRib3hSZXF1ZXN0GiUuZG5haC5zYW5kYm94LnYxLlBhdXNlU2FuZGJveFJlc3BvbnNlEl4KDVJlc3VtZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlc3BvbnNlEmoKEUdldFNhbmRib3hNZXRyaWNzEikuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBoqLmRuYWguc2FuZGJveC52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmQKD1NuYXBzaG90U2FuZGJveBInLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlEmQKD1Jlc3RvcmVTbmFwc2hvdBInLmRuYWguc2FuZGJveC52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlc3BvbnNlElgKC0ZvcmtTYW5kYm94EiMuZG5haC5zYW5kYm94LnYxLkZvcmtTYW5kYm94UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElgKC0dldFNuYXBzaG90EiMuZG5haC5zYW5kYm94LnYxLkdldFNuYXBzaG90UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5HZXRTbmFwc2hvdFJlc3BvbnNlEl4KDUxpc3RTbmFwc2hvdHMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlEmEKDkRlbGV0ZVNuYXBzaG90EiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBonLmRuYWguc2FuZGJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEmcKEExpc3RTbmFwc2hvdEtleXMSKC5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1JlcXVlc3QaKS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.sandbox.v1.Sandbox
@@ -71,6 +71,13 @@ export type Sandbox = Message<"dnah.sandbox.v1.Sandbox"> & {
    * @generated from field: google.protobuf.Timestamp paused_at = 10;
    */
   pausedAt?: Timestamp | undefined;
+
+  /**
+   * The snapshot it was restored or forked from; empty for a fresh sandbox.
+   *
+   * @generated from field: string source_snapshot_id = 11;
+   */
+  sourceSnapshotId: string;
 };
 
 /**
@@ -758,6 +765,464 @@ export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
   messageDesc(file_dnah_sandbox_v1_sandbox, 27);
 
 /**
+ * @generated from message dnah.sandbox.v1.SnapshotFile
+ */
+export type SnapshotFile = Message<"dnah.sandbox.v1.SnapshotFile"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex SHA-256.
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SnapshotFile.
+ * Use `create(SnapshotFileSchema)` to create a new message.
+ */
+export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 28);
+
+/**
+ * A signed snapshot. Verify it yourself: the signature is Ed25519 over the signing bytes of
+ * (sandbox_id, snapshot_id, manifest_sha256, size_bytes, created_at ms, kid) described in
+ * services/snapshot/README.md, with the key named by kid from ListSnapshotKeys.
+ *
+ * @generated from message dnah.sandbox.v1.Snapshot
+ */
+export type Snapshot = Message<"dnah.sandbox.v1.Snapshot"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string template_id = 3;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string name = 4;
+   */
+  name: string;
+
+  /**
+   * @generated from field: string runtime = 5;
+   */
+  runtime: string;
+
+  /**
+   * True: memory, disk and share; processes continue after a restore (microVMs).
+   * False: disk and share only; processes start again after a restore (the jail runtime).
+   *
+   * @generated from field: bool memory = 6;
+   */
+  memory: boolean;
+
+  /**
+   * What a restore brings back, in words.
+   *
+   * @generated from field: string restore_semantics = 7;
+   */
+  restoreSemantics: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 8;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: string manifest_sha256 = 9;
+   */
+  manifestSha256: string;
+
+  /**
+   * @generated from field: string kid = 10;
+   */
+  kid: string;
+
+  /**
+   * @generated from field: bytes signature = 11;
+   */
+  signature: Uint8Array;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 12;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: repeated dnah.sandbox.v1.SnapshotFile files = 13;
+   */
+  files: SnapshotFile[];
+
+  /**
+   * @generated from field: map<string, string> metadata = 14;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.Snapshot.
+ * Use `create(SnapshotSchema)` to create a new message.
+ */
+export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 29);
+
+/**
+ * @generated from message dnah.sandbox.v1.SnapshotSandboxRequest
+ */
+export type SnapshotSandboxRequest = Message<"dnah.sandbox.v1.SnapshotSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * Optional unique name; restore and get accept it in place of the id.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SnapshotSandboxRequest.
+ * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
+ */
+export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 30);
+
+/**
+ * @generated from message dnah.sandbox.v1.SnapshotSandboxResponse
+ */
+export type SnapshotSandboxResponse = Message<"dnah.sandbox.v1.SnapshotSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Snapshot snapshot = 1;
+   */
+  snapshot?: Snapshot | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SnapshotSandboxResponse.
+ * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
+ */
+export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 31);
+
+/**
+ * @generated from message dnah.sandbox.v1.RestoreSnapshotRequest
+ */
+export type RestoreSnapshotRequest = Message<"dnah.sandbox.v1.RestoreSnapshotRequest"> & {
+  /**
+   * Snapshot id or name.
+   *
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 2;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * @generated from field: map<string, string> env_vars = 3;
+   */
+  envVars: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.RestoreSnapshotRequest.
+ * Use `create(RestoreSnapshotRequestSchema)` to create a new message.
+ */
+export const RestoreSnapshotRequestSchema: GenMessage<RestoreSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 32);
+
+/**
+ * @generated from message dnah.sandbox.v1.RestoreSnapshotResponse
+ */
+export type RestoreSnapshotResponse = Message<"dnah.sandbox.v1.RestoreSnapshotResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.RestoreSnapshotResponse.
+ * Use `create(RestoreSnapshotResponseSchema)` to create a new message.
+ */
+export const RestoreSnapshotResponseSchema: GenMessage<RestoreSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 33);
+
+/**
+ * @generated from message dnah.sandbox.v1.ForkSandboxRequest
+ */
+export type ForkSandboxRequest = Message<"dnah.sandbox.v1.ForkSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * 1..16; 0 means 1.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ForkSandboxRequest.
+ * Use `create(ForkSandboxRequestSchema)` to create a new message.
+ */
+export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 34);
+
+/**
+ * @generated from message dnah.sandbox.v1.ForkResult
+ */
+export type ForkResult = Message<"dnah.sandbox.v1.ForkResult"> & {
+  /**
+   * Exactly one of sandbox and error is set.
+   *
+   * @generated from field: dnah.sandbox.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+
+  /**
+   * @generated from field: string error = 2;
+   */
+  error: string;
+
+  /**
+   * @generated from field: string error_code = 3;
+   */
+  errorCode: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ForkResult.
+ * Use `create(ForkResultSchema)` to create a new message.
+ */
+export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 35);
+
+/**
+ * @generated from message dnah.sandbox.v1.ForkSandboxResponse
+ */
+export type ForkSandboxResponse = Message<"dnah.sandbox.v1.ForkSandboxResponse"> & {
+  /**
+   * @generated from field: repeated dnah.sandbox.v1.ForkResult results = 1;
+   */
+  results: ForkResult[];
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ForkSandboxResponse.
+ * Use `create(ForkSandboxResponseSchema)` to create a new message.
+ */
+export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 36);
+
+/**
+ * @generated from message dnah.sandbox.v1.GetSnapshotRequest
+ */
+export type GetSnapshotRequest = Message<"dnah.sandbox.v1.GetSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.GetSnapshotRequest.
+ * Use `create(GetSnapshotRequestSchema)` to create a new message.
+ */
+export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 37);
+
+/**
+ * @generated from message dnah.sandbox.v1.GetSnapshotResponse
+ */
+export type GetSnapshotResponse = Message<"dnah.sandbox.v1.GetSnapshotResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Snapshot snapshot = 1;
+   */
+  snapshot?: Snapshot | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.GetSnapshotResponse.
+ * Use `create(GetSnapshotResponseSchema)` to create a new message.
+ */
+export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 38);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSnapshotsRequest
+ */
+export type ListSnapshotsRequest = Message<"dnah.sandbox.v1.ListSnapshotsRequest"> & {
+  /**
+   * Only snapshots taken from this sandbox; empty means all.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSnapshotsRequest.
+ * Use `create(ListSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 39);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSnapshotsResponse
+ */
+export type ListSnapshotsResponse = Message<"dnah.sandbox.v1.ListSnapshotsResponse"> & {
+  /**
+   * @generated from field: repeated dnah.sandbox.v1.Snapshot snapshots = 1;
+   */
+  snapshots: Snapshot[];
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSnapshotsResponse.
+ * Use `create(ListSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 40);
+
+/**
+ * @generated from message dnah.sandbox.v1.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"dnah.sandbox.v1.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 41);
+
+/**
+ * @generated from message dnah.sandbox.v1.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"dnah.sandbox.v1.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 42);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSnapshotKeysRequest
+ */
+export type ListSnapshotKeysRequest = Message<"dnah.sandbox.v1.ListSnapshotKeysRequest"> & {
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSnapshotKeysRequest.
+ * Use `create(ListSnapshotKeysRequestSchema)` to create a new message.
+ */
+export const ListSnapshotKeysRequestSchema: GenMessage<ListSnapshotKeysRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 43);
+
+/**
+ * @generated from message dnah.sandbox.v1.SnapshotKey
+ */
+export type SnapshotKey = Message<"dnah.sandbox.v1.SnapshotKey"> & {
+  /**
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+
+  /**
+   * The raw 32-byte Ed25519 public key.
+   *
+   * @generated from field: bytes public_key = 2;
+   */
+  publicKey: Uint8Array;
+
+  /**
+   * "active" (signs and verifies), "verifying" (verifies only) or "retired" (refused).
+   *
+   * @generated from field: string status = 3;
+   */
+  status: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp retired_at = 5;
+   */
+  retiredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SnapshotKey.
+ * Use `create(SnapshotKeySchema)` to create a new message.
+ */
+export const SnapshotKeySchema: GenMessage<SnapshotKey> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 44);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSnapshotKeysResponse
+ */
+export type ListSnapshotKeysResponse = Message<"dnah.sandbox.v1.ListSnapshotKeysResponse"> & {
+  /**
+   * @generated from field: repeated dnah.sandbox.v1.SnapshotKey keys = 1;
+   */
+  keys: SnapshotKey[];
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSnapshotKeysResponse.
+ * Use `create(ListSnapshotKeysResponseSchema)` to create a new message.
+ */
+export const ListSnapshotKeysResponseSchema: GenMessage<ListSnapshotKeysResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 45);
+
+/**
  * @generated from enum dnah.sandbox.v1.SandboxState
  */
 export enum SandboxState {
@@ -927,6 +1392,74 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof GetSandboxMetricsRequestSchema;
     output: typeof GetSandboxMetricsResponseSchema;
+  },
+  /**
+   * SnapshotSandbox takes a signed, portable snapshot of a sandbox; the sandbox keeps running.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.SnapshotSandbox
+   */
+  snapshotSandbox: {
+    methodKind: "unary";
+    input: typeof SnapshotSandboxRequestSchema;
+    output: typeof SnapshotSandboxResponseSchema;
+  },
+  /**
+   * RestoreSnapshot starts a new sandbox from a snapshot after verifying its signature and
+   * every file; unsigned, tampered, truncated or unknown-/retired-key snapshots are
+   * FAILED_PRECONDITION and nothing starts.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.RestoreSnapshot
+   */
+  restoreSnapshot: {
+    methodKind: "unary";
+    input: typeof RestoreSnapshotRequestSchema;
+    output: typeof RestoreSnapshotResponseSchema;
+  },
+  /**
+   * ForkSandbox makes `count` clones of a running sandbox in one call (snapshot + restores);
+   * the source keeps running and each clone gets its own identity.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.ForkSandbox
+   */
+  forkSandbox: {
+    methodKind: "unary";
+    input: typeof ForkSandboxRequestSchema;
+    output: typeof ForkSandboxResponseSchema;
+  },
+  /**
+   * @generated from rpc dnah.sandbox.v1.SandboxService.GetSnapshot
+   */
+  getSnapshot: {
+    methodKind: "unary";
+    input: typeof GetSnapshotRequestSchema;
+    output: typeof GetSnapshotResponseSchema;
+  },
+  /**
+   * @generated from rpc dnah.sandbox.v1.SandboxService.ListSnapshots
+   */
+  listSnapshots: {
+    methodKind: "unary";
+    input: typeof ListSnapshotsRequestSchema;
+    output: typeof ListSnapshotsResponseSchema;
+  },
+  /**
+   * @generated from rpc dnah.sandbox.v1.SandboxService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * ListSnapshotKeys returns the public keys that sign and verify snapshots, and which are
+   * retired (their snapshots are refused).
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.ListSnapshotKeys
+   */
+  listSnapshotKeys: {
+    methodKind: "unary";
+    input: typeof ListSnapshotKeysRequestSchema;
+    output: typeof ListSnapshotKeysResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_sandbox_v1_sandbox, 0);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/scheduler/v1/scheduler.proto.
  */
 export const file_dnah_scheduler_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxIoUECg1TYW5kYm94UmVjb3JkEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUSQAoIbWV0YWRhdGEYBCADKAsyLi5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLk1ldGFkYXRhRW50cnkSPwoIZW52X3ZhcnMYBSADKAsyLS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLkVudlZhcnNFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdob3N0X2lkGAcgASgJEg8KB3ZtbV91cmwYCCABKAkSEQoJY3B1X2NvdW50GAkgASgNEhIKCm1lbW9yeV9taWIYCiABKA0SDwoHcnVudGltZRgLIAEoCRItCglwYXVzZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKdAgoUQ3JlYXRlU2FuZGJveFJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSRwoIbWV0YWRhdGEYAiADKAsyNS5kbmFoLnNjaGVkdWxlci52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkYKCGVudl92YXJzGAMgAygLMjQuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJaChVDcmVhdGVTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQSDgoGcG9vbGVkGAIgASgIIicKEUdldFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiRwoSR2V0U2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIsEBChRMaXN0U2FuZGJveGVzUmVxdWVzdBJHCghtZXRhZGF0YRgBIAMoCzI1LmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLwoGc3RhdGVzGAIgAygOMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFN0YXRlGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJMChVMaXN0U2FuZGJveGVzUmVzcG9uc2USMwoJc2FuZGJveGVzGAEgAygLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSJxCghUZW1wbGF0ZRITCgt0ZW1wbGF0ZV9pZBgBIAEoCRIPCgdhbGlhc2VzGAIgAygJEhEKCWNwdV9jb3VudBgDIAEoDRISCgptZW1vcnlfbWliGAQgASgNEhgKEHBvb2xfdGFyZ2V0X3NpemUYBSABKA0iKQoSR2V0VGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJIkQKE0dldFRlbXBsYXRlUmVzcG9uc2USLQoIdGVtcGxhdGUYASABKAsyGy5kbmFoLnNjaGVkdWxlci52MS5UZW1wbGF0ZSJkChNSZWdpc3Rlckhvc3RSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSDwoHdm1tX3VybBgCIAEoCRIPCgdydW50aW1lGAMgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgEIAEoDSIWChRSZWdpc3Rlckhvc3RSZXNwb25zZSI+ChBIZWFydGJlYXRSZXF1ZXN0Eg8KB2hvc3RfaWQYASABKAkSGQoRcnVubmluZ19zYW5kYm94ZXMYAiABKA0iEwoRSGVhcnRiZWF0UmVzcG9uc2UiKQoTUGF1c2VTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkkKFFBhdXNlU2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIioKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiSgoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIi4KGEdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIk8KGUdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2USMgoHbWV0cmljcxgBIAEoCzIhLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hNZXRyaWNzIuUBCg5TYW5kYm94TWV0cmljcxItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNwdV9jb3VudBgCIAEoDRIUCgxjcHVfdXNlZF9wY3QYAyABKAESFgoObWVtX3VzZWRfYnl0ZXMYBCABKAQSFwoPbWVtX3RvdGFsX2J5dGVzGAUgASgEEhcKD21lbV9jYWNoZV9ieXRlcxgGIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYByABKAQSGAoQZGlza190b3RhbF9ieXRlcxgIIAEoBCq0AQoMU2FuZGJveFN0YXRlEh0KGVNBTkRCT1hfU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTQU5EQk9YX1NUQVRFX1NUQVJUSU5HEAESGQoVU0FOREJPWF9TVEFURV9SVU5OSU5HEAISGAoUU0FOREJPWF9TVEFURV9QQVVTRUQQAxIZChVTQU5EQk9YX1NUQVRFX1NUT1BQRUQQBBIZChVTQU5EQk9YX1NUQVRFX0RFTEVURUQQBTLlBwoQU2NoZWR1bGVyU2VydmljZRJiCg1DcmVhdGVTYW5kYm94EicuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5DcmVhdGVTYW5kYm94UmVzcG9uc2USWQoKR2V0U2FuZGJveBIkLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hSZXF1ZXN0GiUuZG5haC5zY2hlZHVsZXIudjEuR2V0U2FuZGJveFJlc3BvbnNlEmIKDUxpc3RTYW5kYm94ZXMSJy5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVxdWVzdBooLmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJiCg1EZWxldGVTYW5kYm94EicuZG5haC5zY2hlZHVsZXIudjEuRGVsZXRlU2FuZGJveFJlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTYW5kYm94UmVzcG9uc2USXAoLR2V0VGVtcGxhdGUSJS5kbmFoLnNjaGVkdWxlci52MS5HZXRUZW1wbGF0ZVJlcXVlc3QaJi5kbmFoLnNjaGVkdWxlci52MS5HZXRUZW1wbGF0ZVJlc3BvbnNlEl8KDFJlZ2lzdGVySG9zdBImLmRuYWguc2NoZWR1bGVyLnYxLlJlZ2lzdGVySG9zdFJlcXVlc3QaJy5kbmFoLnNjaGVkdWxlci52MS5SZWdpc3Rlckhvc3RSZXNwb25zZRJWCglIZWFydGJlYXQSIy5kbmFoLnNjaGVkdWxlci52MS5IZWFydGJlYXRSZXF1ZXN0GiQuZG5haC5zY2hlZHVsZXIudjEuSGVhcnRiZWF0UmVzcG9uc2USXwoMUGF1c2VTYW5kYm94EiYuZG5haC5zY2hlZHVsZXIudjEuUGF1c2VTYW5kYm94UmVxdWVzdBonLmRuYWguc2NoZWR1bGVyLnYxLlBhdXNlU2FuZGJveFJlc3BvbnNlEmIKDVJlc3VtZVNhbmRib3gSJy5kbmFoLnNjaGVkdWxlci52MS5SZXN1bWVTYW5kYm94UmVxdWVzdBooLmRuYWguc2NoZWR1bGVyLnYxLlJlc3VtZVNhbmRib3hSZXNwb25zZRJuChFHZXRTYW5kYm94TWV0cmljcxIrLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBosLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hNZXRyaWNzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxIqEECg1TYW5kYm94UmVjb3JkEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUSQAoIbWV0YWRhdGEYBCADKAsyLi5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLk1ldGFkYXRhRW50cnkSPwoIZW52X3ZhcnMYBSADKAsyLS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLkVudlZhcnNFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdob3N0X2lkGAcgASgJEg8KB3ZtbV91cmwYCCABKAkSEQoJY3B1X2NvdW50GAkgASgNEhIKCm1lbW9yeV9taWIYCiABKA0SDwoHcnVudGltZRgLIAEoCRItCglwYXVzZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnNvdXJjZV9zbmFwc2hvdF9pZBgNIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEinQIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkcKCG1ldGFkYXRhGAIgAygLMjUuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRJGCghlbnZfdmFycxgDIAMoCzI0LmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkEg4KBnBvb2xlZBgCIAEoCCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkcKEkdldFNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCLBAQoUTGlzdFNhbmRib3hlc1JlcXVlc3QSRwoIbWV0YWRhdGEYASADKAsyNS5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVxdWVzdC5NZXRhZGF0YUVudHJ5Ei8KBnN0YXRlcxgCIAMoDjIfLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hTdGF0ZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEjMKCXNhbmRib3hlcxgBIAMoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UicQoIVGVtcGxhdGUSEwoLdGVtcGxhdGVfaWQYASABKAkSDwoHYWxpYXNlcxgCIAMoCRIRCgljcHVfY291bnQYAyABKA0SEgoKbWVtb3J5X21pYhgEIAEoDRIYChBwb29sX3RhcmdldF9zaXplGAUgASgNIikKEkdldFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCSJEChNHZXRUZW1wbGF0ZVJlc3BvbnNlEi0KCHRlbXBsYXRlGAEgASgLMhsuZG5haC5zY2hlZHVsZXIudjEuVGVtcGxhdGUiZAoTUmVnaXN0ZXJIb3N0UmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEg8KB3ZtbV91cmwYAiABKAkSDwoHcnVudGltZRgDIAEoCRIaChJjYXBhY2l0eV9zYW5kYm94ZXMYBCABKA0iFgoUUmVnaXN0ZXJIb3N0UmVzcG9uc2UiPgoQSGVhcnRiZWF0UmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEhkKEXJ1bm5pbmdfc2FuZGJveGVzGAIgASgNIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJJChRQYXVzZVNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIqChRSZXN1bWVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkoKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIuChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJPChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEjIKB21ldHJpY3MYASABKAsyIS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94TWV0cmljcyLlAQoOU2FuZGJveE1ldHJpY3MSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYAiABKA0SFAoMY3B1X3VzZWRfcGN0GAMgASgBEhYKDm1lbV91c2VkX2J5dGVzGAQgASgEEhcKD21lbV90b3RhbF9ieXRlcxgFIAEoBBIXCg9tZW1fY2FjaGVfYnl0ZXMYBiABKAQSFwoPZGlza191c2VkX2J5dGVzGAcgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYCCABKAQiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki1gMKDlNuYXBzaG90UmVjb3JkEhMKC3NuYXBzaG90X2lkGAEgASgJEhIKCnNhbmRib3hfaWQYAiABKAkSEwoLdGVtcGxhdGVfaWQYAyABKAkSDwoHaG9zdF9pZBgEIAEoCRIPCgdydW50aW1lGAUgASgJEg4KBm1lbW9yeRgGIAEoCBIXCg9tYW5pZmVzdF9zaGEyNTYYByABKAkSEgoKc2l6ZV9ieXRlcxgIIAEoBBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYCiABKAkSEQoJc2lnbmF0dXJlGAsgASgMEi4KBWZpbGVzGAwgAygLMh8uZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RGaWxlEgwKBG5hbWUYDSABKAkSEQoJY3B1X2NvdW50GA4gASgNEhIKCm1lbW9yeV9taWIYDyABKA0SQQoIbWV0YWRhdGEYECADKAsyLy5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFJlY29yZC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK2AQoWU25hcHNob3RTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSSQoIbWV0YWRhdGEYAyADKAsyNy5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk4KF1NuYXBzaG90U2FuZGJveFJlc3BvbnNlEjMKCHNuYXBzaG90GAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiowIKFlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkSSQoIbWV0YWRhdGEYAiADKAsyNy5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSSAoIZW52X3ZhcnMYAyADKAsyNi5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoXUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQirwEKEkZvcmtTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg0KBWNvdW50GAIgASgNEkUKCG1ldGFkYXRhGAMgAygLMjMuZG5haC5zY2hlZHVsZXIudjEuRm9ya1NhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkZvcmtSZXN1bHQSMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQSDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCSJFChNGb3JrU2FuZGJveFJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5kbmFoLnNjaGVkdWxlci52MS5Gb3JrUmVzdWx0IikKEkdldFNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJKChNHZXRTbmFwc2hvdFJlc3BvbnNlEjMKCHNuYXBzaG90GAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJNChVMaXN0U25hcHNob3RzUmVzcG9uc2USNAoJc25hcHNob3RzGAEgAygLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUywAwKEFNjaGVkdWxlclNlcnZpY2USYgoNQ3JlYXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElkKCkdldFNhbmRib3gSJC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94UmVxdWVzdBolLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hSZXNwb25zZRJiCg1MaXN0U2FuZGJveGVzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USYgoNRGVsZXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlElwKC0dldFRlbXBsYXRlEiUuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJfCgxSZWdpc3Rlckhvc3QSJi5kbmFoLnNjaGVkdWxlci52MS5SZWdpc3Rlckhvc3RSZXF1ZXN0GicuZG5haC5zY2hlZHVsZXIudjEuUmVnaXN0ZXJIb3N0UmVzcG9uc2USVgoJSGVhcnRiZWF0EiMuZG5haC5zY2hlZHVsZXIudjEuSGVhcnRiZWF0UmVxdWVzdBokLmRuYWguc2NoZWR1bGVyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEl8KDFBhdXNlU2FuZGJveBImLmRuYWguc2NoZWR1bGVyLnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaJy5kbmFoLnNjaGVkdWxlci52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJiCg1SZXN1bWVTYW5kYm94EicuZG5haC5zY2hlZHVsZXIudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USbgoRR2V0U2FuZGJveE1ldHJpY3MSKy5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1JlcXVlc3QaLC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmgKD1NuYXBzaG90U2FuZGJveBIpLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90U2FuZGJveFJlcXVlc3QaKi5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFNhbmRib3hSZXNwb25zZRJoCg9SZXN0b3JlU25hcHNob3QSKS5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiouZG5haC5zY2hlZHVsZXIudjEuUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USXAoLRm9ya1NhbmRib3gSJS5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElwKC0dldFNuYXBzaG90EiUuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXNwb25zZRJiCg1MaXN0U25hcHNob3RzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U25hcHNob3RzUmVzcG9uc2USZQoORGVsZXRlU25hcHNob3QSKC5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaKS5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.scheduler.v1.SandboxRecord
@@ -81,6 +81,13 @@ export type SandboxRecord = Message<"dnah.scheduler.v1.SandboxRecord"> & {
    * @generated from field: google.protobuf.Timestamp paused_at = 12;
    */
   pausedAt?: Timestamp | undefined;
+
+  /**
+   * The snapshot this sandbox was restored or forked from; empty for a fresh one.
+   *
+   * @generated from field: string source_snapshot_id = 13;
+   */
+  sourceSnapshotId: string;
 };
 
 /**
@@ -552,6 +559,405 @@ export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
   messageDesc(file_dnah_scheduler_v1_scheduler, 22);
 
 /**
+ * @generated from message dnah.scheduler.v1.SnapshotFile
+ */
+export type SnapshotFile = Message<"dnah.scheduler.v1.SnapshotFile"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SnapshotFile.
+ * Use `create(SnapshotFileSchema)` to create a new message.
+ */
+export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 23);
+
+/**
+ * @generated from message dnah.scheduler.v1.SnapshotRecord
+ */
+export type SnapshotRecord = Message<"dnah.scheduler.v1.SnapshotRecord"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The sandbox it was taken from (it may be gone).
+   *
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string template_id = 3;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string host_id = 4;
+   */
+  hostId: string;
+
+  /**
+   * @generated from field: string runtime = 5;
+   */
+  runtime: string;
+
+  /**
+   * True: memory + disk + share (processes continue after restore). False: disk + share
+   * (processes start again after restore).
+   *
+   * @generated from field: bool memory = 6;
+   */
+  memory: boolean;
+
+  /**
+   * @generated from field: string manifest_sha256 = 7;
+   */
+  manifestSha256: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 8;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 9;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The key that signed it and the Ed25519 signature over the manifest's signing bytes.
+   *
+   * @generated from field: string kid = 10;
+   */
+  kid: string;
+
+  /**
+   * @generated from field: bytes signature = 11;
+   */
+  signature: Uint8Array;
+
+  /**
+   * @generated from field: repeated dnah.scheduler.v1.SnapshotFile files = 12;
+   */
+  files: SnapshotFile[];
+
+  /**
+   * A user-chosen name (E2B and Daytona name snapshots); unique when set.
+   *
+   * @generated from field: string name = 13;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint32 cpu_count = 14;
+   */
+  cpuCount: number;
+
+  /**
+   * @generated from field: uint32 memory_mib = 15;
+   */
+  memoryMib: number;
+
+  /**
+   * @generated from field: map<string, string> metadata = 16;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SnapshotRecord.
+ * Use `create(SnapshotRecordSchema)` to create a new message.
+ */
+export const SnapshotRecordSchema: GenMessage<SnapshotRecord> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 24);
+
+/**
+ * @generated from message dnah.scheduler.v1.SnapshotSandboxRequest
+ */
+export type SnapshotSandboxRequest = Message<"dnah.scheduler.v1.SnapshotSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SnapshotSandboxRequest.
+ * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
+ */
+export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 25);
+
+/**
+ * @generated from message dnah.scheduler.v1.SnapshotSandboxResponse
+ */
+export type SnapshotSandboxResponse = Message<"dnah.scheduler.v1.SnapshotSandboxResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SnapshotRecord snapshot = 1;
+   */
+  snapshot?: SnapshotRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SnapshotSandboxResponse.
+ * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
+ */
+export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 26);
+
+/**
+ * @generated from message dnah.scheduler.v1.RestoreSnapshotRequest
+ */
+export type RestoreSnapshotRequest = Message<"dnah.scheduler.v1.RestoreSnapshotRequest"> & {
+  /**
+   * Snapshot id or name.
+   *
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: map<string, string> metadata = 2;
+   */
+  metadata: { [key: string]: string };
+
+  /**
+   * @generated from field: map<string, string> env_vars = 3;
+   */
+  envVars: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.RestoreSnapshotRequest.
+ * Use `create(RestoreSnapshotRequestSchema)` to create a new message.
+ */
+export const RestoreSnapshotRequestSchema: GenMessage<RestoreSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 27);
+
+/**
+ * @generated from message dnah.scheduler.v1.RestoreSnapshotResponse
+ */
+export type RestoreSnapshotResponse = Message<"dnah.scheduler.v1.RestoreSnapshotResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxRecord sandbox = 1;
+   */
+  sandbox?: SandboxRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.RestoreSnapshotResponse.
+ * Use `create(RestoreSnapshotResponseSchema)` to create a new message.
+ */
+export const RestoreSnapshotResponseSchema: GenMessage<RestoreSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 28);
+
+/**
+ * @generated from message dnah.scheduler.v1.ForkSandboxRequest
+ */
+export type ForkSandboxRequest = Message<"dnah.scheduler.v1.ForkSandboxRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * 1..16; 0 means 1.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * Metadata of the clones (the source's is copied when empty).
+   *
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ForkSandboxRequest.
+ * Use `create(ForkSandboxRequestSchema)` to create a new message.
+ */
+export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 29);
+
+/**
+ * @generated from message dnah.scheduler.v1.ForkResult
+ */
+export type ForkResult = Message<"dnah.scheduler.v1.ForkResult"> & {
+  /**
+   * Exactly one of sandbox and error is set.
+   *
+   * @generated from field: dnah.scheduler.v1.SandboxRecord sandbox = 1;
+   */
+  sandbox?: SandboxRecord | undefined;
+
+  /**
+   * @generated from field: string error = 2;
+   */
+  error: string;
+
+  /**
+   * The Connect code name of the error ("resource_exhausted", …).
+   *
+   * @generated from field: string error_code = 3;
+   */
+  errorCode: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ForkResult.
+ * Use `create(ForkResultSchema)` to create a new message.
+ */
+export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 30);
+
+/**
+ * @generated from message dnah.scheduler.v1.ForkSandboxResponse
+ */
+export type ForkSandboxResponse = Message<"dnah.scheduler.v1.ForkSandboxResponse"> & {
+  /**
+   * @generated from field: repeated dnah.scheduler.v1.ForkResult results = 1;
+   */
+  results: ForkResult[];
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ForkSandboxResponse.
+ * Use `create(ForkSandboxResponseSchema)` to create a new message.
+ */
+export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 31);
+
+/**
+ * @generated from message dnah.scheduler.v1.GetSnapshotRequest
+ */
+export type GetSnapshotRequest = Message<"dnah.scheduler.v1.GetSnapshotRequest"> & {
+  /**
+   * Snapshot id or name.
+   *
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.GetSnapshotRequest.
+ * Use `create(GetSnapshotRequestSchema)` to create a new message.
+ */
+export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 32);
+
+/**
+ * @generated from message dnah.scheduler.v1.GetSnapshotResponse
+ */
+export type GetSnapshotResponse = Message<"dnah.scheduler.v1.GetSnapshotResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SnapshotRecord snapshot = 1;
+   */
+  snapshot?: SnapshotRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.GetSnapshotResponse.
+ * Use `create(GetSnapshotResponseSchema)` to create a new message.
+ */
+export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 33);
+
+/**
+ * @generated from message dnah.scheduler.v1.ListSnapshotsRequest
+ */
+export type ListSnapshotsRequest = Message<"dnah.scheduler.v1.ListSnapshotsRequest"> & {
+  /**
+   * Only snapshots of this sandbox; empty means all.
+   *
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ListSnapshotsRequest.
+ * Use `create(ListSnapshotsRequestSchema)` to create a new message.
+ */
+export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 34);
+
+/**
+ * @generated from message dnah.scheduler.v1.ListSnapshotsResponse
+ */
+export type ListSnapshotsResponse = Message<"dnah.scheduler.v1.ListSnapshotsResponse"> & {
+  /**
+   * @generated from field: repeated dnah.scheduler.v1.SnapshotRecord snapshots = 1;
+   */
+  snapshots: SnapshotRecord[];
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ListSnapshotsResponse.
+ * Use `create(ListSnapshotsResponseSchema)` to create a new message.
+ */
+export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 35);
+
+/**
+ * @generated from message dnah.scheduler.v1.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"dnah.scheduler.v1.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 36);
+
+/**
+ * @generated from message dnah.scheduler.v1.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"dnah.scheduler.v1.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 37);
+
+/**
  * @generated from enum dnah.scheduler.v1.SandboxState
  */
 export enum SandboxState {
@@ -703,6 +1109,66 @@ export const SchedulerService: GenService<{
     methodKind: "unary";
     input: typeof GetSandboxMetricsRequestSchema;
     output: typeof GetSandboxMetricsResponseSchema;
+  },
+  /**
+   * SnapshotSandbox has the sandbox's host write a snapshot, has the snapshot service sign
+   * its manifest and records it. The sandbox keeps running (or stays paused).
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.SnapshotSandbox
+   */
+  snapshotSandbox: {
+    methodKind: "unary";
+    input: typeof SnapshotSandboxRequestSchema;
+    output: typeof SnapshotSandboxResponseSchema;
+  },
+  /**
+   * RestoreSnapshot verifies the snapshot's signature (snapshot service) and then its files
+   * (its host) before a new sandbox starts from it. Unsigned, tampered, truncated or
+   * unknown-/retired-key snapshots are FAILED_PRECONDITION and nothing starts.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.RestoreSnapshot
+   */
+  restoreSnapshot: {
+    methodKind: "unary";
+    input: typeof RestoreSnapshotRequestSchema;
+    output: typeof RestoreSnapshotResponseSchema;
+  },
+  /**
+   * ForkSandbox = snapshot + `count` restores in one call; the source keeps running. Each
+   * clone is reported on its own (one failing does not fail the others).
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.ForkSandbox
+   */
+  forkSandbox: {
+    methodKind: "unary";
+    input: typeof ForkSandboxRequestSchema;
+    output: typeof ForkSandboxResponseSchema;
+  },
+  /**
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.GetSnapshot
+   */
+  getSnapshot: {
+    methodKind: "unary";
+    input: typeof GetSnapshotRequestSchema;
+    output: typeof GetSnapshotResponseSchema;
+  },
+  /**
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.ListSnapshots
+   */
+  listSnapshots: {
+    methodKind: "unary";
+    input: typeof ListSnapshotsRequestSchema;
+    output: typeof ListSnapshotsResponseSchema;
+  },
+  /**
+   * DeleteSnapshot removes the snapshot's files on its host, then its record.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_scheduler_v1_scheduler, 0);

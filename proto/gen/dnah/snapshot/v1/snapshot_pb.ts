@@ -4,13 +4,15 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dnah/snapshot/v1/snapshot.proto.
  */
 export const file_dnah_snapshot_v1_snapshot: GenFile = /*@__PURE__*/
-  fileDesc("Ch9kbmFoL3NuYXBzaG90L3YxL3NuYXBzaG90LnByb3RvEhBkbmFoLnNuYXBzaG90LnYxIncKCE1hbmlmZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSFwoPbWFuaWZlc3Rfc2hhMjU2GAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAQSFQoNY3JlYXRlZF9hdF9tcxgFIAEoBCJDChNTaWduTWFuaWZlc3RSZXF1ZXN0EiwKCG1hbmlmZXN0GAEgASgLMhouZG5haC5zbmFwc2hvdC52MS5NYW5pZmVzdCI2ChRTaWduTWFuaWZlc3RSZXNwb25zZRIRCglzaWduYXR1cmUYASABKAwSCwoDa2lkGAIgASgJImUKFVZlcmlmeU1hbmlmZXN0UmVxdWVzdBIsCghtYW5pZmVzdBgBIAEoCzIaLmRuYWguc25hcHNob3QudjEuTWFuaWZlc3QSEQoJc2lnbmF0dXJlGAIgASgMEgsKA2tpZBgDIAEoCSI3ChZWZXJpZnlNYW5pZmVzdFJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEg4KBnJlYXNvbhgCIAEoCSIRCg9MaXN0S2V5c1JlcXVlc3QiPAoJUHVibGljS2V5EgsKA2tpZBgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMEg4KBmFjdGl2ZRgDIAEoCCI9ChBMaXN0S2V5c1Jlc3BvbnNlEikKBGtleXMYASADKAsyGy5kbmFoLnNuYXBzaG90LnYxLlB1YmxpY0tleSISChBSb3RhdGVLZXlSZXF1ZXN0IiAKEVJvdGF0ZUtleVJlc3BvbnNlEgsKA2tpZBgBIAEoCTL+AgoPU25hcHNob3RTZXJ2aWNlEl0KDFNpZ25NYW5pZmVzdBIlLmRuYWguc25hcHNob3QudjEuU2lnbk1hbmlmZXN0UmVxdWVzdBomLmRuYWguc25hcHNob3QudjEuU2lnbk1hbmlmZXN0UmVzcG9uc2USYwoOVmVyaWZ5TWFuaWZlc3QSJy5kbmFoLnNuYXBzaG90LnYxLlZlcmlmeU1hbmlmZXN0UmVxdWVzdBooLmRuYWguc25hcHNob3QudjEuVmVyaWZ5TWFuaWZlc3RSZXNwb25zZRJRCghMaXN0S2V5cxIhLmRuYWguc25hcHNob3QudjEuTGlzdEtleXNSZXF1ZXN0GiIuZG5haC5zbmFwc2hvdC52MS5MaXN0S2V5c1Jlc3BvbnNlElQKCVJvdGF0ZUtleRIiLmRuYWguc25hcHNob3QudjEuUm90YXRlS2V5UmVxdWVzdBojLmRuYWguc25hcHNob3QudjEuUm90YXRlS2V5UmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch9kbmFoL3NuYXBzaG90L3YxL3NuYXBzaG90LnByb3RvEhBkbmFoLnNuYXBzaG90LnYxIncKCE1hbmlmZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSFwoPbWFuaWZlc3Rfc2hhMjU2GAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAQSFQoNY3JlYXRlZF9hdF9tcxgFIAEoBCJDChNTaWduTWFuaWZlc3RSZXF1ZXN0EiwKCG1hbmlmZXN0GAEgASgLMhouZG5haC5zbmFwc2hvdC52MS5NYW5pZmVzdCI2ChRTaWduTWFuaWZlc3RSZXNwb25zZRIRCglzaWduYXR1cmUYASABKAwSCwoDa2lkGAIgASgJImUKFVZlcmlmeU1hbmlmZXN0UmVxdWVzdBIsCghtYW5pZmVzdBgBIAEoCzIaLmRuYWguc25hcHNob3QudjEuTWFuaWZlc3QSEQoJc2lnbmF0dXJlGAIgASgMEgsKA2tpZBgDIAEoCSI3ChZWZXJpZnlNYW5pZmVzdFJlc3BvbnNlEg0KBXZhbGlkGAEgASgIEg4KBnJlYXNvbhgCIAEoCSIRCg9MaXN0S2V5c1JlcXVlc3QinAEKCVB1YmxpY0tleRILCgNraWQYASABKAkSEgoKcHVibGljX2tleRgCIAEoDBIOCgZhY3RpdmUYAyABKAgSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKcmV0aXJlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPQoQTGlzdEtleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsuZG5haC5zbmFwc2hvdC52MS5QdWJsaWNLZXkiEgoQUm90YXRlS2V5UmVxdWVzdCIgChFSb3RhdGVLZXlSZXNwb25zZRILCgNraWQYASABKAkiHwoQUmV0aXJlS2V5UmVxdWVzdBILCgNraWQYASABKAkiEwoRUmV0aXJlS2V5UmVzcG9uc2Uy1AMKD1NuYXBzaG90U2VydmljZRJdCgxTaWduTWFuaWZlc3QSJS5kbmFoLnNuYXBzaG90LnYxLlNpZ25NYW5pZmVzdFJlcXVlc3QaJi5kbmFoLnNuYXBzaG90LnYxLlNpZ25NYW5pZmVzdFJlc3BvbnNlEmMKDlZlcmlmeU1hbmlmZXN0EicuZG5haC5zbmFwc2hvdC52MS5WZXJpZnlNYW5pZmVzdFJlcXVlc3QaKC5kbmFoLnNuYXBzaG90LnYxLlZlcmlmeU1hbmlmZXN0UmVzcG9uc2USUQoITGlzdEtleXMSIS5kbmFoLnNuYXBzaG90LnYxLkxpc3RLZXlzUmVxdWVzdBoiLmRuYWguc25hcHNob3QudjEuTGlzdEtleXNSZXNwb25zZRJUCglSb3RhdGVLZXkSIi5kbmFoLnNuYXBzaG90LnYxLlJvdGF0ZUtleVJlcXVlc3QaIy5kbmFoLnNuYXBzaG90LnYxLlJvdGF0ZUtleVJlc3BvbnNlElQKCVJldGlyZUtleRIiLmRuYWguc25hcHNob3QudjEuUmV0aXJlS2V5UmVxdWVzdBojLmRuYWguc25hcHNob3QudjEuUmV0aXJlS2V5UmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.snapshot.v1.Manifest
@@ -172,6 +174,18 @@ export type PublicKey = Message<"dnah.snapshot.v1.PublicKey"> & {
    * @generated from field: bool active = 3;
    */
   active: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Set when the key is retired: it no longer verifies.
+   *
+   * @generated from field: google.protobuf.Timestamp retired_at = 5;
+   */
+  retiredAt?: Timestamp | undefined;
 };
 
 /**
@@ -229,6 +243,36 @@ export const RotateKeyResponseSchema: GenMessage<RotateKeyResponse> = /*@__PURE_
   messageDesc(file_dnah_snapshot_v1_snapshot, 9);
 
 /**
+ * @generated from message dnah.snapshot.v1.RetireKeyRequest
+ */
+export type RetireKeyRequest = Message<"dnah.snapshot.v1.RetireKeyRequest"> & {
+  /**
+   * @generated from field: string kid = 1;
+   */
+  kid: string;
+};
+
+/**
+ * Describes the message dnah.snapshot.v1.RetireKeyRequest.
+ * Use `create(RetireKeyRequestSchema)` to create a new message.
+ */
+export const RetireKeyRequestSchema: GenMessage<RetireKeyRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_snapshot_v1_snapshot, 10);
+
+/**
+ * @generated from message dnah.snapshot.v1.RetireKeyResponse
+ */
+export type RetireKeyResponse = Message<"dnah.snapshot.v1.RetireKeyResponse"> & {
+};
+
+/**
+ * Describes the message dnah.snapshot.v1.RetireKeyResponse.
+ * Use `create(RetireKeyResponseSchema)` to create a new message.
+ */
+export const RetireKeyResponseSchema: GenMessage<RetireKeyResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_snapshot_v1_snapshot, 11);
+
+/**
  * SnapshotService holds the Ed25519 signing keys and signs and verifies snapshot manifests.
  * Private keys never leave it.
  *
@@ -257,7 +301,7 @@ export const SnapshotService: GenService<{
     output: typeof VerifyManifestResponseSchema;
   },
   /**
-   * ListKeys returns every public key that still verifies, and which one signs.
+   * ListKeys returns every key: the one that signs, those that verify, and retired ones.
    *
    * @generated from rpc dnah.snapshot.v1.SnapshotService.ListKeys
    */
@@ -275,6 +319,18 @@ export const SnapshotService: GenService<{
     methodKind: "unary";
     input: typeof RotateKeyRequestSchema;
     output: typeof RotateKeyResponseSchema;
+  },
+  /**
+   * RetireKey stops a key from verifying: snapshots it signed are refused from then on
+   * ("retired key"). The active key cannot be retired (rotate first): FAILED_PRECONDITION.
+   * Unknown kids are NOT_FOUND. Retiring a retired key succeeds.
+   *
+   * @generated from rpc dnah.snapshot.v1.SnapshotService.RetireKey
+   */
+  retireKey: {
+    methodKind: "unary";
+    input: typeof RetireKeyRequestSchema;
+    output: typeof RetireKeyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_snapshot_v1_snapshot, 0);

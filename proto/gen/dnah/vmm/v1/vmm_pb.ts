@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/vmm/v1/vmm.proto.
  */
 export const file_dnah_vmm_v1_vmm: GenFile = /*@__PURE__*/
-  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIRCg9QYXVzZVZtUmVzcG9uc2UiJQoPUmVzdW1lVm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiEgoQUmVzdW1lVm1SZXNwb25zZSIpChNHZXRWbU1ldHJpY3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiPwoUR2V0Vm1NZXRyaWNzUmVzcG9uc2USJwoHbWV0cmljcxgBIAEoCzIWLmRuYWgudm1tLnYxLlZtTWV0cmljcyLHAQoJVm1NZXRyaWNzEhQKDHRpbWVzdGFtcF9tcxgBIAEoBBIRCgljcHVfY291bnQYAiABKA0SFAoMY3B1X3VzZWRfcGN0GAMgASgBEhYKDm1lbV91c2VkX2J5dGVzGAQgASgEEhcKD21lbV90b3RhbF9ieXRlcxgFIAEoBBIXCg9tZW1fY2FjaGVfYnl0ZXMYBiABKAQSFwoPZGlza191c2VkX2J5dGVzGAcgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYCCABKAQy7AQKClZtbVNlcnZpY2USRwoIQ3JlYXRlVm0SHC5kbmFoLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEkcKCERlbGV0ZVZtEhwuZG5haC52bW0udjEuRGVsZXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuRGVsZXRlVm1SZXNwb25zZRJQCgtDb25maWd1cmVWbRIfLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVxdWVzdBogLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVzcG9uc2USRAoHTGlzdFZtcxIbLmRuYWgudm1tLnYxLkxpc3RWbXNSZXF1ZXN0GhwuZG5haC52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElAKC0dldEhvc3RJbmZvEh8uZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXF1ZXN0GiAuZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXNwb25zZRJECgdQYXVzZVZtEhsuZG5haC52bW0udjEuUGF1c2VWbVJlcXVlc3QaHC5kbmFoLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USRwoIUmVzdW1lVm0SHC5kbmFoLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlElMKDEdldFZtTWV0cmljcxIgLmRuYWgudm1tLnYxLkdldFZtTWV0cmljc1JlcXVlc3QaIS5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIqCg9QYXVzZVZtUmVzcG9uc2USFwoPbWVtb3J5X3JlbGVhc2VkGAEgASgIIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIjwKEVNuYXBzaG90Vm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki3QEKElNuYXBzaG90Vm1SZXNwb25zZRIXCg9tYW5pZmVzdF9zaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIoCgVmaWxlcxgDIAMoCzIZLmRuYWgudm1tLnYxLlNuYXBzaG90RmlsZRIOCgZtZW1vcnkYBCABKAgSDwoHcnVudGltZRgFIAEoCRITCgt0ZW1wbGF0ZV9pZBgGIAEoCRIRCgljcHVfY291bnQYByABKA0SEgoKbWVtb3J5X21pYhgIIAEoDRITCgtkdXJhdGlvbl9tcxgJIAEoDSLWAQoQUmVzdG9yZVZtUmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEjwKCGVudl92YXJzGAUgAygLMiouZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoRUmVzdG9yZVZtUmVzcG9uc2USGwoCdm0YASABKAsyDy5kbmFoLnZtbS52MS5WbRIRCgl2ZXJpZnlfbXMYAiABKA0iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2Uy4gYKClZtbVNlcnZpY2USRwoIQ3JlYXRlVm0SHC5kbmFoLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEkcKCERlbGV0ZVZtEhwuZG5haC52bW0udjEuRGVsZXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuRGVsZXRlVm1SZXNwb25zZRJQCgtDb25maWd1cmVWbRIfLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVxdWVzdBogLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVzcG9uc2USRAoHTGlzdFZtcxIbLmRuYWgudm1tLnYxLkxpc3RWbXNSZXF1ZXN0GhwuZG5haC52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElAKC0dldEhvc3RJbmZvEh8uZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXF1ZXN0GiAuZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXNwb25zZRJECgdQYXVzZVZtEhsuZG5haC52bW0udjEuUGF1c2VWbVJlcXVlc3QaHC5kbmFoLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USRwoIUmVzdW1lVm0SHC5kbmFoLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlElMKDEdldFZtTWV0cmljcxIgLmRuYWgudm1tLnYxLkdldFZtTWV0cmljc1JlcXVlc3QaIS5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXNwb25zZRJNCgpTbmFwc2hvdFZtEh4uZG5haC52bW0udjEuU25hcHNob3RWbVJlcXVlc3QaHy5kbmFoLnZtbS52MS5TbmFwc2hvdFZtUmVzcG9uc2USSgoJUmVzdG9yZVZtEh0uZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdBoeLmRuYWgudm1tLnYxLlJlc3RvcmVWbVJlc3BvbnNlElkKDkRlbGV0ZVNuYXBzaG90EiIuZG5haC52bW0udjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiMuZG5haC52bW0udjEuRGVsZXRlU25hcHNob3RSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * @generated from message dnah.vmm.v1.CreateVmRequest
@@ -281,6 +281,13 @@ export const PauseVmRequestSchema: GenMessage<PauseVmRequest> = /*@__PURE__*/
  * @generated from message dnah.vmm.v1.PauseVmResponse
  */
 export type PauseVmResponse = Message<"dnah.vmm.v1.PauseVmResponse"> & {
+  /**
+   * True when the pause wrote the VM's memory to the host and ended its process (stop-snap,
+   * microVMs); false for a freeze that keeps memory resident (the jail's cgroup freezer).
+   *
+   * @generated from field: bool memory_released = 1;
+   */
+  memoryReleased: boolean;
 };
 
 /**
@@ -409,6 +416,224 @@ export const VmMetricsSchema: GenMessage<VmMetrics> = /*@__PURE__*/
   messageDesc(file_dnah_vmm_v1_vmm, 17);
 
 /**
+ * @generated from message dnah.vmm.v1.SnapshotVmRequest
+ */
+export type SnapshotVmRequest = Message<"dnah.vmm.v1.SnapshotVmRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * [a-z0-9_-]{1,64}; the folder's name.
+   *
+   * @generated from field: string snapshot_id = 2;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.SnapshotVmRequest.
+ * Use `create(SnapshotVmRequestSchema)` to create a new message.
+ */
+export const SnapshotVmRequestSchema: GenMessage<SnapshotVmRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 18);
+
+/**
+ * One file of a snapshot folder.
+ *
+ * @generated from message dnah.vmm.v1.SnapshotFile
+ */
+export type SnapshotFile = Message<"dnah.vmm.v1.SnapshotFile"> & {
+  /**
+   * A plain file name in the snapshot folder (no folders, no links).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex SHA-256 of the file's bytes.
+   *
+   * @generated from field: string sha256 = 3;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.SnapshotFile.
+ * Use `create(SnapshotFileSchema)` to create a new message.
+ */
+export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 19);
+
+/**
+ * @generated from message dnah.vmm.v1.SnapshotVmResponse
+ */
+export type SnapshotVmResponse = Message<"dnah.vmm.v1.SnapshotVmResponse"> & {
+  /**
+   * Lower-case hex SHA-256 of the folder's listing (`MANIFEST`, see services/vmm README).
+   *
+   * @generated from field: string manifest_sha256 = 1;
+   */
+  manifestSha256: string;
+
+  /**
+   * Sum of the listed files' sizes.
+   *
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: repeated dnah.vmm.v1.SnapshotFile files = 3;
+   */
+  files: SnapshotFile[];
+
+  /**
+   * True: memory, disk and share (a microVM; processes continue). False: disk and share only
+   * (the jail; processes start again on restore).
+   *
+   * @generated from field: bool memory = 4;
+   */
+  memory: boolean;
+
+  /**
+   * @generated from field: string runtime = 5;
+   */
+  runtime: string;
+
+  /**
+   * @generated from field: string template_id = 6;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: uint32 cpu_count = 7;
+   */
+  cpuCount: number;
+
+  /**
+   * @generated from field: uint32 memory_mib = 8;
+   */
+  memoryMib: number;
+
+  /**
+   * Milliseconds to write and hash the snapshot.
+   *
+   * @generated from field: uint32 duration_ms = 9;
+   */
+  durationMs: number;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.SnapshotVmResponse.
+ * Use `create(SnapshotVmResponseSchema)` to create a new message.
+ */
+export const SnapshotVmResponseSchema: GenMessage<SnapshotVmResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 20);
+
+/**
+ * @generated from message dnah.vmm.v1.RestoreVmRequest
+ */
+export type RestoreVmRequest = Message<"dnah.vmm.v1.RestoreVmRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * The new sandbox's id.
+   *
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * The signed digest and size: restore refuses a folder that does not match them.
+   *
+   * @generated from field: string manifest_sha256 = 3;
+   */
+  manifestSha256: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: map<string, string> env_vars = 5;
+   */
+  envVars: { [key: string]: string };
+};
+
+/**
+ * Describes the message dnah.vmm.v1.RestoreVmRequest.
+ * Use `create(RestoreVmRequestSchema)` to create a new message.
+ */
+export const RestoreVmRequestSchema: GenMessage<RestoreVmRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 21);
+
+/**
+ * @generated from message dnah.vmm.v1.RestoreVmResponse
+ */
+export type RestoreVmResponse = Message<"dnah.vmm.v1.RestoreVmResponse"> & {
+  /**
+   * @generated from field: dnah.vmm.v1.Vm vm = 1;
+   */
+  vm?: Vm | undefined;
+
+  /**
+   * Milliseconds spent hashing the snapshot's files before anything started.
+   *
+   * @generated from field: uint32 verify_ms = 2;
+   */
+  verifyMs: number;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.RestoreVmResponse.
+ * Use `create(RestoreVmResponseSchema)` to create a new message.
+ */
+export const RestoreVmResponseSchema: GenMessage<RestoreVmResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 22);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteSnapshotRequest
+ */
+export type DeleteSnapshotRequest = Message<"dnah.vmm.v1.DeleteSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteSnapshotRequest.
+ * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
+ */
+export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 23);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteSnapshotResponse
+ */
+export type DeleteSnapshotResponse = Message<"dnah.vmm.v1.DeleteSnapshotResponse"> & {
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteSnapshotResponse.
+ * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
+ */
+export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 24);
+
+/**
  * VmmService runs on every host and owns that host's sandboxes: their runtime processes,
  * disks, network and agent sockets. The data plane (HTTP to a sandbox port) is not an RPC:
  * it is the tunnel, `GET /tunnel/{sandbox_id}/{port}` with `Upgrade: dnah-tunnel`.
@@ -502,6 +727,43 @@ export const VmmService: GenService<{
     methodKind: "unary";
     input: typeof GetVmMetricsRequestSchema;
     output: typeof GetVmMetricsResponseSchema;
+  },
+  /**
+   * SnapshotVm writes a snapshot of a running or paused sandbox into this host's snapshot
+   * store (`<state dir>/snapshots/<snapshot_id>/`) and returns its file listing and the
+   * listing's digest, which the caller has signed. The sandbox keeps its state (running or
+   * paused). Unknown sandboxes are NOT_FOUND; an existing snapshot id is ALREADY_EXISTS.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.SnapshotVm
+   */
+  snapshotVm: {
+    methodKind: "unary";
+    input: typeof SnapshotVmRequestSchema;
+    output: typeof SnapshotVmResponseSchema;
+  },
+  /**
+   * RestoreVm checks every file of a stored snapshot against the signed listing digest, then
+   * starts a new sandbox from it with its own identity (id, hostname, entropy, clock, disk,
+   * share, vsock and network). Nothing starts unless every file matches: a missing, extra,
+   * truncated or changed file, or a listing that does not hash to manifest_sha256, is
+   * FAILED_PRECONDITION naming the file. An unknown snapshot is NOT_FOUND.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.RestoreVm
+   */
+  restoreVm: {
+    methodKind: "unary";
+    input: typeof RestoreVmRequestSchema;
+    output: typeof RestoreVmResponseSchema;
+  },
+  /**
+   * DeleteSnapshot removes a stored snapshot's folder. Deleting an unknown id succeeds.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.DeleteSnapshot
+   */
+  deleteSnapshot: {
+    methodKind: "unary";
+    input: typeof DeleteSnapshotRequestSchema;
+    output: typeof DeleteSnapshotResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_vmm_v1_vmm, 0);
