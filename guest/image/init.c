@@ -6,14 +6,19 @@
  *  2. mounts the ext4 root disk (dnah.root=, default /dev/vda) and switches to it (move mount +
  *     chroot; the init keeps running as PID 1)
  *  3. mounts /run /tmp /dev/pts /dev/shm, the virtio-fs share (dnah.share=<tag>) at
- *     /mnt/dnah-share, sets the hostname (dnah.hostname=), configures eth0 (dnah.ip=a.b.c.d/n,
- *     dnah.gw=a.b.c.d|none), seeds entropy (dnah.seed=<hex>) and the clock (dnah.clock=<unix s>)
+ *     /mnt/dnah-share, sets the hostname (dnah.hostname=; also written to /etc/hostname and
+ *     mapped in /etc/hosts), configures eth0 (dnah.ip=a.b.c.d/n, dnah.gw=a.b.c.d|none), seeds
+ *     entropy (dnah.seed=<hex>, then a forced CRNG reseed) and the clock (dnah.clock=<unix s>);
+ *     keeps the sandbox id (dnah.id=) in /run/dnah/sandbox-id
  *  4. binds AF_VSOCK ports 49983 (agent), 49999 (code interpreter), 49982 (port forwarder) and
  *     starts the agent with them (--listen-vsock-fd <fd>:<port>); restarts it if it dies
  *  5. serves the control port 49981 (a child process): the host sends one line
  *     "seed=<hex> clock=<unix s>\n" after a resume or restore, the init reseeds entropy and sets
  *     the clock and answers "OK\n"; "share=<tag>" also mounts the share again (after its device
- *     was unplugged for a snapshot and plugged back); SIGUSR1 does the same from /run/dnah/reseed
+ *     was unplugged for a snapshot and plugged back); "hostname=<name>" and "id=<sandbox id>"
+ *     give a restored clone its own identity (the agent is restarted with the new id only if it
+ *     dies: the vmm tells the running agent through its /init call); SIGUSR1 does the same from
+ *     /run/dnah/reseed
  *  6. reaps every orphan
  *
  * The agent never listens on TCP. Static (gcc -static), no allocation after startup beyond
@@ -46,6 +51,15 @@
 #define AGENT "/opt/dnah/agent/agent.mjs"
 #define SHARE_DIR "/mnt/dnah-share"
 #define RESEED_FILE "/run/dnah/reseed"
+/* The sandbox id, in a file: the control server is a child process, and a restored clone's new
+ * id must reach the init (PID 1) that restarts the agent with it. /run is in guest RAM, so a
+ * snapshot carries it. */
+#define ID_FILE "/run/dnah/sandbox-id"
+#define HOSTS_MARK "# dnah-hostname"
+
+#ifndef RNDRESEEDCRNG
+#define RNDRESEEDCRNG _IO('R', 0x07) /* Linux >= 4.17 */
+#endif
 
 static const unsigned VSOCK_PORTS[] = {49983, 49999, 49982};
 #define CONTROL_PORT 49981
@@ -156,7 +170,91 @@ static void seed_entropy(const char *hex) {
   e.info.buf_size = (int)n;
   int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
   if (fd < 0 || ioctl(fd, RNDADDENTROPY, &e) != 0) say("entropy not seeded: %s", strerror(errno));
+  /* Credited entropy reaches the CRNG only at its next scheduled reseed (up to a minute away):
+   * clones of one snapshot would hand out the same /dev/urandom bytes until then. */
+  else if (ioctl(fd, RNDRESEEDCRNG) != 0)
+    say("crng not reseeded: %s", strerror(errno));
   if (fd >= 0) close(fd);
+}
+
+/* Writes `len` bytes to `path` through a temporary file and a rename (never half a file). */
+static int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode) {
+  char tmp[128];
+  snprintf(tmp, sizeof tmp, "%s.dnah-tmp", path);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return -1;
+  ssize_t w = write(fd, data, len);
+  int ok = w == (ssize_t)len && fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return -1;
+  }
+  return 0;
+}
+
+static int valid_hostname(const char *h) {
+  size_t n = strlen(h);
+  if (n == 0 || n > 63 || h[0] == '-') return 0;
+  for (const char *p = h; *p; p++)
+    if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-'))
+      return 0;
+  return 1;
+}
+
+/* Sets the hostname, writes it to /etc/hostname and maps it in /etc/hosts on a line of its own
+ * (marked, replaced on the next change; other lines are the user's), so sudo and `hostname -f`
+ * resolve it. 0 when the kernel took it. */
+static int set_hostname(const char *host) {
+  if (!valid_hostname(host)) {
+    say("hostname %.64s refused", host);
+    return -1;
+  }
+  if (sethostname(host, strlen(host)) != 0) {
+    say("hostname: %s", strerror(errno));
+    return -1;
+  }
+  static char buf[65536];
+  char line[128];
+  size_t n = 0;
+  int fd = open("/etc/hosts", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t r;
+    while (n < sizeof buf - sizeof line && (r = read(fd, buf + n, sizeof buf - sizeof line - n)) > 0) n += (size_t)r;
+    close(fd);
+    if (n >= sizeof buf - sizeof line) {
+      say("/etc/hosts larger than %zu bytes: left as it is", sizeof buf - sizeof line);
+      n = 0, fd = -2;
+    }
+  }
+  /* Drop our previous line, keep every other. */
+  size_t out = 0;
+  for (size_t i = 0; i < n;) {
+    char *nl = memchr(buf + i, '\n', n - i);
+    size_t end = nl ? (size_t)(nl - buf) + 1 : n;
+    size_t len = end - i;
+    int ours = len > strlen(HOSTS_MARK) && memmem(buf + i, len, HOSTS_MARK, strlen(HOSTS_MARK)) != NULL;
+    if (!ours) {
+      memmove(buf + out, buf + i, len);
+      out += len;
+      if (!nl) buf[out++] = '\n';
+    }
+    i = end;
+  }
+  int l = snprintf(line, sizeof line, "127.0.1.1 %s %s\n", host, HOSTS_MARK);
+  memcpy(buf + out, line, (size_t)l);
+  out += (size_t)l;
+  if (fd != -2 && write_file_atomic("/etc/hosts", buf, out, 0644) != 0) say("/etc/hosts: %s", strerror(errno));
+  l = snprintf(line, sizeof line, "%s\n", host);
+  if (write_file_atomic("/etc/hostname", line, (size_t)l, 0644) != 0) say("/etc/hostname: %s", strerror(errno));
+  return 0;
+}
+
+/* Keeps the sandbox id for the next agent start (see ID_FILE). */
+static int set_sandbox_id(const char *id) {
+  size_t n = strlen(id);
+  if (n == 0 || n > 120) return -1;
+  return write_file_atomic(ID_FILE, id, n, 0600) == 0 ? 0 : (say("%s: %s", ID_FILE, strerror(errno)), -1);
 }
 
 static void set_clock(const char *secs) {
@@ -182,14 +280,17 @@ static int remount_share(const char *tag) {
   return -1;
 }
 
-/* Applies "seed=<hex>", "clock=<unix s>" and "share=<tag>" (mount the share again) words,
- * separated by spaces or newlines; returns how many it applied, -1 when one failed. */
+/* Applies "seed=<hex>", "clock=<unix s>", "share=<tag>" (mount the share again),
+ * "hostname=<name>" and "id=<sandbox id>" words, separated by spaces or newlines; returns how
+ * many it applied, -1 when one failed. */
 static int apply_settings(char *text) {
   int applied = 0, failed = 0;
   for (char *save = NULL, *w = strtok_r(text, " \n\r\t", &save); w; w = strtok_r(NULL, " \n\r\t", &save)) {
     if (strncmp(w, "seed=", 5) == 0) seed_entropy(w + 5), applied++;
     else if (strncmp(w, "clock=", 6) == 0) set_clock(w + 6), applied++;
     else if (strncmp(w, "share=", 6) == 0) remount_share(w + 6) == 0 ? applied++ : failed++;
+    else if (strncmp(w, "hostname=", 9) == 0) set_hostname(w + 9) == 0 ? applied++ : failed++;
+    else if (strncmp(w, "id=", 3) == 0) set_sandbox_id(w + 3) == 0 ? applied++ : failed++;
   }
   return failed ? -1 : applied;
 }
@@ -231,7 +332,7 @@ static void serve_control(int ls) {
     /* One line per reseed (resume, restore): the console shows that it happened. */
     say("control: %d settings applied", applied);
     const char *reply = applied > 0    ? "OK\n"
-                        : applied < 0 ? "ERR share not mounted\n"
+                        : applied < 0 ? "ERR a setting failed (see the console)\n"
                                       : "ERR expected: seed=<hex> clock=<unix seconds>\n";
     if (write(c, reply, strlen(reply)) < 0) say("control reply: %s", strerror(errno));
     close(c);
@@ -310,9 +411,19 @@ static int vsock_listen(unsigned port) {
   return s;
 }
 
-static pid_t start_agent(const int *fds, const char *sandbox_id) {
+static pid_t start_agent(const int *fds, const char *boot_id) {
   pid_t pid = fork();
   if (pid != 0) return pid;
+  /* The id a restore gave this VM wins over the boot's (see ID_FILE). */
+  char sandbox_id[128];
+  snprintf(sandbox_id, sizeof sandbox_id, "%s", boot_id);
+  int idf = open(ID_FILE, O_RDONLY | O_CLOEXEC);
+  if (idf >= 0) {
+    ssize_t n = read(idf, sandbox_id, sizeof sandbox_id - 1);
+    if (n > 0) sandbox_id[n] = 0;
+    else snprintf(sandbox_id, sizeof sandbox_id, "%s", boot_id);
+    close(idf);
+  }
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
@@ -395,8 +506,7 @@ int main(void) {
     if (mount(share, SHARE_DIR, "virtiofs", 0, NULL) != 0) say("share %s: %s", share, strerror(errno));
   }
   char value[600];
-  const char *host = param("dnah.hostname", value, sizeof value) ? value : "sandbox";
-  if (sethostname(host, strlen(host)) != 0) say("hostname: %s", strerror(errno));
+  set_hostname(param("dnah.hostname", value, sizeof value) ? value : "sandbox");
   if (param("dnah.seed", value, sizeof value)) seed_entropy(value);
   if (param("dnah.clock", value, sizeof value)) set_clock(value);
   configure_network();
@@ -407,7 +517,7 @@ int main(void) {
    * when a connection arrives before the guest driver has set up its rings. */
   say("vsock ready");
   char sandbox_id[128] = "";
-  param("dnah.id", sandbox_id, sizeof sandbox_id);
+  if (param("dnah.id", sandbox_id, sizeof sandbox_id)) set_sandbox_id(sandbox_id);
 
   struct sigaction sa = {0};
   sa.sa_handler = on_usr1;

@@ -15,9 +15,17 @@ export interface VmmConfig {
   readonly chBin: string | undefined;
   /** qemu runtime: machine type (q35: PCIe, hot-unplug for snapshots; microvm: virtio-mmio). */
   readonly qemuMachine: "q35" | "microvm";
+  /**
+   * qemu runtime: accelerator. `auto`: KVM where /dev/kvm exists, falling back to TCG when KVM
+   * does not start; `tcg` for a host whose KVM is nested and too slow to boot a guest (seen on
+   * CI machines: no kernel output within 40 s).
+   */
+  readonly qemuAccel: "auto" | "kvm" | "tcg";
   /** microVM runtimes: NAT egress from each VM's own namespace (no VM ever reaches another). */
   readonly vmEgress: boolean;
   readonly stateDir: string;
+  /** Snapshot folders, `<snapshotsDir>/<snapshot id>/` (`<stateDir>/snapshots`). */
+  readonly snapshotsDir: string;
   readonly cacheDir: string;
   readonly debianMirror: string;
   /** Folder with the bundled guest agent (`agent.mjs`). */
@@ -41,6 +49,7 @@ export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
 
 export function configFromEnv(env: Env): VmmConfig {
   const r = new EnvReader(env);
+  const stateDir = r.str("DNAH_STATE_DIR", DEFAULT_STATE_DIR);
   const cfg: VmmConfig = Object.freeze({
     hostId: r.str("DNAH_HOST_ID", hostname()),
     listenHost: r.str("DNAH_VMM_HOST", "127.0.0.1"),
@@ -49,8 +58,10 @@ export function configFromEnv(env: Env): VmmConfig {
     runtime: r.oneOf("DNAH_RUNTIME", ["auto", "jail", "qemu", "cloud-hypervisor"] as const, "auto"),
     chBin: r.optStr("DNAH_CH_BIN"),
     qemuMachine: r.oneOf("DNAH_QEMU_MACHINE", ["q35", "microvm"] as const, "q35"),
+    qemuAccel: r.oneOf("DNAH_QEMU_ACCEL", ["auto", "kvm", "tcg"] as const, "auto"),
     vmEgress: r.bool("DNAH_VM_EGRESS", true),
-    stateDir: r.str("DNAH_STATE_DIR", DEFAULT_STATE_DIR),
+    stateDir,
+    snapshotsDir: join(stateDir, "snapshots"),
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
     agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),

@@ -1,6 +1,7 @@
 import type { Logger } from "@dnah/platform";
 import type { VmmConfig } from "./config.js";
 import type { RunningVm, Runtime } from "./runtime/runtime.js";
+import type { SnapshotStore } from "./snapshot/store.js";
 import type { TunnelRegistry } from "./tunnel/server.js";
 
 export interface VmRecord {
@@ -21,4 +22,6 @@ export interface VmmContext {
   readonly busy: Set<string>;
   /** Open tunnels per sandbox; pausing one cuts them. */
   readonly tunnels: TunnelRegistry;
+  /** This host's snapshot folders. */
+  readonly snapshots: SnapshotStore;
 }

@@ -4,12 +4,15 @@ import type { VmmContext } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
 import { configureVm } from "./rpc/configure-vm.js";
 import { createVm } from "./rpc/create-vm.js";
+import { deleteSnapshot } from "./rpc/delete-snapshot.js";
 import { deleteVm } from "./rpc/delete-vm.js";
 import { getHostInfo } from "./rpc/get-host-info.js";
 import { getVmMetrics } from "./rpc/get-vm-metrics.js";
 import { listVms } from "./rpc/list-vms.js";
 import { pauseVm } from "./rpc/pause-vm.js";
+import { restoreVm } from "./rpc/restore-vm.js";
 import { resumeVm } from "./rpc/resume-vm.js";
+import { snapshotVm } from "./rpc/snapshot-vm.js";
 
 /** Wraps a handler so domain errors leave as Connect errors, and unexpected ones are logged. */
 function edge<A extends unknown[], R>(ctx: VmmContext, name: string, fn: (...a: A) => Promise<R> | R) {
@@ -34,6 +37,9 @@ export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
     pauseVm: edge(ctx, "PauseVm", (req) => pauseVm(ctx, req)),
     resumeVm: edge(ctx, "ResumeVm", (req) => resumeVm(ctx, req)),
     getVmMetrics: edge(ctx, "GetVmMetrics", (req) => getVmMetrics(ctx, req)),
+    snapshotVm: edge(ctx, "SnapshotVm", (req) => snapshotVm(ctx, req)),
+    restoreVm: edge(ctx, "RestoreVm", (req) => restoreVm(ctx, req)),
+    deleteSnapshot: edge(ctx, "DeleteSnapshot", (req) => deleteSnapshot(ctx, req)),
   };
 }
 

@@ -7,6 +7,7 @@ import type { VmmContext } from "./context.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
 import type { Runtime } from "./runtime/runtime.js";
 import { selectRuntime } from "./runtime/select.js";
+import { SnapshotStore } from "./snapshot/store.js";
 import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
 export interface VmmOverrides {
@@ -32,6 +33,7 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
     vms: new Map(),
     busy: new Set(),
     tunnels: new TunnelRegistry(),
+    snapshots: new SnapshotStore(cfg.snapshotsDir),
   };
   runtime.onExit((id) => ctx.vms.delete(id));
   const impl = vmmImpl(ctx);

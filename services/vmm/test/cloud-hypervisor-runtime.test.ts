@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -12,7 +12,7 @@ import { configFromEnv, createVmm } from "../src/index.js";
 import { CloudHypervisorRuntime, type VmImage } from "../src/runtime/cloud-hypervisor/cloud-hypervisor.js";
 import { VM_ROOT } from "../src/runtime/cloud-hypervisor/vm-config.js";
 import { listCgroups, removeCgroupParent } from "../src/runtime/jail/cgroup.js";
-import type { VmSpec } from "../src/runtime/runtime.js";
+import type { RestoreHooks, SnapshotHooks, VmSpec } from "../src/runtime/runtime.js";
 import { createVmNetwork, listVmNetworks } from "../src/runtime/vm/network.js";
 import { dialVsock } from "../src/vsock/dialer.js";
 import { fakeImage, StandinWrapper, virtiofsdWrapper } from "./ch-standin/harness.js";
@@ -38,6 +38,27 @@ async function waitFor(
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(25);
   }
+}
+
+/** Hooks that record what they were called with (and when, against the stand-in's calls). */
+function recordingHooks(): SnapshotHooks & RestoreHooks & { calls: string[] } {
+  const calls: string[] = [];
+  return {
+    calls,
+    whileStopped: async (share) => {
+      calls.push(`whileStopped ${share}`);
+    },
+    beforeStart: async (share) => {
+      // The share exists and is empty when the restore's hook runs.
+      calls.push(`beforeStart ${share} ${existsSync(share) ? readdirSync(share).length : "missing"}`);
+    },
+  };
+}
+
+/** An empty snapshot folder, as the snapshot layer makes it. */
+async function snapFolder(path: string): Promise<string> {
+  await mkdir(path, { recursive: true, mode: 0o700 });
+  return path;
 }
 
 const alive = (pid: number | undefined) => {
@@ -162,32 +183,63 @@ describe("cloud-hypervisor runtime against the CH stand-in (no real CH, no KVM, 
 
   test("snapshot writes CH's files plus the disk; restore brings it up in another sandbox, paused or running", async () => {
     const rt = runtime(wrapper53.bin);
+    assert.equal(rt.pauseReleasesMemory, false, "vm.pause keeps the guest's RAM in CH");
     await rt.start(spec("chrt3", { memoryMib: 320, cpuCount: 2 }));
-    const snap = join(root, "snap3");
+    const snap = await snapFolder(join(root, "snap3"));
     try {
       await assert.rejects(
-        rt.snapshot("chrt3", join(stateDir, "sandboxes", "chrt3", "in")),
+        rt.snapshot("chrt3", join(stateDir, "sandboxes", "chrt3", "in"), recordingHooks()),
         InvalidArgumentError,
       );
-      const meta = await rt.snapshot("chrt3", snap);
+      const hooks = recordingHooks();
+      const meta = await rt.snapshot("chrt3", snap, hooks);
+      assert.deepEqual(meta, { memory: true, templateId: "base", cpuCount: 2, memoryMib: 320 });
+      assert.deepEqual(hooks.calls, [`whileStopped ${join(stateDir, "sandboxes", "chrt3", "share")}`]);
       assert.equal(rt.isPaused("chrt3"), false, "a running sandbox is resumed after its snapshot");
-      assert.deepEqual(readdirSync(snap).sort(), [
-        "config.json",
-        "dnah-snapshot.json",
-        "memory-ranges",
-        meta.disk,
-        "state.json",
-      ]);
+      const files = readdirSync(snap).sort();
+      const disk = files.find((f) => /^rootfs\.(raw|qcow2)$/.test(f));
+      assert.ok(disk, files.join(","));
+      assert.deepEqual(files, ["config.json", "dnah-snapshot.json", "memory-ranges", disk, "state.json"]);
+      // Plain files only: the snapshot layer signs a flat folder.
+      for (const f of files) assert.ok(statSync(join(snap, f)).isFile(), f);
       const cfg = JSON.parse(readFileSync(join(snap, "config.json"), "utf8"));
       assert.equal(cfg.vsock.socket, `${VM_ROOT}/vm.vsock`, "paths are the fixed in-namespace ones");
       assert.equal(cfg.memory.size, 320 * 1024 * 1024);
-      await assert.rejects(rt.snapshot("chrt3", snap), InvalidArgumentError, "an existing folder is refused");
+      assert.match(cfg.payload.cmdline, /dnah\.hostname=sandbox-chrt3 /, "hostname rule: sandbox-<id[:12]>");
 
-      const running = await rt.restore(spec("chrt4"), snap, true);
+      // The whileStopped hook failing removes what the runtime wrote and resumes the sandbox.
+      const failed = await snapFolder(join(root, "snap3-failed"));
+      await assert.rejects(
+        rt.snapshot("chrt3", failed, {
+          whileStopped: async () => {
+            throw new Error("share copy failed");
+          },
+        }),
+        /share copy failed/,
+      );
+      assert.deepEqual(readdirSync(failed), []);
+      assert.equal(rt.isPaused("chrt3"), false);
+
+      // A template other than the snapshot's is refused before anything starts.
+      await assert.rejects(
+        rt.restore(
+          spec("chrtx", { template: { templateId: "other", rootfsDir: "/x" } }),
+          snap,
+          recordingHooks(),
+        ),
+        InvalidArgumentError,
+      );
+      assert.equal(existsSync(join(stateDir, "sandboxes", "chrtx")), false);
+
+      const restoreHooks = recordingHooks();
+      const running = await rt.restore(spec("chrt4"), snap, restoreHooks);
+      assert.deepEqual(restoreHooks.calls, [
+        `beforeStart ${join(stateDir, "sandboxes", "chrt4", "share")} 0`,
+      ]);
       assert.equal(rt.isPaused("chrt4"), false);
       assert.equal(existsSync(running.vsockPath), true);
       assert.equal((await rt.metrics("chrt4")).cpuCount, 2, "size comes from the snapshot");
-      const paused = await rt.restore(spec("chrt5"), snap, false);
+      const paused = await rt.restore(spec("chrt5"), snap, recordingHooks(), false);
       assert.equal(rt.isPaused("chrt5"), true);
       await rt.resume("chrt5");
       assert.ok(paused.vsockPath.endsWith("/chrt5/vsock.sock"));
@@ -199,12 +251,12 @@ describe("cloud-hypervisor runtime against the CH stand-in (no real CH, no KVM, 
   test("with virtiofsd: shared memory, an fs device on its socket, the share on the kernel command line", async () => {
     const rt = runtime(wrapper53.bin, undefined, true);
     await rt.start(spec("chrt13"));
-    const snap = join(root, "snap13");
+    const snap = await snapFolder(join(root, "snap13"));
     try {
       const dir = join(stateDir, "sandboxes", "chrt13");
       assert.equal(existsSync(join(dir, "share")), true);
       assert.equal(existsSync(join(dir, "virtiofsd.sock")), true);
-      await rt.snapshot("chrt13", snap);
+      await rt.snapshot("chrt13", snap, recordingHooks());
       const cfg = JSON.parse(readFileSync(join(snap, "config.json"), "utf8"));
       assert.equal(cfg.memory.shared, true);
       assert.deepEqual(cfg.fs, [
@@ -227,13 +279,13 @@ describe("cloud-hypervisor runtime against the CH stand-in (no real CH, no KVM, 
   test("v51 has no RestoreConfig.resume: the runtime resumes explicitly after vm.restore", async () => {
     const rt53 = runtime(wrapper53.bin);
     await rt53.start(spec("chrt6"));
-    const snap = join(root, "snap6");
+    const snap = await snapFolder(join(root, "snap6"));
     try {
       await rt53.pause("chrt6");
-      await rt53.snapshot("chrt6", snap);
+      await rt53.snapshot("chrt6", snap, recordingHooks());
       assert.equal(rt53.isPaused("chrt6"), true, "a paused sandbox stays paused after its snapshot");
       const rt51 = runtime(wrapper51.bin);
-      await rt51.restore(spec("chrt7"), snap, true);
+      await rt51.restore(spec("chrt7"), snap, recordingHooks());
       assert.equal(rt51.isPaused("chrt7"), false);
       const calls = wrapper51.records().map((r) => `${r.endpoint} ${r.status}`);
       assert.deepEqual(

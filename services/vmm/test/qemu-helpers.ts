@@ -18,6 +18,11 @@ import { ensureNodeRuntime } from "../src/template/node-runtime.js";
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const CACHE_DIR = process.env.DNAH_CACHE_DIR ?? DEFAULT_CACHE_DIR;
+/**
+ * The tests' qemu accelerator: TCG unless DNAH_QEMU_ACCEL says otherwise (this machine has a
+ * /dev/kvm whose nested KVM does not boot a guest in time; TCG is what the suite measures).
+ */
+export const QEMU_ACCEL = (process.env.DNAH_QEMU_ACCEL ?? "tcg") as "auto" | "kvm" | "tcg";
 export const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**

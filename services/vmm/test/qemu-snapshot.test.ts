@@ -1,13 +1,18 @@
 /**
- * qemu memory snapshot and restore with real VMs (q35, TCG here): a guest process keeps
- * running across the snapshot in the source and in a clone restored under a new sandbox id,
- * files survive, the clone's agent answers over its own vsock, its clock is the host's, its
- * init was reseeded and mounted its own share. Skipped, saying why, only when qemu or the
- * kernel is missing.
+ * qemu memory snapshot, restore and stop-snap pause with real VMs (q35, TCG here), one VM
+ * running at a time where the test allows:
+ * - stop-snap: a guest process holding its state in memory survives pause / resume (same pid,
+ *   the counter continues), QEMU is gone and the VM's cgroup memory dropped while paused,
+ *   host writes to the share show after resume, identity (vsock path, hostname, id) is kept;
+ * - snapshot + two restores: each clone has its own hostname, sandbox id and /dev/urandom,
+ *   files written before the snapshot are in both, the share comes back through the hooks,
+ *   and what one clone writes the other does not see.
+ * Skipped, saying why, only when qemu or the kernel is missing.
  */
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { after, before, describe, test } from "node:test";
 import { createLogger } from "@dnah/platform";
@@ -22,10 +27,11 @@ import {
   readSnapshotMeta,
   SNAPSHOT_MANIFEST,
 } from "../src/runtime/qemu/snapshot.js";
-import type { TemplateImage } from "../src/runtime/runtime.js";
+import type { RestoreHooks, SnapshotHooks, TemplateImage } from "../src/runtime/runtime.js";
+import { controlLine, guestHostname } from "../src/runtime/vm/guest-control.js";
 import { dialGuestPort, GUEST_AGENT_PORT } from "../src/runtime/vm/vsock-front.js";
 import { buildTemplate } from "../src/template/build.js";
-import { CACHE_DIR, HOST_PATH, prepareQemu, until } from "./qemu-helpers.js";
+import { CACHE_DIR, HOST_PATH, prepareQemu, QEMU_ACCEL, until } from "./qemu-helpers.js";
 
 const prep = await prepareQemu();
 if ("skip" in prep) process.stderr.write(`qemu-snapshot.test: skipping: ${prep.skip}\n`);
@@ -151,6 +157,29 @@ describe("qemu snapshot pieces (no VM)", () => {
     assert.throws(() => qemuArgs({ ...layout, machine: "microvm", incoming: true }), /no hotplug/);
   });
 
+  test("identity: one hostname rule for boot and restore; control lines are checked words", () => {
+    assert.equal(guestHostname("abcdefghijklmnopqrst"), "sandbox-abcdefghijkl");
+    assert.equal(guestHostname("abc"), "sandbox-abc");
+    assert.equal(
+      controlLine({
+        seedHex: "00ff",
+        clockSec: 1.5e9,
+        shareTag: "dnah-share",
+        hostname: "sandbox-a",
+        sandboxId: "a",
+      }),
+      "seed=00ff clock=1500000000.000 share=dnah-share hostname=sandbox-a id=a\n",
+    );
+    assert.equal(controlLine({ seedHex: "ab", clockSec: 2e9 }), "seed=ab clock=2000000000.000\n");
+    // Nothing a sandbox id or tag could carry may add a word to the line.
+    assert.throws(() => controlLine({ seedHex: "ab", clockSec: 2e9, sandboxId: "a b" }), /invalid id/);
+    assert.throws(
+      () => controlLine({ seedHex: "ab", clockSec: 2e9, hostname: "x\nseed=00" }),
+      /invalid hostname/,
+    );
+    assert.throws(() => controlLine({ seedHex: "zz", clockSec: 2e9 }), /invalid seed/);
+  });
+
   test("manifests are validated field by field; state paths are quoted for exec:", () => {
     const good = {
       runtime: "qemu",
@@ -177,19 +206,63 @@ describe("qemu snapshot pieces (no VM)", () => {
   });
 });
 
-describe("qemu snapshot and restore", { skip: "skip" in prep ? prep.skip : false }, () => {
+/** Share hooks as the snapshot layer's: the share goes into `share.tar` and back. */
+function tarHooks(snapDir: string): SnapshotHooks & RestoreHooks {
+  return {
+    whileStopped: async (share) => {
+      execFileSync("tar", ["-C", share, "--numeric-owner", "-cf", `${snapDir}/share.tar`, "."]);
+    },
+    beforeStart: async (share) => {
+      assert.deepEqual(readdirSync(share), [], "a restore's share is empty before its hook");
+      execFileSync("tar", ["-C", share, "--numeric-owner", "-xf", `${snapDir}/share.tar`]);
+    },
+  };
+}
+
+/** The cgroup's memory in use (cgroup v2 `memory.current`, v1 usage). */
+function cgroupMemory(dir: string): number {
+  for (const f of [
+    `${dir}/memory.current`,
+    `${dir.replace("/sys/fs/cgroup/", "/sys/fs/cgroup/memory/")}/memory.usage_in_bytes`,
+  ])
+    if (existsSync(f)) return Number(readFileSync(f, "utf8"));
+  throw new Error(`no memory accounting for ${dir}`);
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe("qemu stop-snap pause, snapshot and restore", { skip: "skip" in prep ? prep.skip : false }, () => {
   const suffix = randomBytes(4).toString("hex");
   const stateDir = `/tmp/dnah-qsnap-${suffix}`;
   const snapDir = `/tmp/dnah-qsnap-${suffix}-snapshot`;
   const cgroupParent = `dnah-qsnap-${suffix}`;
   const src = `qs${suffix}`;
-  const clone = `qc${suffix}`;
+  const clones = [`qc${suffix}a`, `qc${suffix}b`];
   let runtime: QemuRuntime;
   let template: TemplateImage;
+  const spec = (sandboxId: string) => ({
+    sandboxId,
+    template,
+    cpuCount: 1,
+    memoryMib: 384,
+    background: false,
+  });
+  // Set by the first test, read by the second.
+  let vsockPath = "";
+  let pid = 0;
+  let token = "";
 
   before(async () => {
     runtime = new QemuRuntime({
       stateDir,
+      accel: QEMU_ACCEL,
       cacheDir: CACHE_DIR,
       cgroupParent,
       pidsMax: 4096,
@@ -207,11 +280,10 @@ describe("qemu snapshot and restore", { skip: "skip" in prep ? prep.skip : false
   });
 
   after(async () => {
-    for (const id of [src, clone]) await runtime?.destroy(id).catch(() => {});
+    for (const id of [src, ...clones]) await runtime?.destroy(id).catch(() => {});
     await runtime?.dispose();
     rmSync(stateDir, { recursive: true, force: true });
     rmSync(snapDir, { recursive: true, force: true });
-    rmSync(`${snapDir}-paused`, { recursive: true, force: true });
     assert.deepEqual(
       readdirSync("/run/netns").filter((n) => n.startsWith(`${cgroupParent}.`)),
       [],
@@ -219,21 +291,20 @@ describe("qemu snapshot and restore", { skip: "skip" in prep ? prep.skip : false
     assert.equal(existsSync(`/sys/fs/cgroup/${cgroupParent}`), false);
   });
 
-  test("a running guest is snapshotted and restored into a new sandbox; both keep running", {
+  test("stop-snap: pause frees the VM's memory, resume continues the same process", {
     timeout: 400_000,
   }, async (t) => {
-    const spec = (sandboxId: string) => ({
-      sandboxId,
-      template,
-      cpuCount: 1,
-      memoryMib: 384,
-      background: false,
-    });
+    assert.equal(runtime.pauseReleasesMemory, true);
     const vm = await runtime.start(spec(src));
+    vsockPath = vm.vsockPath;
     await execWhenUp(vm.vsockPath, "true", 180_000);
+    assert.equal(
+      (await agentExec(vm.vsockPath, "hostname; cat /etc/hostname")).stdout,
+      `${guestHostname(src)}\n${guestHostname(src)}\n`,
+    );
 
-    // A counter (its own process, pid recorded) and a marker file on the disk.
-    const token = randomBytes(8).toString("hex");
+    // A counter whose state is a shell variable (its own process, pid recorded) and a marker file.
+    token = randomBytes(8).toString("hex");
     const started = await agentExec(
       vm.vsockPath,
       `echo ${token} > /root/marker && sync && setsid -f sh -c 'echo $$ > /tmp/cpid; i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.1; done' >/dev/null 2>&1 </dev/null; echo ok`,
@@ -244,106 +315,177 @@ describe("qemu snapshot and restore", { skip: "skip" in prep ? prep.skip : false
       async () => Number((await agentExec(vm.vsockPath, "cat /tmp/c")).stdout) > 5,
       60_000,
     );
-    const before = await agentExec(vm.vsockPath, "cat /tmp/c /tmp/cpid");
-    const [countBefore, pid] = before.stdout.trim().split("\n").map(Number);
-    assert.ok(countBefore && pid, before.stdout);
+    const seen = await agentExec(vm.vsockPath, "cat /tmp/c /tmp/cpid");
+    const [countBefore, cpid] = seen.stdout.trim().split("\n").map(Number);
+    assert.ok(countBefore && cpid, seen.stdout);
+    pid = cpid;
 
-    // A snapshot folder inside the sandboxes folder is refused.
-    await assert.rejects(runtime.snapshot(src, `${stateDir}/sandboxes/x`), InvalidArgumentError);
-
+    const paths = runtime.paths(src);
+    const qemuPid = paths.qemuPid;
+    assert.ok(qemuPid && alive(qemuPid));
+    const memBefore = cgroupMemory(paths.cgroup);
     let t0 = Date.now();
-    const meta = await runtime.snapshot(src, snapDir);
-    const snapshotMs = Date.now() - t0;
-    assert.deepEqual(await readSnapshotMeta(snapDir), meta);
-    assert.equal(meta.templateId, "base");
-    assert.equal(meta.memoryMib, 384);
-    assert.equal(statSync(`${snapDir}/${MEMORY_FILE}`).size, meta.memoryBytes);
-    // RAM the guest touched is in the stream (at least the kernel, Node and the agent).
-    assert.ok(meta.memoryBytes > 30 * 1024 * 1024, `memory file ${meta.memoryBytes} B`);
-    assert.ok(existsSync(`${snapDir}/${meta.disk}`));
-    assert.ok(existsSync(`${snapDir}/${SNAPSHOT_MANIFEST}`));
-    await assert.rejects(runtime.snapshot(src, snapDir), InvalidArgumentError);
-
-    // The source runs on: same counter process, advancing, its share mounted again.
-    assert.equal(runtime.isRunning(src), true);
-    assert.equal(runtime.isPaused(src), false);
-    writeFileSync(`${runtime.paths(src).share}/after-snap.txt`, token);
-    const srcAfter = await agentExec(vm.vsockPath, `cat /tmp/cpid; cat /mnt/dnah-share/after-snap.txt`);
-    assert.equal(srcAfter.stdout, `${pid}\n${token}`);
-    const srcCount = Number((await agentExec(vm.vsockPath, "cat /tmp/c")).stdout);
-    await until(
-      "the source's counter to advance",
-      async () => Number((await agentExec(vm.vsockPath, "cat /tmp/c")).stdout) > srcCount,
-      30_000,
-    );
+    await runtime.pause(src);
+    const pauseMs = Date.now() - t0;
+    assert.equal(runtime.isPaused(src), true);
+    assert.equal(runtime.isRunning(src), true, "a stop-snapped sandbox still lives");
+    assert.equal(alive(qemuPid), false, "QEMU ended");
+    assert.equal(runtime.paths(src).qemuPid, undefined);
+    const memFile = `${paths.dir}/paused/${MEMORY_FILE}`;
+    const memFileBytes = statSync(memFile).size;
+    assert.ok(memFileBytes > 30 * 1024 * 1024, `memory file ${memFileBytes} B`);
+    const memPaused = cgroupMemory(paths.cgroup);
+    assert.ok(memPaused < memBefore / 2, `cgroup memory ${memBefore} B before, ${memPaused} B paused`);
+    const m = await runtime.metrics(src);
+    assert.equal(m.memUsedBytes, 0);
+    assert.equal(m.cpuUsedPct, 0);
+    assert.ok(m.diskTotalBytes > 0);
+    // The vsock front stays at its path and refuses while paused.
+    assert.ok(existsSync(vm.vsockPath));
+    await assert.rejects(agentExec(vm.vsockPath, "true", 5_000));
+    // The host writes into the share while the VM is gone.
+    writeFileSync(`${paths.share}/while-paused.txt`, token);
 
     t0 = Date.now();
-    const restored = await runtime.restore(spec(clone), snapDir);
-    const restoreMs = Date.now() - t0;
-    assert.equal(restored.sandboxId, clone);
-    assert.notEqual(restored.vsockPath, vm.vsockPath);
-    // restore resolves once the guest's control port answered: the agent is up at once.
-    const hostBefore = Date.now() / 1000;
-    const r = await agentExec(
-      restored.vsockPath,
-      "cat /tmp/cpid /root/marker /tmp/c; kill -0 $(cat /tmp/cpid) && echo alive; date +%s.%N",
+    await runtime.resume(src);
+    const resumeMs = Date.now() - t0;
+    assert.equal(runtime.isPaused(src), false);
+    assert.equal(existsSync(`${paths.dir}/paused`), false, "the memory file is removed after resume");
+    const newQemu = runtime.paths(src).qemuPid;
+    assert.ok(newQemu && newQemu !== qemuPid && alive(newQemu));
+    const after = await agentExec(
+      vm.vsockPath,
+      "cat /tmp/cpid /tmp/c /root/marker /mnt/dnah-share/while-paused.txt; echo; hostname; cat /run/dnah/sandbox-id",
     );
-    const hostAfter = Date.now() / 1000;
-    const [cpid, marker, count, alive, clock] = r.stdout.trim().split("\n");
-    assert.equal(Number(cpid), pid, r.stdout);
-    assert.equal(marker, token);
-    assert.equal(alive, "alive");
-    // The counter continued from the snapshot, not from 0 (it was restored, not restarted).
-    assert.ok(Number(count) >= countBefore, `clone counter ${count}, before the snapshot ${countBefore}`);
-    // The clone's clock is the host's (it stood still in the file; the control port set it).
-    const guestClock = Number(clock);
+    const [pidAfter, countAfter, marker, shared, host, id] = after.stdout.trim().split("\n");
+    assert.equal(Number(pidAfter), pid, after.stdout);
     assert.ok(
-      guestClock >= hostBefore - 3 && guestClock <= hostAfter + 3,
-      `guest ${guestClock}, host ${hostBefore}..${hostAfter}`,
+      Number(countAfter) >= countBefore,
+      `counter ${countAfter} after resume, ${countBefore} before pause`,
     );
+    assert.equal(marker, token);
+    assert.equal(shared, token);
+    assert.equal(host, guestHostname(src));
+    assert.equal(id, src);
     await until(
-      "the clone's counter to advance",
-      async () => Number((await agentExec(restored.vsockPath, "cat /tmp/c")).stdout) > Number(count),
+      "the counter to advance after resume",
+      async () => Number((await agentExec(vm.vsockPath, "cat /tmp/c")).stdout) > Number(countAfter),
       30_000,
     );
-    // The init took the seed, the clock and the share (3 settings) on the clone's console.
-    const serial = readFileSync(runtime.paths(clone).serialLog, "utf8");
-    assert.match(serial, /dnah-init: control: 3 settings applied/);
-    // The clone has its own share, mounted again after the replug.
-    writeFileSync(`${runtime.paths(clone).share}/clone.txt`, `clone-${token}`);
-    const share = await agentExec(
-      restored.vsockPath,
-      "cat /mnt/dnah-share/clone.txt; ls /mnt/dnah-share | grep -c after-snap",
-    );
-    assert.equal(share.stdout, `clone-${token}0\n`);
-    // Its kernel RNG state differs from the source's from here on (both were reseeded).
-    const [a, b] = await Promise.all(
-      [vm.vsockPath, restored.vsockPath].map((p) => agentExec(p, "head -c 16 /dev/urandom | od -An -tx1")),
-    );
-    assert.notEqual(a?.stdout, b?.stdout);
-    assert.equal(runtime.isRunning(src), true);
-
-    // Input the runtime refuses, with no VM started: another template, a folder that is not
-    // a snapshot.
-    await assert.rejects(
-      runtime.restore({ ...spec(`qx${suffix}`), template: { ...template, templateId: "other" } }, snapDir),
-      InvalidArgumentError,
-    );
-    await assert.rejects(runtime.restore(spec(`qx${suffix}`), stateDir), InvalidArgumentError);
-
-    // A paused sandbox is snapshotted too and stays paused; it resumes and answers after.
+    // Paused again, then destroyed while paused: nothing is left.
     await runtime.pause(src);
-    const pausedMeta = await runtime.snapshot(src, `${snapDir}-paused`);
-    assert.ok(pausedMeta.memoryBytes > 0);
-    assert.equal(runtime.isPaused(src), true);
     await runtime.resume(src);
     assert.equal((await agentExec(vm.vsockPath, "cat /tmp/cpid")).stdout.trim(), String(pid));
-
     t.diagnostic(
-      `snapshot ${snapshotMs} ms, restore ${restoreMs} ms, memory file ${(meta.memoryBytes / 1048576).toFixed(1)} MiB`,
+      `pause ${pauseMs} ms, resume ${resumeMs} ms, memory file ${(memFileBytes / 1048576).toFixed(1)} MiB, cgroup ${(memBefore / 1048576).toFixed(0)} -> ${(memPaused / 1048576).toFixed(0)} MiB`,
     );
-    await runtime.destroy(clone);
+  });
+
+  test("snapshot and two restores: clones get their own identity and diverge", {
+    timeout: 600_000,
+  }, async (t) => {
+    assert.ok(pid, "the first test started the source");
+    writeFileSync(`${runtime.paths(src).share}/in-share.txt`, token);
+    // A snapshot folder inside the sandboxes folder is refused.
+    await assert.rejects(
+      runtime.snapshot(src, `${stateDir}/sandboxes/x`, tarHooks(snapDir)),
+      InvalidArgumentError,
+    );
+    mkdirSync(snapDir, { mode: 0o700 });
+    let t0 = Date.now();
+    const res = await runtime.snapshot(src, snapDir, tarHooks(snapDir));
+    const snapshotMs = Date.now() - t0;
+    assert.deepEqual(res, { memory: true, templateId: "base", cpuCount: 1, memoryMib: 384 });
+    const meta = await readSnapshotMeta(snapDir);
+    assert.equal(statSync(`${snapDir}/${MEMORY_FILE}`).size, meta.memoryBytes);
+    assert.deepEqual(
+      readdirSync(snapDir).sort(),
+      [SNAPSHOT_MANIFEST, MEMORY_FILE, meta.disk, "share.tar"].sort(),
+    );
+    for (const f of readdirSync(snapDir)) assert.ok(statSync(`${snapDir}/${f}`).isFile(), f);
+    // The source runs on, the same process, its share mounted again.
+    assert.equal(runtime.isPaused(src), false);
+    assert.equal(
+      (await agentExec(vsockPath, "cat /tmp/cpid /mnt/dnah-share/in-share.txt")).stdout,
+      `${pid}\n${token}`,
+    );
+    // A stop-snapped sandbox is snapshotted from its memory file (QEMU stays gone) and stays
+    // paused; destroyed while paused, it leaves nothing behind.
+    await runtime.pause(src);
+    const parkedDir = `${snapDir}-parked`;
+    mkdirSync(parkedDir, { mode: 0o700 });
+    try {
+      assert.deepEqual(await runtime.snapshot(src, parkedDir, tarHooks(parkedDir)), res);
+      assert.equal(runtime.isPaused(src), true);
+      assert.equal(runtime.paths(src).qemuPid, undefined);
+      const parkedMeta = await readSnapshotMeta(parkedDir);
+      assert.equal(
+        statSync(`${parkedDir}/${MEMORY_FILE}`).size,
+        statSync(`${runtime.paths(src).dir}/paused/${MEMORY_FILE}`).size,
+      );
+      assert.ok(existsSync(`${parkedDir}/${parkedMeta.disk}`) && existsSync(`${parkedDir}/share.tar`));
+    } finally {
+      rmSync(parkedDir, { recursive: true, force: true });
+    }
+    const { dir, netns, cgroup } = runtime.paths(src);
     await runtime.destroy(src);
-    assert.equal(existsSync(runtime.paths(clone).dir), false);
+    assert.equal(existsSync(dir), false);
+    assert.equal(existsSync(`/run/netns/${netns}`), false);
+    assert.equal(existsSync(cgroup), false);
+
+    const restoreMs: number[] = [];
+    const seen: Record<string, string[]> = {};
+    for (const clone of clones) {
+      t0 = Date.now();
+      const vm = await runtime.restore(spec(clone), snapDir, tarHooks(snapDir));
+      restoreMs.push(Date.now() - t0);
+      assert.equal(vm.sandboxId, clone);
+      const r = await agentExec(
+        vm.vsockPath,
+        [
+          "cat /tmp/cpid /root/marker /mnt/dnah-share/in-share.txt; echo",
+          "kill -0 $(cat /tmp/cpid) && echo alive",
+          "hostname; cat /etc/hostname /run/dnah/sandbox-id; echo",
+          "grep -c dnah-hostname /etc/hosts",
+          "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo",
+          // Each clone writes its own file on its disk and in its share.
+          `echo ${clone} > /root/mine && echo ${clone} > /mnt/dnah-share/mine-${clone} && sync`,
+          "ls /root | grep -c '^mine$'; ls /mnt/dnah-share | grep -c '^mine-'",
+        ].join("; "),
+      );
+      const lines = r.stdout.trim().split("\n");
+      const [cpid, marker, shared, alive_, host, etcHost, id, hostsLines, random, mine, mineShare] = lines;
+      assert.equal(Number(cpid), pid, r.stdout);
+      assert.equal(marker, token, "a file written before the snapshot is in the clone");
+      assert.equal(shared, token, "the share came back through the hooks");
+      assert.equal(alive_, "alive");
+      assert.equal(host, guestHostname(clone));
+      assert.equal(etcHost, guestHostname(clone));
+      assert.equal(id, clone);
+      assert.equal(hostsLines, "1");
+      assert.match(random ?? "", /^[0-9a-f]{32}$/);
+      // Only its own file: the other clone's writes are not here.
+      assert.equal(mine, "1");
+      assert.equal(mineShare, "1");
+      seen[clone] = [host ?? "", random ?? ""];
+      assert.match(
+        readFileSync(runtime.paths(clone).serialLog, "utf8"),
+        /dnah-init: control: 5 settings applied/,
+      );
+      // The other clone (destroyed already, or not restored yet) left nothing in this one.
+      const other = clones.find((c) => c !== clone);
+      const o = await agentExec(
+        vm.vsockPath,
+        `cat /root/mine; ls /mnt/dnah-share | grep -c ${other} || true`,
+      );
+      assert.equal(o.stdout, `${clone}\n0\n`);
+      await runtime.destroy(clone);
+    }
+    const [a, b] = clones.map((c) => seen[c] ?? []);
+    assert.notEqual(a?.[0], b?.[0], "hostnames differ");
+    assert.notEqual(a?.[1], b?.[1], "urandom differs");
+    t.diagnostic(
+      `snapshot ${snapshotMs} ms (running source), restores ${restoreMs.join(", ")} ms, memory file ${(meta.memoryBytes / 1048576).toFixed(1)} MiB`,
+    );
   });
 });

@@ -14,7 +14,7 @@ import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { configFromEnv, createVmm, type Vmm } from "../src/index.js";
 import { guestCmdline, qemuArgs } from "../src/runtime/qemu/args.js";
 import { QemuRuntime } from "../src/runtime/qemu/qemu.js";
-import { CACHE_DIR, exec, HOST_PATH, prepareQemu, tunnelRequest, until } from "./qemu-helpers.js";
+import { CACHE_DIR, exec, HOST_PATH, prepareQemu, QEMU_ACCEL, tunnelRequest, until } from "./qemu-helpers.js";
 
 const run = promisify(execFile);
 const prep = await prepareQemu();
@@ -77,6 +77,7 @@ describe("qemu runtime: isolation, forwarding, share", { skip: "skip" in prep ? 
   before(async () => {
     runtime = new QemuRuntime({
       stateDir,
+      accel: QEMU_ACCEL,
       cacheDir: CACHE_DIR,
       cgroupParent,
       pidsMax: 4096,

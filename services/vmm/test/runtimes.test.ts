@@ -21,6 +21,7 @@ import {
   exec,
   HOST_PATH,
   prepareQemu,
+  QEMU_ACCEL,
   readGuestFile,
   until,
   writeGuestFile,
@@ -59,6 +60,7 @@ for (const rt of RUNTIMES) {
             })
           : new QemuRuntime({
               stateDir,
+              accel: QEMU_ACCEL,
               cacheDir: CACHE_DIR,
               cgroupParent,
               pidsMax: 4096,

@@ -67,13 +67,47 @@ export class GuestUnavailableError extends Error {
   }
 }
 
+export class SnapshotNotFoundError extends Error {
+  constructor(readonly snapshotId: string) {
+    super(`snapshot '${snapshotId}' is not on this host`);
+    this.name = "SnapshotNotFoundError";
+  }
+}
+
+export class SnapshotExistsError extends Error {
+  constructor(readonly snapshotId: string) {
+    super(`snapshot '${snapshotId}' already exists on this host`);
+    this.name = "SnapshotExistsError";
+  }
+}
+
+/**
+ * A stored snapshot does not match what was signed (or cannot be used here): nothing was
+ * started. `problems` name each file, e.g. "disk.tar: changed (sha256 differs)".
+ */
+export class SnapshotInvalidError extends Error {
+  constructor(
+    readonly snapshotId: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`snapshot '${snapshotId}' refused: ${problems.join("; ")}`);
+    this.name = "SnapshotInvalidError";
+  }
+}
+
 /** The one mapping from vmm domain errors to Connect codes. Unknown errors become Internal. */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
-  if (err instanceof VmNotFoundError || err instanceof TemplateNotFoundError)
+  if (
+    err instanceof VmNotFoundError ||
+    err instanceof TemplateNotFoundError ||
+    err instanceof SnapshotNotFoundError
+  )
     return new ConnectError(err.message, Code.NotFound);
   if (err instanceof VmImageMissingError) return new ConnectError(err.message, Code.FailedPrecondition);
-  if (err instanceof VmExistsError) return new ConnectError(err.message, Code.AlreadyExists);
+  if (err instanceof SnapshotInvalidError) return new ConnectError(err.message, Code.FailedPrecondition);
+  if (err instanceof VmExistsError || err instanceof SnapshotExistsError)
+    return new ConnectError(err.message, Code.AlreadyExists);
   if (err instanceof HostFullError) return new ConnectError(err.message, Code.ResourceExhausted);
   if (err instanceof InvalidArgumentError) return new ConnectError(err.message, Code.InvalidArgument);
   if (err instanceof GuestUnavailableError) return new ConnectError(err.message, Code.Unavailable);
@@ -86,5 +120,12 @@ const SANDBOX_ID_RE = /^[a-z0-9]{1,64}$/;
 
 export function checkSandboxId(id: string): string {
   if (!SANDBOX_ID_RE.test(id)) throw new InvalidArgumentError(`invalid sandbox id ${JSON.stringify(id)}`);
+  return id;
+}
+
+const SNAPSHOT_ID_RE = /^[a-z0-9_-]{1,64}$/;
+
+export function checkSnapshotId(id: string): string {
+  if (!SNAPSHOT_ID_RE.test(id)) throw new InvalidArgumentError(`invalid snapshot id ${JSON.stringify(id)}`);
   return id;
 }

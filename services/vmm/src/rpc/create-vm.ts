@@ -10,8 +10,7 @@ import {
   VmExistsError,
 } from "../domain/errors.js";
 import { findTemplate, readStartSpec } from "../template/build.js";
-import { agentRequest, waitForAgent, warmUp } from "../vsock/agent-http.js";
-import { startLogTail, waitForGuestPort } from "../vsock/ready-port.js";
+import { bringUp } from "./bring-up.js";
 
 export async function createVm(
   ctx: VmmContext,
@@ -40,53 +39,12 @@ export async function createVm(
       memoryMib,
       background: req.background,
     });
-    try {
-      await waitForAgent(vm.vsockPath, ctx.cfg.bootTimeoutMs, () => ctx.runtime.isRunning(id));
-      const init = await agentRequest(vm.vsockPath, "POST", "/init", {
-        envVars: req.envVars,
-        defaultUser: "user",
-        sandboxId: id,
-        templateId: req.templateId,
-      });
-      if (init.status >= 300)
-        throw new GuestUnavailableError(`agent refused /init: ${init.status} ${init.body}`);
-      if (start?.readyPort !== undefined) {
-        // The agent runs the template's start command from its boot on; the sandbox is
-        // handed out (or pooled) only once that command serves, within a boot-timeout window
-        // of its own.
-        const readyStarted = performance.now();
-        await waitForGuestPort(vm.vsockPath, start.readyPort, ctx.cfg.bootTimeoutMs, () =>
-          ctx.runtime.isRunning(id),
-        ).catch(async (err: Error) => {
-          const output = await startLogTail(vm.vsockPath);
-          ctx.logger.warn(
-            { "sandbox.id": id, command: start.command, output },
-            "start command never got ready",
-          );
-          throw new GuestUnavailableError(
-            `template '${req.templateId}' start command (${start.command}) is not ready: ${err.message}`,
-            { cause: err },
-          );
-        });
-        ctx.logger.debug(
-          { "sandbox.id": id, readyMs: Math.round(performance.now() - readyStarted) },
-          "start command ready",
-        );
-      }
-      if (req.background) {
-        // Nobody waits for a warm-pool boot: spend the time warming the agent up.
-        const problem = await warmUp(vm.vsockPath);
-        if (problem) ctx.logger.warn({ "sandbox.id": id, problem }, "agent warm-up failed");
-        await ctx.runtime.setForeground(id);
-      }
-    } catch (err) {
-      await ctx.runtime
-        .destroy(id)
-        .catch((e: Error) =>
-          ctx.logger.error({ "sandbox.id": id, err: e.message }, "destroy after failed boot failed"),
-        );
-      throw err;
-    }
+    await bringUp(ctx, vm, {
+      templateId: req.templateId,
+      envVars: req.envVars,
+      start,
+      background: req.background,
+    });
     const bootMs = Math.round(performance.now() - started);
     ctx.vms.set(id, { vm, bootMs, cpuCount, memoryMib });
     ctx.logger.info({ "sandbox.id": id, template: req.templateId, bootMs }, "sandbox started");

@@ -39,6 +39,30 @@ export interface VmMetricsSample {
   readonly diskTotalBytes: number;
 }
 
+/** What a runtime put into a snapshot folder, besides the share (see `Runtime.snapshot`). */
+export interface RuntimeSnapshot {
+  /** True when memory and device state are in the folder (processes continue on restore). */
+  readonly memory: boolean;
+  readonly templateId: string;
+  readonly cpuCount: number;
+  readonly memoryMib: number;
+}
+
+/** Hooks the snapshot layer (`src/snapshot/`) runs at the right moment of a runtime's work. */
+export interface SnapshotHooks {
+  /**
+   * Runs while the sandbox is stopped (frozen / VM stopped), after the runtime wrote its own
+   * files: the snapshot layer copies the share into the folder here, so it matches memory
+   * and disk.
+   */
+  whileStopped(shareDir: string): Promise<void>;
+}
+
+export interface RestoreHooks {
+  /** Runs once the new sandbox's (empty) share folder exists and before anything runs in it. */
+  beforeStart(shareDir: string): Promise<void>;
+}
+
 export interface Runtime {
   readonly name: "jail" | "qemu" | "cloud-hypervisor";
   /** One sentence for operators: what isolates sandboxes from each other and the host. */
@@ -66,6 +90,24 @@ export interface Runtime {
    * in the jail, virtio-fs in a microVM). Its path only: it exists while the sandbox does.
    */
   shareDir(sandboxId: string): string;
+  /**
+   * Writes the sandbox's state into `destDir` (exists, empty, owned by the snapshot layer):
+   * microVMs memory + devices + disk, the jail its disk (overlay upper dir). Plain files
+   * only, no folders or links. The sandbox ends in the state it had (running or paused).
+   */
+  snapshot(sandboxId: string, destDir: string, hooks: SnapshotHooks): Promise<RuntimeSnapshot>;
+  /**
+   * Starts a new sandbox (`spec.sandboxId`, never the source's) from a folder `snapshot`
+   * wrote and the snapshot layer verified: its own disk copy, share, network and vsock; a
+   * microVM is reseeded, gets the host's clock and its new id and hostname before anything
+   * else talks to it. Sized from the snapshot. Resolves once its agent can be dialled.
+   */
+  restore(spec: VmSpec, snapshotDir: string, hooks: RestoreHooks): Promise<RunningVm>;
+  /**
+   * True when `pause` writes memory to the host and ends the VM's process (stop-snap), so a
+   * paused sandbox holds no RAM; false when it freezes processes in place.
+   */
+  readonly pauseReleasesMemory: boolean;
   /** After every sandbox is destroyed: removes the runtime's own empty scaffolding. */
   dispose(): Promise<void>;
   /** Called when a runtime process exits on its own. */

@@ -1,6 +1,7 @@
+import { randomBytes } from "node:crypto";
 import { constants, existsSync } from "node:fs";
 import { copyFile, mkdir, readdir, readFile, rm, rmdir, writeFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "@dnah/platform";
 import {
@@ -19,9 +20,19 @@ import {
   removeCgroupParent,
 } from "../jail/cgroup.js";
 import { KeyedSerial } from "../keyed-serial.js";
-import type { RunningVm, Runtime, TemplateImage, VmMetricsSample, VmSpec } from "../runtime.js";
+import type {
+  RestoreHooks,
+  RunningVm,
+  Runtime,
+  RuntimeSnapshot,
+  SnapshotHooks,
+  TemplateImage,
+  VmMetricsSample,
+  VmSpec,
+} from "../runtime.js";
 import { createShareDir } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
+import { guestHostname, tellGuest } from "../vm/guest-control.js";
 import {
   createVmNetwork,
   guestNetCmdline,
@@ -99,6 +110,7 @@ interface ChVm {
   readonly disk: CowDisk;
   readonly virtiofsd: Supervised | undefined;
   readonly front: VsockFront;
+  readonly hostname: string;
   readonly cpuCount: number;
   readonly memoryMib: number;
   stopping: boolean;
@@ -137,6 +149,13 @@ export class CloudHypervisorRuntime implements Runtime {
   readonly name = "cloud-hypervisor" as const;
   readonly isolation =
     "microVM (Cloud Hypervisor, KVM): each sandbox has its own kernel, a copy-on-write disk and a network namespace with a TAP";
+  /**
+   * CH's vm.pause stops the vCPUs and keeps the guest's RAM in the CH process. A stop-snap
+   * (vm.snapshot + vmm.shutdown, vm.restore in place on resume) would free it; it is not
+   * implemented because it cannot be tested here (no KVM, no real CH: the stand-in runs no
+   * guest), so pause keeps memory resident.
+   */
+  readonly pauseReleasesMemory = false;
   private readonly vms = new Map<string, ChVm>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
   private readonly ops = new KeyedSerial();
@@ -175,13 +194,20 @@ export class CloudHypervisorRuntime implements Runtime {
   }
 
   /**
-   * Starts a sandbox from a folder `snapshot` wrote: its disk is copied (reflinked where the
-   * filesystem can) into the new sandbox, and CH restores memory and devices from the folder.
-   * CH's paths are the same in every sandbox (`VM_ROOT`), so the snapshot's config applies
-   * unchanged. With `resume` false the sandbox comes up paused.
+   * Starts a sandbox from a folder `snapshot` wrote: `hooks.beforeStart` fills its new share
+   * before virtiofsd and CH start, its disk is copied (reflinked where the filesystem can)
+   * into the new sandbox, and CH restores memory and devices from the folder. CH's paths are
+   * the same in every sandbox (`VM_ROOT`), so the snapshot's config applies unchanged. A
+   * running clone is then told its fresh entropy, the clock, its hostname (`guestHostname`)
+   * and its sandbox id through the init's control port (best effort, logged: as after a
+   * resume). With `resume` false the sandbox comes up paused (tests; not on the interface).
    */
-  async restore(spec: VmSpec, snapshotDir: string, resume: boolean): Promise<RunningVm> {
+  async restore(spec: VmSpec, snapshotDir: string, hooks: RestoreHooks, resume = true): Promise<RunningVm> {
     const meta = await readSnapshotMeta(snapshotDir);
+    if (meta.templateId !== spec.template.templateId)
+      throw new InvalidArgumentError(
+        `snapshot of template '${meta.templateId}' cannot start as '${spec.template.templateId}'`,
+      );
     const sized: VmSpec = { ...spec, cpuCount: meta.cpuCount, memoryMib: meta.memoryMib };
     return this.launch(
       sized,
@@ -201,19 +227,20 @@ export class CloudHypervisorRuntime implements Runtime {
         if (restoreLeavesPaused(resume, features)) await api.resume();
         return { disk, paused: !resume };
       },
-      true,
+      hooks,
     );
   }
 
   /**
-   * The common part of start and restore: folder, cgroup, network namespace, virtiofsd, the
-   * CH process and its API; `boot` then creates or restores the VM. Everything made is
+   * The common part of start and restore: folder, share, cgroup, network namespace,
+   * virtiofsd, the CH process and its API; `boot` then creates or restores the VM (`restored`:
+   * the restore's hooks; the clone is told its new identity once it runs). Everything made is
    * removed again when any step fails.
    */
   private async launch(
     spec: VmSpec,
     boot: (p: Launching, host: VmLayout, ns: VmLayout) => Promise<{ disk: CowDisk; paused: boolean }>,
-    reseed = false,
+    restored?: RestoreHooks,
   ): Promise<RunningVm> {
     const id = spec.sandboxId;
     if (this.vms.has(id)) throw new VmExistsError(id);
@@ -232,8 +259,11 @@ export class CloudHypervisorRuntime implements Runtime {
         cpuWeight: spec.background ? "low" : "normal",
       });
       p.net = await createVmNetwork(this.opts.cgroupParent, id, this.opts.egress ?? true, this.env);
+      // The share folder exists for every sandbox (`shareDir`), served only with a virtiofsd;
+      // a restore fills it before anything can see it.
+      await createShareDir(join(dir, "share"));
+      if (restored) await restored.beforeStart(join(dir, "share"));
       if (this.opts.virtiofsd) {
-        await createShareDir(join(dir, "share"));
         p.virtiofsd = await startVirtiofsd({
           binary: this.opts.virtiofsd,
           sharedDir: join(dir, "share"),
@@ -275,6 +305,7 @@ export class CloudHypervisorRuntime implements Runtime {
         disk,
         virtiofsd: p.virtiofsd,
         front: p.front,
+        hostname: guestHostname(id),
         cpuCount: spec.cpuCount,
         memoryMib: spec.memoryMib,
         stopping: false,
@@ -283,7 +314,7 @@ export class CloudHypervisorRuntime implements Runtime {
       };
       this.vms.set(id, rec);
       this.watchExit(rec);
-      if (reseed && !paused) await this.reseed(rec);
+      if (restored && !paused) await this.reseed(rec, true);
       this.opts.logger.info(
         {
           "sandbox.id": id,
@@ -310,7 +341,7 @@ export class CloudHypervisorRuntime implements Runtime {
       BASE_CMDLINE,
       image.cmdline,
       `dnah.id=${id}`,
-      "dnah.hostname=sandbox",
+      `dnah.hostname=${guestHostname(id)}`,
       guestNetCmdline(net),
       share ? `dnah.share=${SHARE_TAG}` : undefined,
     ]
@@ -424,13 +455,26 @@ export class CloudHypervisorRuntime implements Runtime {
   /**
    * Fresh entropy and the host's clock for the guest (its init's control port): after a
    * resume the clock stood still (CH catches up only from v53 with kvm-clock), and restored
-   * clones share their kernel's RNG state (CH has no VMGenID). Best effort: logged.
+   * clones share their kernel's RNG state (CH has no VMGenID); `identity`: a restored clone
+   * also gets its hostname and sandbox id. Best effort: logged.
    */
-  private async reseed(rec: ChVm): Promise<void> {
-    await reseedGuest(rec.layout.vsockSocket).catch((err: Error) =>
+  private async reseed(rec: ChVm, identity = false): Promise<void> {
+    const settled = identity
+      ? tellGuest(
+          rec.layout.vsockSocket,
+          {
+            seedHex: randomBytes(32).toString("hex"),
+            clockSec: Date.now() / 1000,
+            hostname: rec.hostname,
+            sandboxId: rec.vm.sandboxId,
+          },
+          5_000,
+        )
+      : reseedGuest(rec.layout.vsockSocket);
+    await settled.catch((err: Error) =>
       this.opts.logger.warn(
         { "sandbox.id": rec.vm.sandboxId, err: err.message },
-        "guest not reseeded after resume",
+        identity ? "restored guest not told its identity" : "guest not reseeded after resume",
       ),
     );
   }
@@ -440,20 +484,22 @@ export class CloudHypervisorRuntime implements Runtime {
   }
 
   /**
-   * Writes a snapshot of a sandbox into `destDir` (created; must not exist): pauses it if
-   * needed, copies its disk while paused (CH does not snapshot disks), has CH write memory,
-   * devices and config, then resumes it unless it was paused before.
+   * Writes a snapshot of a sandbox into `destDir` (exists, empty, owned by the snapshot layer;
+   * never inside the sandboxes folder): pauses it if needed, copies its disk while paused (CH
+   * does not snapshot disks), has CH write memory, devices and config (`config.json`,
+   * `state.json`, `memory-ranges`: plain files), writes `dnah-snapshot.json`, runs
+   * `hooks.whileStopped`, then resumes it unless it was paused before.
    */
-  snapshot(id: string, destDir: string): Promise<SnapshotMeta> {
+  snapshot(id: string, destDir: string, hooks: SnapshotHooks): Promise<RuntimeSnapshot> {
     return this.serial(id, async () => {
       const rec = this.running(id);
-      if (destDir.startsWith(`${VM_ROOT}/`) || destDir.startsWith(`${rec.dir}/`))
-        throw new InvalidArgumentError("a snapshot folder may not be inside a sandbox folder");
-      await mkdir(destDir, { recursive: false, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === "EEXIST")
-          throw new InvalidArgumentError(`snapshot folder ${destDir} already exists`);
-        throw err;
-      });
+      const dest = resolve(destDir);
+      if (
+        `${dest}/`.startsWith(`${VM_ROOT}/`) ||
+        `${dest}/`.startsWith(`${join(this.opts.stateDir, "sandboxes")}/`)
+      )
+        throw new InvalidArgumentError("a snapshot folder may not be inside the sandboxes folder");
+      const before = new Set(await readdir(dest));
       const wasPaused = rec.paused;
       try {
         if (!wasPaused) {
@@ -461,9 +507,9 @@ export class CloudHypervisorRuntime implements Runtime {
           rec.paused = true;
         }
         const diskName = basename(rec.disk.path);
-        await copyFile(rec.disk.path, join(destDir, diskName), constants.COPYFILE_FICLONE);
+        await copyFile(rec.disk.path, join(dest, diskName), constants.COPYFILE_FICLONE);
         await rec.api
-          .snapshot(buildSnapshotConfig(destDir), memoryCallTimeoutMs(rec.memoryMib))
+          .snapshot(buildSnapshotConfig(dest), memoryCallTimeoutMs(rec.memoryMib))
           .catch((err: unknown) => {
             throw this.domainError(id, err);
           });
@@ -474,14 +520,24 @@ export class CloudHypervisorRuntime implements Runtime {
           disk: diskName,
           chVersion: rec.api.version?.text ?? "unknown",
         };
-        await writeFile(join(destDir, SNAPSHOT_META), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+        await writeFile(join(dest, SNAPSHOT_META), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+        await hooks.whileStopped(join(rec.dir, "share"));
         this.opts.logger.info(
-          { "sandbox.id": id, "snapshot.dir": destDir },
+          { "sandbox.id": id, "snapshot.dir": dest },
           "cloud-hypervisor snapshot written",
         );
-        return meta;
+        return {
+          memory: true,
+          templateId: meta.templateId,
+          cpuCount: meta.cpuCount,
+          memoryMib: meta.memoryMib,
+        };
       } catch (err) {
-        await rm(destDir, { recursive: true, force: true });
+        // What this call wrote goes; the folder is the snapshot layer's.
+        const now = await readdir(dest).catch(() => [] as string[]);
+        await Promise.all(
+          now.filter((f) => !before.has(f)).map((f) => rm(join(dest, f), { recursive: true, force: true })),
+        );
         throw err;
       } finally {
         if (!wasPaused && rec.paused && rec.proc.alive()) {

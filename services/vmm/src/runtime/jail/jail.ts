@@ -1,13 +1,23 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { type Dirent, existsSync } from "node:fs";
-import { lstat, mkdir, readdir, rm, rmdir, statfs } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rm, rmdir, statfs, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
-import { VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
+import { InvalidArgumentError, VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
+import { tarCreate, tarExtract } from "../../snapshot/tar.js";
 import { KeyedSerial } from "../keyed-serial.js";
-import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
+import type {
+  RestoreHooks,
+  RunningVm,
+  Runtime,
+  RuntimeSnapshot,
+  SnapshotHooks,
+  VmMetricsSample,
+  VmSpec,
+} from "../runtime.js";
 import { createShareDir, SHARE_MOUNT } from "../share.js";
+import { guestHostname } from "../vm/guest-control.js";
 import {
   type Cgroup,
   cpuUsedPct,
@@ -36,7 +46,36 @@ export interface JailOptions {
 }
 
 const FREEZE_TIMEOUT_MS = 10_000;
+/** The jail's snapshot files: its overlay's upper dir, and what it was. */
+const DISK_TAR = "disk.tar";
+const JAIL_JSON = "jail.json";
+
+interface JailSnapshotInfo {
+  runtime: "jail";
+  templateId: string;
+  cpuCount: number;
+  memoryMib: number;
+  createdAt: string;
+}
+
+/** What `start` does differently for a restore. */
+interface LaunchSteps {
+  /** Fills the (empty) upper dir before the overlay is mounted. */
+  upper?: (upperDir: string) => Promise<void>;
+  /** Fills the (empty) share before the jail's first process starts. */
+  share?: (shareDir: string) => Promise<void>;
+}
 /** Where the sandbox sees its share folder, as in a microVM. */
+/**
+ * Run in the jail before the agent: writes the hostname (`$1`) to /etc/hostname and maps it in
+ * /etc/hosts on a line of its own (marked, replaced at every start, so a restored clone's
+ * replaces its source's; other lines are the user's), then runs the rest of its arguments.
+ */
+const NAME_HOST = `h=$1; shift
+echo "$h" > /etc/hostname 2>/dev/null
+{ grep -v ' # dnah-hostname$' /etc/hosts 2>/dev/null; echo "127.0.1.1 $h # dnah-hostname"; } > /etc/.hosts.dnah && mv -f /etc/.hosts.dnah /etc/hosts 2>/dev/null
+exec "$@"`;
+
 /** The disk-use walk of a sandbox's upper dir stops after this many entries or this long. */
 const DISK_WALK_MAX_ENTRIES = 200_000;
 const DISK_WALK_MAX_MS = 2_000;
@@ -68,6 +107,7 @@ interface Jail {
   readonly cgroup: Cgroup;
   readonly dir: string;
   readonly cpuCount: number;
+  readonly memoryMib: number;
   stopping: boolean;
   paused: boolean;
   /** The previous metrics sample, for the CPU use between samples. */
@@ -95,7 +135,11 @@ export class JailRuntime implements Runtime {
     return join(this.opts.stateDir, "sandboxes", id);
   }
 
-  async start(spec: VmSpec): Promise<RunningVm> {
+  start(spec: VmSpec): Promise<RunningVm> {
+    return this.launch(spec, {});
+  }
+
+  private async launch(spec: VmSpec, steps: LaunchSteps): Promise<RunningVm> {
     const { sandboxId: id } = spec;
     if (this.jails.has(id)) throw new VmExistsError(id);
     const dir = this.dirOf(id);
@@ -112,6 +156,8 @@ export class JailRuntime implements Runtime {
     ]);
     let cgroup: Cgroup | undefined;
     try {
+      await steps.upper?.(join(dir, "upper"));
+      await steps.share?.(share);
       await mountOverlay(spec.template.rootfsDir, join(dir, "upper"), join(dir, "work"), rootfs);
       cgroup = await createCgroup(this.opts.cgroupParent, id, {
         memoryMib: spec.memoryMib,
@@ -132,6 +178,7 @@ export class JailRuntime implements Runtime {
         cgroup,
         dir,
         cpuCount: spec.cpuCount,
+        memoryMib: spec.memoryMib,
         stopping: false,
         paused: false,
         lastCpu: { cpuUsec: 0, atMs: vm.startedAt },
@@ -181,7 +228,7 @@ export class JailRuntime implements Runtime {
       "--unshare-uts",
       "--unshare-net",
       "--unshare-cgroup-try",
-      ...["--hostname", "sandbox"],
+      ...["--hostname", guestHostname(id)],
       "--die-with-parent",
       "--new-session",
       "--clearenv",
@@ -190,6 +237,9 @@ export class JailRuntime implements Runtime {
       ...["--setenv", "DNAH_SANDBOX_ID", id],
       ...["--chdir", "/"],
       "--",
+      // Inside the jail (its own paths: a link in a restored disk cannot point at the host's):
+      // the hostname in /etc/hostname and /etc/hosts, so sudo resolves it. Best effort.
+      ...["/bin/sh", "-c", NAME_HOST, "dnah-jail-init", guestHostname(id)],
       "/usr/bin/setpriv",
       `--bounding-set=-all,${CAPS.map((c) => `+${c}`).join(",")}`,
       "--",
@@ -302,6 +352,66 @@ export class JailRuntime implements Runtime {
       jail.paused = false;
     });
   }
+
+  /**
+   * The jail has no memory image: a snapshot is its disk (the overlay's upper dir, whiteouts
+   * and opaque-dir xattrs included) and its share, taken while its processes are frozen so
+   * both are consistent. A paused jail stays frozen; a running one is thawed after.
+   */
+  snapshot(id: string, destDir: string, hooks: SnapshotHooks): Promise<RuntimeSnapshot> {
+    return this.serial(id, async () => {
+      const jail = this.running(id);
+      const wasPaused = jail.paused;
+      if (!wasPaused) await jail.cgroup.freeze(this.freezeTimeoutMs);
+      try {
+        await tarCreate(join(jail.dir, "upper"), join(destDir, DISK_TAR));
+        const info: JailSnapshotInfo = {
+          runtime: "jail",
+          templateId: jail.vm.templateId,
+          cpuCount: jail.cpuCount,
+          memoryMib: jail.memoryMib,
+          createdAt: new Date().toISOString(),
+        };
+        await writeFile(join(destDir, JAIL_JSON), `${JSON.stringify(info, null, 2)}\n`, { mode: 0o600 });
+        await hooks.whileStopped(this.shareDir(id));
+      } finally {
+        if (!wasPaused) await jail.cgroup.thaw(this.freezeTimeoutMs);
+      }
+      return {
+        memory: false,
+        templateId: jail.vm.templateId,
+        cpuCount: jail.cpuCount,
+        memoryMib: jail.memoryMib,
+      };
+    });
+  }
+
+  /**
+   * A new jail whose upper dir is the snapshot's disk and whose share is filled by the
+   * snapshot layer before anything runs. Its processes start fresh: the agent, and the
+   * template's start command under the agent's supervision.
+   */
+  async restore(spec: VmSpec, snapshotDir: string, hooks: RestoreHooks): Promise<RunningVm> {
+    let info: JailSnapshotInfo;
+    try {
+      info = JSON.parse(await readFile(join(snapshotDir, JAIL_JSON), "utf8")) as JailSnapshotInfo;
+    } catch (err) {
+      throw new InvalidArgumentError(`not a jail snapshot: ${JAIL_JSON}: ${(err as Error).message}`);
+    }
+    if (info.runtime !== "jail")
+      throw new InvalidArgumentError(`not a jail snapshot (runtime ${info.runtime})`);
+    if (info.templateId !== spec.template.templateId)
+      throw new InvalidArgumentError(
+        `snapshot is of template '${info.templateId}', restore asked for '${spec.template.templateId}'`,
+      );
+    return this.launch(spec, {
+      upper: (upper) => tarExtract(join(snapshotDir, DISK_TAR), upper),
+      share: (share) => hooks.beforeStart(share),
+    });
+  }
+
+  /** The cgroup freezer keeps a paused jail's memory resident. */
+  readonly pauseReleasesMemory = false;
 
   isPaused(id: string): boolean {
     return this.jails.get(id)?.paused === true;

@@ -1,8 +1,10 @@
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { constants, existsSync } from "node:fs";
 import { copyFile, mkdir, readdir, readFile, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import type { Logger } from "@dnah/platform";
 import type { VmmConfig } from "../../config.js";
 import { InvalidArgumentError, VmExistsError, VmNotFoundError, VmStateError } from "../../domain/errors.js";
@@ -15,9 +17,18 @@ import {
   removeCgroupParent,
 } from "../jail/cgroup.js";
 import { KeyedSerial } from "../keyed-serial.js";
-import type { RunningVm, Runtime, VmMetricsSample, VmSpec } from "../runtime.js";
+import type {
+  RestoreHooks,
+  RunningVm,
+  Runtime,
+  RuntimeSnapshot,
+  SnapshotHooks,
+  VmMetricsSample,
+  VmSpec,
+} from "../runtime.js";
 import { createShareDir } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
+import { guestHostname, tellGuest } from "../vm/guest-control.js";
 import { findVmImage } from "../vm/image.js";
 import {
   createVmNetwork,
@@ -32,7 +43,7 @@ import { fileContains, type Supervised, spawnSupervised, tailFile, waitForPath }
 import { findVirtiofsd, startVirtiofsd, type VirtiofsdBinary } from "../vm/virtiofsd.js";
 import { findVsockBackend, startVsockBackend } from "../vm/vsock-backend.js";
 import { reseedGuest, serveVsockFront, VSOCK_READY_MARKER, type VsockFront } from "../vm/vsock-front.js";
-import { guestCmdline, type QemuMachine, qemuArgs } from "./args.js";
+import { guestCmdline, type QemuMachine, type QemuVmLayout, qemuArgs } from "./args.js";
 import { Qmp } from "./qmp.js";
 import {
   attachedVhostUser,
@@ -43,11 +54,12 @@ import {
   type QemuSnapshotMeta,
   qemuVersion,
   readSnapshotMeta,
-  reseedAndRemount,
   SNAPSHOT_MANIFEST,
   unplugVhostUser,
   waitDevicesReady,
 } from "./snapshot.js";
+
+const run = promisify(execFile);
 
 export interface QemuOptions {
   /** Per-VM folders live in `<stateDir>/sandboxes/<id>`. */
@@ -67,6 +79,14 @@ export interface QemuOptions {
   readonly virtiofsd?: string;
   /** How long QEMU and its daemons may take to create their sockets (default 20 s). */
   readonly startTimeoutMs?: number;
+  /**
+   * What `pause` does (default "stop-snap" on q35): "stop-snap" writes the VM's memory to its
+   * folder and ends QEMU, so a paused sandbox holds no RAM; "freeze" is QMP `stop` / `cont`
+   * (QEMU keeps the RAM). microvm can only freeze (no hotplug, so no memory snapshot).
+   */
+  readonly pauseMode?: "stop-snap" | "freeze";
+  /** See `VmmConfig.qemuAccel` (default "auto"). */
+  readonly accel?: "auto" | "kvm" | "tcg";
 }
 
 /** What QEMU, virtiofsd and the vsock backend use beyond the guest's RAM (TCG cache included). */
@@ -75,6 +95,10 @@ const TCG_CACHE_MIB = 64;
 const SHARE_TAG = "dnah-share";
 /** How long the vsock stays closed after QMP `cont` (see `resume`). */
 const RESUME_SETTLE_MS = 1_000;
+/** A stop-snapped VM's memory: `<vm dir>/paused/memory.bin` (see `pause`). */
+const PAUSED_DIR = "paused";
+/** How long QEMU gets to exit on `quit` after its state was saved. */
+const QUIT_GRACE_MS = 5_000;
 
 interface QemuVm {
   readonly vm: RunningVm;
@@ -82,19 +106,27 @@ interface QemuVm {
   readonly cgroup: Cgroup;
   readonly disk: CowDisk;
   readonly net: VmNetwork;
-  readonly qemu: Supervised;
+  /** The current QEMU process and its QMP (a stop-snap resume replaces both). */
+  qemu: Supervised;
+  qmp: Qmp;
   readonly helpers: Supervised[];
   readonly front: VsockFront;
-  readonly qmp: Qmp;
   readonly cpuCount: number;
   readonly memoryMib: number;
   readonly machine: QemuMachine;
   readonly imageKey: string;
   readonly fsBin: VirtiofsdBinary;
-  /** Helpers that were meant to exit (a virtiofsd whose device was unplugged). */
+  readonly vsockBin: string;
+  /** The VM's QEMU command line without `incoming`: a stop-snap resume starts it again. */
+  readonly layout: QemuVmLayout;
+  /** See `guestHostname`. */
+  readonly hostname: string;
+  /** Processes that were meant to exit (a virtiofsd whose device was unplugged, a parked QEMU). */
   readonly retired: Set<Supervised>;
   stopping: boolean;
   paused: boolean;
+  /** Set while stop-snapped: QEMU is gone, its state is in `memoryFile`. */
+  parked: { readonly memoryFile: string; readonly qemuVersion: string } | undefined;
   lastCpu: { cpuUsec: number; atMs: number };
 }
 
@@ -107,12 +139,14 @@ const HOTPLUG_TIMEOUT_MS = 20_000;
  * The qemu runtime: one real microVM per sandbox under QEMU (KVM where it starts, TCG
  * otherwise), booting the template's image (`dnah image build`): copy-on-write root disk, its
  * own network namespace and TAP, hybrid vsock through vhost-device-vsock, the share through
- * virtiofsd. The agent listens on AF_VSOCK only. Pause and resume are QMP `stop` / `cont`.
+ * virtiofsd. The agent listens on AF_VSOCK only. Pause is a stop-snap on q35 (memory to the
+ * VM's folder, QEMU ends) and QMP `stop` on microvm; snapshot / restore migrate to a file.
  */
 export class QemuRuntime implements Runtime {
   readonly name = "qemu" as const;
   readonly isolation =
     "qemu microVM per sandbox (own kernel, KVM or TCG), own network namespace and TAP, agent reachable only over vsock";
+  readonly pauseReleasesMemory: boolean;
   private readonly vms = new Map<string, QemuVm>();
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
   private readonly ops = new KeyedSerial();
@@ -120,6 +154,7 @@ export class QemuRuntime implements Runtime {
 
   constructor(private readonly opts: QemuOptions) {
     this.env = { PATH: opts.hostPath };
+    this.pauseReleasesMemory = (opts.machine ?? "q35") === "q35" && opts.pauseMode !== "freeze";
   }
 
   private dirOf(id: string): string {
@@ -146,7 +181,7 @@ export class QemuRuntime implements Runtime {
   /** Boots a VM, or (with `snap`) restores one from a snapshot folder. */
   private async launch(
     spec: VmSpec,
-    snap: { dir: string; meta: QemuSnapshotMeta } | undefined,
+    snap: { dir: string; meta: QemuSnapshotMeta; hooks: RestoreHooks } | undefined,
   ): Promise<RunningVm> {
     const { sandboxId: id } = spec;
     if (this.vms.has(id)) throw new VmExistsError(id);
@@ -158,15 +193,16 @@ export class QemuRuntime implements Runtime {
     if (!vsockBin || !fsBin)
       throw new Error(`qemu runtime: missing ${QemuRuntime.missing(this.opts).join(", ")}`);
     await createShareDir(join(dir, "share"));
-    const timeoutMs = this.opts.startTimeoutMs ?? 20_000;
-    const logs = (n: string) => join(dir, `${n}.log`);
     const machine = snap ? snap.meta.machine : (this.opts.machine ?? "q35");
+    const hostname = guestHostname(id);
     let cgroup: Cgroup | undefined;
     let net: VmNetwork | undefined;
     const procs: Supervised[] = [];
     let front: VsockFront | undefined;
     let qmp: Qmp | undefined;
     try {
+      // The share is filled (a snapshot's share.tar) before anything can see it.
+      if (snap) await snap.hooks.beforeStart(join(dir, "share"));
       cgroup = await createCgroup(this.opts.cgroupParent, id, {
         memoryMib: spec.memoryMib + OVERHEAD_MIB,
         cpuCount: spec.cpuCount,
@@ -180,27 +216,15 @@ export class QemuRuntime implements Runtime {
         createVmNetwork(this.opts.cgroupParent, id, this.opts.egress ?? true, this.env),
       ]);
       net = network;
-      const common = { env: this.env, cgroupProcs: cgroup.procsFiles, timeoutMs };
+      const cgroupProcs = cgroup.procsFiles;
       const [vsock, fs] = await Promise.all([
-        startVsockBackend({
-          ...common,
-          binary: vsockBin,
-          socketPath: join(dir, "vhu.sock"),
-          udsPath: join(dir, "vm.vsock"),
-          logFile: logs("vsock"),
-        }),
-        startVirtiofsd({
-          ...common,
-          binary: fsBin,
-          sharedDir: join(dir, "share"),
-          socketPath: join(dir, "vfs.sock"),
-          logFile: logs("virtiofsd"),
-        }),
+        this.startVsock(dir, cgroupProcs, vsockBin),
+        this.startFs(dir, fsBin, cgroupProcs),
       ]);
       procs.push(vsock, fs);
-      const args = qemuArgs({
+      const layout: QemuVmLayout = {
         machine,
-        accelerators: existsSync("/dev/kvm") ? ["kvm", "tcg"] : ["tcg"],
+        accelerators: this.accelerators(),
         cpuCount: spec.cpuCount,
         memoryMib: spec.memoryMib,
         kernel: image.kernel,
@@ -208,7 +232,7 @@ export class QemuRuntime implements Runtime {
         cmdline: guestCmdline({
           machine,
           sandboxId: id,
-          hostname: "sandbox",
+          hostname,
           shareTag: SHARE_TAG,
           seedHex: randomBytes(32).toString("hex"),
           clockSec: Date.now() / 1000,
@@ -222,22 +246,12 @@ export class QemuRuntime implements Runtime {
         serialLog: join(dir, "serial.log"),
         qmpSocket: join(dir, "qmp.sock"),
         tcgCacheMib: TCG_CACHE_MIB,
-        ...(snap && { incoming: true }),
-      });
-      const qemu = spawnSupervised({
-        name: "qemu",
-        command: this.opts.qemuBinary ?? "/usr/bin/qemu-system-x86_64",
-        args,
-        logFile: logs("qemu"),
-        env: this.env,
-        netns: network.netns,
-        cgroupProcs: cgroup.procsFiles,
-      });
-      procs.push(qemu);
-      await waitForPath(join(dir, "qmp.sock"), qemu, logs("qemu"), timeoutMs);
-      qmp = await Qmp.connect(join(dir, "qmp.sock"));
+      };
+      const started = await this.spawnQemu(dir, layout, network, cgroupProcs, snap !== undefined);
+      procs.push(started.qemu);
+      qmp = started.qmp;
       const kvm = (await qmp.execute("query-kvm")) as { enabled?: boolean };
-      if (snap) await this.loadSnapshot(qmp, snap, dir, id);
+      if (snap) await this.loadSnapshot(qmp, snap, dir, id, hostname);
       // Gate the backend: not before the init says its vsock is up, never while stopped.
       // A restored guest is past its boot: loadSnapshot saw its vsock answer.
       let guestReady = snap !== undefined;
@@ -265,7 +279,7 @@ export class QemuRuntime implements Runtime {
         cgroup,
         disk,
         net: network,
-        qemu,
+        qemu: started.qemu,
         helpers: [vsock, fs],
         front,
         qmp,
@@ -274,9 +288,13 @@ export class QemuRuntime implements Runtime {
         machine,
         imageKey: image.key,
         fsBin,
+        vsockBin,
+        layout,
+        hostname,
         retired: new Set(),
         stopping: false,
         paused: false,
+        parked: undefined,
         lastCpu: { cpuUsec: 0, atMs: vm.startedAt },
       };
       gate = rec;
@@ -308,6 +326,71 @@ export class QemuRuntime implements Runtime {
         this.opts.logger.error({ "sandbox.id": id, err: e.message }, "cleanup after failed start failed"),
       );
       if (serial && err instanceof Error) err.message += ` (serial: ${serial.slice(-400)})`;
+      throw err;
+    }
+  }
+
+  private accelerators(): ("kvm" | "tcg")[] {
+    const accel = this.opts.accel ?? "auto";
+    if (accel !== "auto") return [accel];
+    return existsSync("/dev/kvm") ? ["kvm", "tcg"] : ["tcg"];
+  }
+
+  /** The VM's vsock backend (its host sockets `vhu.sock` and `vm.vsock` in `dir`). */
+  private startVsock(dir: string, cgroupProcs: readonly string[], binary?: string): Promise<Supervised> {
+    const bin = binary ?? findVsockBackend(this.opts.cacheDir, this.opts.vsockBackend);
+    if (!bin) throw new Error("qemu runtime: missing vhost-device-vsock");
+    return startVsockBackend({
+      binary: bin,
+      socketPath: join(dir, "vhu.sock"),
+      udsPath: join(dir, "vm.vsock"),
+      logFile: join(dir, "vsock.log"),
+      env: this.env,
+      cgroupProcs,
+      timeoutMs: this.opts.startTimeoutMs ?? 20_000,
+    });
+  }
+
+  /** A virtiofsd serving the VM's share on `vfs.sock` (one per QEMU frontend). */
+  private startFs(dir: string, fsBin: VirtiofsdBinary, cgroupProcs: readonly string[]): Promise<Supervised> {
+    return startVirtiofsd({
+      binary: fsBin,
+      sharedDir: join(dir, "share"),
+      socketPath: join(dir, "vfs.sock"),
+      logFile: join(dir, "virtiofsd.log"),
+      env: this.env,
+      cgroupProcs,
+      timeoutMs: this.opts.startTimeoutMs ?? 20_000,
+    });
+  }
+
+  /**
+   * Starts QEMU in the VM's network namespace and cgroup and connects to its QMP; `incoming`:
+   * without the vhost-user devices, waiting for `migrate-incoming`. Kills it if QMP fails.
+   */
+  private async spawnQemu(
+    dir: string,
+    layout: QemuVmLayout,
+    net: Pick<VmNetwork, "netns">,
+    cgroupProcs: readonly string[],
+    incoming: boolean,
+  ): Promise<{ qemu: Supervised; qmp: Qmp }> {
+    const logFile = join(dir, "qemu.log");
+    await rm(layout.qmpSocket, { force: true });
+    const qemu = spawnSupervised({
+      name: "qemu",
+      command: this.opts.qemuBinary ?? "/usr/bin/qemu-system-x86_64",
+      args: qemuArgs({ ...layout, ...(incoming && { incoming: true }) }),
+      logFile,
+      env: this.env,
+      netns: net.netns,
+      cgroupProcs,
+    });
+    try {
+      await waitForPath(layout.qmpSocket, qemu, logFile, this.opts.startTimeoutMs ?? 20_000);
+      return { qemu, qmp: await Qmp.connect(layout.qmpSocket) };
+    } catch (err) {
+      await qemu.kill();
       throw err;
     }
   }
@@ -363,6 +446,7 @@ export class QemuRuntime implements Runtime {
     rec.qmp.close();
     await rec.front.close();
     await Promise.all([rec.qemu, ...rec.helpers].map((p) => p.kill()));
+    // A stop-snapped VM's memory file goes with the folder.
     await this.cleanup(id, rec.dir, rec.cgroup, rec.net);
     this.vms.delete(id);
   }
@@ -412,14 +496,18 @@ export class QemuRuntime implements Runtime {
   }
 
   /**
-   * QMP `stop` / `cont` (measured under TCG on 2 loaded cores: pause about 3 ms, resume plus
-   * the guest clock reset about 6 ms). QEMU, virtiofsd and the vsock backend keep running, so
-   * host writes to the share land at once. Measured: vhost-device-vsock 0.3.0 wedges for good
-   * when a host connection arrives while QEMU's queues are stopped (the guest never answers
-   * again after `cont`), so the sandbox is marked paused before `stop` and the vsock front
-   * refuses connections while it is (the vmm refuses tunnels too). A cgroup freeze of all three
-   * processes was the alternative; QMP keeps virtiofsd serving the host and is what the spec
-   * measured. The guest clock stands still while stopped (it was 5.9 s behind after a 4 s
+   * Stop-snap (`pauseReleasesMemory`, q35): the vsock front refuses new connections and closes
+   * open ones (vhost-device-vsock wedges on a connection that reaches it while QEMU's queues
+   * are stopped), vsock and virtio-fs are unplugged (stock QEMU will not migrate with them),
+   * the VM is stopped and its RAM and device state written to `<vm dir>/paused/memory.bin`,
+   * then QEMU and virtiofsd end: the guest's RAM is freed. The network namespace and TAP,
+   * the disk (in place, not copied), the share folder, the vsock backend and the vsock front
+   * (its path is what the vmm dials) stay. Host writes to the share while paused are seen after
+   * resume. The page cache of the memory file is dropped, so the cgroup really shrinks.
+   *
+   * Freeze (microvm, or `pauseMode: "freeze"`): QMP `stop` / `cont` (measured under TCG on 2
+   * loaded cores: pause about 3 ms, resume plus the guest clock reset about 6 ms); QEMU keeps
+   * the RAM. The guest clock stands still while stopped (it was 5.9 s behind after a 4 s
    * pause), so resume sets it and fresh entropy through the init's control port.
    */
   pause(id: string): Promise<void> {
@@ -430,6 +518,7 @@ export class QemuRuntime implements Runtime {
       // every open guest connection is closed while the queues still run (a close that
       // reaches the backend after `stop` wedges it, as a new connection would).
       rec.paused = true;
+      if (this.pauseReleasesMemory && rec.machine === "q35") return this.stopSnap(rec);
       try {
         await rec.front.drain();
         await rec.qmp.execute("stop");
@@ -442,10 +531,61 @@ export class QemuRuntime implements Runtime {
     });
   }
 
+  private async stopSnap(rec: QemuVm): Promise<void> {
+    const id = rec.vm.sandboxId;
+    const t0 = Date.now();
+    const pausedDir = join(rec.dir, PAUSED_DIR);
+    const memoryFile = join(pausedDir, MEMORY_FILE);
+    const fs = rec.helpers.find((p) => p.name === "virtiofsd");
+    let version: string;
+    try {
+      await rec.front.drain();
+      if (fs) rec.retired.add(fs);
+      await unplugVhostUser(rec.qmp, HOTPLUG_TIMEOUT_MS);
+      await rec.qmp.execute("stop");
+      await rm(pausedDir, { recursive: true, force: true });
+      await mkdir(pausedDir, { mode: 0o700 });
+      await migrateToFile(rec.qmp, memoryFile, migrateTimeoutMs(rec.memoryMib));
+      version = await qemuVersion(rec.qmp);
+    } catch (err) {
+      await rm(pausedDir, { recursive: true, force: true });
+      // The VM is whole in QEMU still: give it its devices back and run it (removed if not).
+      await this.replug(rec, false, t0);
+      throw err;
+    }
+    const tSaved = Date.now();
+    // The state is on disk: QEMU may go (it flushed and released the disk at the migration's end).
+    const qemu = rec.qemu;
+    rec.retired.add(qemu);
+    await rec.qmp.execute("quit").catch(() => {});
+    rec.qmp.close();
+    await Promise.race([qemu.exited, sleep(QUIT_GRACE_MS)]);
+    await qemu.kill();
+    if (fs) {
+      await fs.kill();
+      rec.helpers.splice(rec.helpers.indexOf(fs), 1);
+    }
+    rec.parked = { memoryFile, qemuVersion: version };
+    // Written pages are charged to the VM's cgroup until dropped: write back and drop them.
+    await dropPageCache(memoryFile, this.env).catch((err: Error) =>
+      this.opts.logger.warn({ "sandbox.id": id, err: err.message }, "page cache of the memory file kept"),
+    );
+    this.opts.logger.info(
+      {
+        "sandbox.id": id,
+        saveMs: tSaved - t0,
+        totalMs: Date.now() - t0,
+        memoryBytes: (await stat(memoryFile)).size,
+      },
+      "qemu vm stop-snapped",
+    );
+  }
+
   resume(id: string): Promise<void> {
     return this.serial(id, async () => {
       const rec = this.running(id);
       if (!rec.paused) throw new VmStateError(`sandbox '${id}' is not paused`);
+      if (rec.parked) return this.unpark(rec, rec.parked);
       await rec.qmp.execute("cont");
       await this.expectStatus(rec, "running");
       // Measured (bench/src/qemu.ts, TCG): a vsock dial within ~200 ms of `cont` wedged
@@ -460,6 +600,88 @@ export class QemuRuntime implements Runtime {
     });
   }
 
+  /**
+   * The resume of a stop-snap: QEMU starts again in the same folder, namespace and cgroup
+   * with the same command line (same disk, TAP and MAC) and `-incoming defer`, loads the
+   * memory file, runs, gets vsock (the same backend, restarted if it died) and virtio-fs (a
+   * new virtiofsd) plugged, and the guest is reseeded, its clock set and its share mounted
+   * again, under the same hostname and id. A failure before the guest ran leaves the sandbox
+   * paused with its memory file (resume may be retried); after, it is removed (its disk moved
+   * on from the file).
+   */
+  private async unpark(rec: QemuVm, parked: NonNullable<QemuVm["parked"]>): Promise<void> {
+    const id = rec.vm.sandboxId;
+    const t0 = Date.now();
+    const cgroupProcs = rec.cgroup.procsFiles;
+    const fresh: Supervised[] = [];
+    let qemu: Supervised | undefined;
+    let qmp: Qmp | undefined;
+    try {
+      const oldVsock = rec.helpers.find((p) => p.name === "vsock");
+      if (!oldVsock?.alive()) {
+        const vsock = await this.startVsock(rec.dir, cgroupProcs, rec.vsockBin);
+        fresh.push(vsock);
+        if (oldVsock) rec.helpers.splice(rec.helpers.indexOf(oldVsock), 1, vsock);
+        else rec.helpers.push(vsock);
+      }
+      fresh.push(await this.startFs(rec.dir, rec.fsBin, cgroupProcs));
+      ({ qemu, qmp } = await this.spawnQemu(rec.dir, rec.layout, rec.net, cgroupProcs, true));
+      const version = await qemuVersion(qmp);
+      if (version !== parked.qemuVersion)
+        throw new VmStateError(`paused by qemu ${parked.qemuVersion}, this host runs ${version}`);
+      await migrateFromFile(qmp, parked.memoryFile, migrateTimeoutMs(rec.memoryMib));
+    } catch (err) {
+      qmp?.close();
+      await qemu?.kill();
+      for (const p of fresh) {
+        await p.kill();
+        const at = rec.helpers.indexOf(p);
+        if (at >= 0) rec.helpers.splice(at, 1);
+      }
+      throw err;
+    }
+    const tLoaded = Date.now();
+    rec.qemu = qemu;
+    rec.qmp = qmp;
+    const fs = fresh[fresh.length - 1];
+    if (fs) rec.helpers.push(fs);
+    for (const p of [qemu, ...fresh]) this.watch(rec, p);
+    try {
+      await qmp.execute("cont");
+      await plugVhostUser(qmp, {
+        vsockSocket: join(rec.dir, "vhu.sock"),
+        fsSocket: join(rec.dir, "vfs.sock"),
+        tag: SHARE_TAG,
+      });
+      await waitDevicesReady(qmp, HOTPLUG_TIMEOUT_MS);
+      await tellGuest(join(rec.dir, "vm.vsock"), {
+        seedHex: randomBytes(32).toString("hex"),
+        clockSec: Date.now() / 1000,
+        shareTag: SHARE_TAG,
+        hostname: rec.hostname,
+        sandboxId: id,
+      });
+    } catch (err) {
+      this.opts.logger.error(
+        { "sandbox.id": id, err: (err as Error).message },
+        "vm did not come back from its stop-snap; removing it",
+      );
+      rec.stopping = true;
+      for (const l of this.exitListeners) l(id, "did not come back from a pause");
+      await this.destroyNow(id).catch((e: Error) =>
+        this.opts.logger.error({ "sandbox.id": id, err: e.message }, "cleanup after failed resume failed"),
+      );
+      throw err;
+    }
+    rec.parked = undefined;
+    rec.paused = false;
+    await rm(join(rec.dir, PAUSED_DIR), { recursive: true, force: true });
+    this.opts.logger.info(
+      { "sandbox.id": id, loadMs: tLoaded - t0, totalMs: Date.now() - t0 },
+      "qemu vm resumed from its stop-snap",
+    );
+  }
+
   private async expectStatus(rec: QemuVm, want: string): Promise<void> {
     const st = (await rec.qmp.execute("query-status")) as { status?: string };
     if (st.status !== want) throw new VmStateError(`qemu reports '${st.status}', expected '${want}'`);
@@ -470,15 +692,17 @@ export class QemuRuntime implements Runtime {
   }
 
   /**
-   * Writes a memory snapshot of a sandbox into `destDir` (created; must not exist; not inside
-   * a sandbox folder): the vsock and virtio-fs devices are hot-unplugged (stock QEMU will not
-   * migrate with them, `qemu-microvm.md` §8.2; the guest must run to eject them, so a paused
-   * VM runs for that moment, its vsock still refused), the VM is stopped, RAM and device state
-   * go to `memory.bin` through `migrate`, the disk is copied (reflink where the filesystem
-   * can; the qcow2 overlay otherwise) while the block layer is flushed and inactive, then a
-   * manifest. Then the devices go back (a new virtiofsd: the old one exits with its
-   * frontend), the guest mounts its share again and is reseeded, and the VM runs again unless
-   * it was paused. q35 only: microvm has no hotplug.
+   * Writes a memory snapshot of a sandbox into `destDir` (exists, owned by the snapshot layer;
+   * never inside the sandboxes folder): `memory.bin`, the disk (`root.raw` / `root.qcow2`)
+   * and `dnah-qemu-snapshot.json`, plain files. A running VM: the vsock and virtio-fs devices
+   * are hot-unplugged (stock QEMU will not migrate with them, `qemu-microvm.md` §8.2; the
+   * guest must run to eject them, so a frozen VM runs for that moment, its vsock still
+   * refused), the VM is stopped, RAM and device state go to `memory.bin` through `migrate`,
+   * the disk is copied (reflink where the filesystem can; the qcow2 overlay otherwise) while
+   * the block layer is flushed and inactive, `hooks.whileStopped` runs, then the devices go
+   * back (a new virtiofsd: the old one exits with its frontend), the guest mounts its share
+   * again and is reseeded, and the VM runs again unless it was paused. A stop-snapped VM:
+   * its memory file and disk are copied, QEMU is not started. q35 only: microvm has no hotplug.
    *
    * Measured in `test/qemu-snapshot.test.ts` (TCG, q35, 1 vCPU, 384 MiB guest with the base
    * image's agent and a shell loop, 2 cores loaded to 3–4 by other work): snapshot 2.5–3.2 s
@@ -487,7 +711,7 @@ export class QemuRuntime implements Runtime {
    * 4.7–7.4 s in all (folder, network, daemons and QEMU start about 1 s, loading the file
    * 2.9 s, replug + drivers + reseed 0.7 s).
    */
-  snapshot(id: string, destDir: string): Promise<QemuSnapshotMeta> {
+  snapshot(id: string, destDir: string, hooks: SnapshotHooks): Promise<RuntimeSnapshot> {
     return this.serial(id, async () => {
       const rec = this.running(id);
       if (rec.machine !== "q35")
@@ -495,10 +719,19 @@ export class QemuRuntime implements Runtime {
       const dest = resolve(destDir);
       if (`${dest}/`.startsWith(`${join(this.opts.stateDir, "sandboxes")}/`))
         throw new InvalidArgumentError("a snapshot folder may not be inside the sandboxes folder");
-      await mkdir(dest, { recursive: false, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === "EEXIST") throw new InvalidArgumentError(`snapshot folder ${dest} already exists`);
-        throw err;
-      });
+      const written = [MEMORY_FILE, basename(rec.disk.path), SNAPSHOT_MANIFEST].map((f) => join(dest, f));
+      const share = join(rec.dir, "share");
+      if (rec.parked) {
+        try {
+          await copyFile(rec.parked.memoryFile, join(dest, MEMORY_FILE), constants.COPYFILE_FICLONE);
+          await this.writeSnapshotFiles(rec, dest, rec.parked.qemuVersion);
+          await hooks.whileStopped(share);
+        } catch (err) {
+          await Promise.all(written.map((f) => rm(f, { force: true })));
+          throw err;
+        }
+        return this.snapshotResult(rec);
+      }
       const wasPaused = rec.paused;
       const t0 = Date.now();
       // Paused for the vsock front from here on: nothing dials the backend while unplugged.
@@ -515,22 +748,8 @@ export class QemuRuntime implements Runtime {
         const tStopped = Date.now();
         await migrateToFile(rec.qmp, join(dest, MEMORY_FILE), migrateTimeoutMs(rec.memoryMib));
         const tSaved = Date.now();
-        const diskName = basename(rec.disk.path);
-        await copyFile(rec.disk.path, join(dest, diskName), constants.COPYFILE_FICLONE);
-        const meta: QemuSnapshotMeta = {
-          runtime: "qemu",
-          templateId: rec.vm.templateId,
-          imageKey: rec.imageKey,
-          machine: "q35",
-          cpuCount: rec.cpuCount,
-          memoryMib: rec.memoryMib,
-          qemuVersion: await qemuVersion(rec.qmp),
-          memory: MEMORY_FILE,
-          memoryBytes: (await stat(join(dest, MEMORY_FILE))).size,
-          disk: diskName,
-          createdAt: new Date().toISOString(),
-        };
-        await writeFile(join(dest, SNAPSHOT_MANIFEST), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+        const meta = await this.writeSnapshotFiles(rec, dest, await qemuVersion(rec.qmp));
+        await hooks.whileStopped(share);
         this.opts.logger.info(
           {
             "sandbox.id": id,
@@ -541,9 +760,9 @@ export class QemuRuntime implements Runtime {
           },
           "qemu snapshot written",
         );
-        return meta;
+        return this.snapshotResult(rec);
       } catch (err) {
-        await rm(dest, { recursive: true, force: true });
+        await Promise.all(written.map((f) => rm(f, { force: true })));
         throw err;
       } finally {
         if (!unplugging) {
@@ -554,6 +773,31 @@ export class QemuRuntime implements Runtime {
         } else await this.replug(rec, wasPaused, t0);
       }
     });
+  }
+
+  /** The disk copy and `dnah-qemu-snapshot.json`, beside a `memory.bin` already in `dest`. */
+  private async writeSnapshotFiles(rec: QemuVm, dest: string, version: string): Promise<QemuSnapshotMeta> {
+    const diskName = basename(rec.disk.path);
+    await copyFile(rec.disk.path, join(dest, diskName), constants.COPYFILE_FICLONE);
+    const meta: QemuSnapshotMeta = {
+      runtime: "qemu",
+      templateId: rec.vm.templateId,
+      imageKey: rec.imageKey,
+      machine: "q35",
+      cpuCount: rec.cpuCount,
+      memoryMib: rec.memoryMib,
+      qemuVersion: version,
+      memory: MEMORY_FILE,
+      memoryBytes: (await stat(join(dest, MEMORY_FILE))).size,
+      disk: diskName,
+      createdAt: new Date().toISOString(),
+    };
+    await writeFile(join(dest, SNAPSHOT_MANIFEST), `${JSON.stringify(meta, null, 2)}\n`, { mode: 0o600 });
+    return meta;
+  }
+
+  private snapshotResult(rec: QemuVm): RuntimeSnapshot {
+    return { memory: true, templateId: rec.vm.templateId, cpuCount: rec.cpuCount, memoryMib: rec.memoryMib };
   }
 
   /**
@@ -575,15 +819,7 @@ export class QemuRuntime implements Runtime {
           await Promise.race([prev.exited, sleep(2_000)]);
           await prev.kill();
         }
-        const fs = await startVirtiofsd({
-          binary: rec.fsBin,
-          sharedDir: join(rec.dir, "share"),
-          socketPath: join(rec.dir, "vfs.sock"),
-          logFile: join(rec.dir, "virtiofsd.log"),
-          env: this.env,
-          cgroupProcs: rec.cgroup.procsFiles,
-          timeoutMs: this.opts.startTimeoutMs ?? 20_000,
-        });
+        const fs = await this.startFs(rec.dir, rec.fsBin, rec.cgroup.procsFiles);
         if (old >= 0) rec.helpers.splice(old, 1, fs);
         else rec.helpers.push(fs);
         this.watch(rec, fs);
@@ -595,8 +831,9 @@ export class QemuRuntime implements Runtime {
         tag: SHARE_TAG,
       });
       await waitDevicesReady(rec.qmp, HOTPLUG_TIMEOUT_MS);
-      await reseedAndRemount(join(rec.dir, "vm.vsock"), {
+      await tellGuest(join(rec.dir, "vm.vsock"), {
         seedHex: randomBytes(32).toString("hex"),
+        clockSec: Date.now() / 1000,
         shareTag: SHARE_TAG,
       });
       if (wasPaused) {
@@ -619,22 +856,24 @@ export class QemuRuntime implements Runtime {
   }
 
   /**
-   * Starts a sandbox (new id, network namespace, vsock backend, virtiofsd and share) from a
-   * folder `snapshot` wrote: its disk is copied from the folder, QEMU starts with the same
+   * Starts a sandbox (`spec.sandboxId`: new id, network namespace, vsock backend, virtiofsd and
+   * share) from a folder `snapshot` wrote and the snapshot layer verified: `hooks.beforeStart`
+   * fills the new share first, the disk is copied from the folder, QEMU starts with the same
    * machine minus the vhost-user devices and `-incoming defer`, loads `memory.bin`, runs, gets
-   * vsock and virtio-fs plugged, and the guest is reseeded (entropy: it shares the RNG state
-   * of the source and of every other clone; clock: it stood still since the snapshot) and
-   * mounts its new share. Resolves once the guest's control port answered, so the agent,
-   * whose listener survived, is reachable. Sized from the snapshot (`spec`'s size is ignored).
+   * vsock and virtio-fs plugged, and the guest init gets fresh entropy (it shares the RNG state
+   * of the source and of every other clone), the host's clock (it stood still since the
+   * snapshot), its new hostname (`guestHostname`) and sandbox id, and mounts its new share.
+   * Resolves once the init answered, so the agent, whose listener survived, is reachable.
+   * Sized from the snapshot (`spec`'s size is ignored).
    */
-  async restore(spec: VmSpec, snapshotDir: string): Promise<RunningVm> {
+  async restore(spec: VmSpec, snapshotDir: string, hooks: RestoreHooks): Promise<RunningVm> {
     const dir = resolve(snapshotDir);
     const meta = await readSnapshotMeta(dir);
     if (meta.templateId !== spec.template.templateId)
       throw new InvalidArgumentError(
         `snapshot of template '${meta.templateId}' cannot start as '${spec.template.templateId}'`,
       );
-    return this.launch({ ...spec, cpuCount: meta.cpuCount, memoryMib: meta.memoryMib }, { dir, meta });
+    return this.launch({ ...spec, cpuCount: meta.cpuCount, memoryMib: meta.memoryMib }, { dir, meta, hooks });
   }
 
   /** The restore half of `launch`, on a QEMU waiting with `-incoming defer`. */
@@ -643,6 +882,7 @@ export class QemuRuntime implements Runtime {
     snap: { dir: string; meta: QemuSnapshotMeta },
     vmDir: string,
     id: string,
+    hostname: string,
   ): Promise<void> {
     const version = await qemuVersion(qmp);
     if (version !== snap.meta.qemuVersion)
@@ -657,9 +897,12 @@ export class QemuRuntime implements Runtime {
       tag: SHARE_TAG,
     });
     await waitDevicesReady(qmp, HOTPLUG_TIMEOUT_MS);
-    await reseedAndRemount(join(vmDir, "vm.vsock"), {
+    await tellGuest(join(vmDir, "vm.vsock"), {
       seedHex: randomBytes(32).toString("hex"),
+      clockSec: Date.now() / 1000,
       shareTag: SHARE_TAG,
+      hostname,
+      sandboxId: id,
     });
     this.opts.logger.info(
       { "sandbox.id": id, "snapshot.dir": snap.dir, loadMs: tLoaded - t0, replugMs: Date.now() - tLoaded },
@@ -670,7 +913,9 @@ export class QemuRuntime implements Runtime {
   /**
    * CPU and memory of the VM's processes (QEMU with the guest's touched RAM, virtiofsd, the
    * vsock backend) from their cgroup; disk: the bytes the VM's own disk file occupies on the
-   * host (a qcow2 overlay holds only what the guest changed) and the size the guest sees.
+   * host (a qcow2 overlay holds only what the guest changed) and the size the guest sees. A
+   * stop-snapped VM reports 0 % CPU and 0 bytes of memory (no guest runs, no RAM is held; its
+   * memory file is on disk, not counted here), its disk as usual.
    */
   async metrics(id: string): Promise<VmMetricsSample> {
     const rec = this.running(id);
@@ -683,13 +928,14 @@ export class QemuRuntime implements Runtime {
     const cur = { cpuUsec: usage.cpuUsec, atMs: now };
     const pct = cpuUsedPct(rec.lastCpu, cur, rec.cpuCount);
     rec.lastCpu = cur;
+    const parked = rec.parked !== undefined;
     return {
       timestampMs: now,
       cpuCount: rec.cpuCount,
-      cpuUsedPct: pct,
-      memUsedBytes: usage.memUsedBytes,
+      cpuUsedPct: parked ? 0 : pct,
+      memUsedBytes: parked ? 0 : usage.memUsedBytes,
       memTotalBytes: rec.memoryMib * 1024 * 1024,
-      memCacheBytes: usage.memCacheBytes,
+      memCacheBytes: parked ? 0 : usage.memCacheBytes,
       diskUsedBytes: used,
       diskTotalBytes: total,
     };
@@ -701,9 +947,10 @@ export class QemuRuntime implements Runtime {
     await rec.cgroup.setCpuWeight("normal");
   }
 
+  /** A stop-snapped VM counts as running: it has no QEMU, but it lives (paused). */
   isRunning(id: string): boolean {
     const rec = this.vms.get(id);
-    return rec !== undefined && !rec.stopping && rec.qemu.alive();
+    return rec !== undefined && !rec.stopping && (rec.parked !== undefined || rec.qemu.alive());
   }
 
   shareDir(id: string): string {
@@ -730,16 +977,37 @@ export class QemuRuntime implements Runtime {
     });
   }
 
-  /** Host paths of a VM (tests read the serial log and the share). */
-  paths(id: string): { dir: string; share: string; serialLog: string; netns: string } {
+  /** Host paths and processes of a VM (tests read the serial log, the share, QEMU's pid). */
+  paths(id: string): {
+    dir: string;
+    share: string;
+    serialLog: string;
+    netns: string;
+    cgroup: string;
+    qemuPid: number | undefined;
+  } {
     const dir = this.dirOf(id);
+    const rec = this.vms.get(id);
     return {
       dir,
       share: join(dir, "share"),
       serialLog: join(dir, "serial.log"),
       netns: netnsName(this.opts.cgroupParent, id),
+      cgroup: join("/sys/fs/cgroup", this.opts.cgroupParent, id),
+      qemuPid: rec && !rec.parked && rec.qemu.alive() ? rec.qemu.proc.pid : undefined,
     };
   }
+}
+
+/**
+ * Writes a file's dirty pages back and drops its page cache (GNU dd's `nocache`), so pages
+ * written by a VM's processes stop counting against its cgroup.
+ */
+async function dropPageCache(path: string, env: Record<string, string>): Promise<void> {
+  await run("dd", [`of=${path}`, "oflag=nocache", "conv=notrunc,fdatasync", "count=0", "status=none"], {
+    env,
+    timeout: 60_000,
+  });
 }
 
 /** The snapshot's disk, copied (reflinked where the filesystem can) into a new VM's folder. */
@@ -769,7 +1037,14 @@ async function hostTscKhz(): Promise<number | undefined> {
 export function createQemuRuntime(
   cfg: Pick<
     VmmConfig,
-    "stateDir" | "cacheDir" | "cgroupParent" | "pidsMax" | "hostPath" | "qemuMachine" | "vmEgress"
+    | "stateDir"
+    | "cacheDir"
+    | "cgroupParent"
+    | "pidsMax"
+    | "hostPath"
+    | "qemuMachine"
+    | "qemuAccel"
+    | "vmEgress"
   >,
   logger: Logger,
 ): QemuRuntime {
@@ -783,6 +1058,7 @@ export function createQemuRuntime(
     hostPath: cfg.hostPath,
     logger,
     machine: cfg.qemuMachine,
+    accel: cfg.qemuAccel,
     egress: cfg.vmEgress,
   });
 }

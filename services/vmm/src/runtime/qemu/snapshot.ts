@@ -2,7 +2,6 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { InvalidArgumentError } from "../../domain/errors.js";
-import { dialGuestPort, GUEST_CONTROL_PORT } from "../vm/vsock-front.js";
 import { VHOST_USER_Q35 } from "./args.js";
 import type { Qmp } from "./qmp.js";
 
@@ -16,11 +15,15 @@ import type { Qmp } from "./qmp.js";
  * and in a restored clone, with no re-listen. microvm has no hotplug and cannot be
  * snapshotted. Timings: `QemuRuntime.snapshot`.
  *
- * A snapshot folder holds:
+ * A snapshot folder (flat, plain files; the snapshot layer adds `share.tar` and `MANIFEST`)
+ * holds:
  *   dnah-qemu-snapshot.json   the manifest below (what `restore` needs besides the folder)
  *   memory.bin                QEMU's migration stream: guest RAM and device state
  *   root.raw | root.qcow2     the disk as it was at the snapshot (reflink, or the qcow2 overlay
  *                             over the image's read-only base)
+ *
+ * A stop-snapped (paused) VM keeps the same stream in `<vm dir>/paused/memory.bin`, its disk
+ * in place (`QemuRuntime.pause`).
  */
 export const SNAPSHOT_MANIFEST = "dnah-qemu-snapshot.json";
 export const MEMORY_FILE = "memory.bin";
@@ -214,47 +217,5 @@ async function waitMigration(qmp: Qmp, timeoutMs: number, what: string): Promise
       throw new Error(`${what}: migration not done within ${timeoutMs} ms (status ${m.status})`);
     }
     await sleep(wait);
-  }
-}
-
-/**
- * The guest init's control port after a restore or a replug: fresh entropy (clones share
- * their RNG state; the 6.1 kernel has no VMGenID), the host's clock (it stood still), and the
- * share mounted again. Rejects unless the guest answers `OK`.
- */
-export async function reseedAndRemount(
-  backendPath: string,
-  o: { seedHex: string; shareTag: string },
-  timeoutMs = 10_000,
-): Promise<void> {
-  const sock = await dialGuestPort(backendPath, GUEST_CONTROL_PORT, timeoutMs);
-  try {
-    const reply = new Promise<string>((resolve, reject) => {
-      let buf = "";
-      const timer = setTimeout(() => reject(new Error(`no reply within ${timeoutMs} ms`)), timeoutMs);
-      sock.setEncoding("utf8");
-      sock.on("data", (c: string) => {
-        buf += c;
-        const nl = buf.indexOf("\n");
-        if (nl >= 0 || buf.length > 256) {
-          clearTimeout(timer);
-          resolve(buf.slice(0, nl >= 0 ? nl : 256));
-        }
-      });
-      sock.once("end", () => {
-        clearTimeout(timer);
-        reject(new Error(`closed before a reply (${JSON.stringify(buf)})`));
-      });
-      sock.once("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
-    sock.resume();
-    sock.write(`seed=${o.seedHex} clock=${(Date.now() / 1000).toFixed(3)} share=${o.shareTag}\n`);
-    const line = await reply;
-    if (line !== "OK") throw new Error(`guest control port answered ${JSON.stringify(line)}`);
-  } finally {
-    sock.destroy();
   }
 }
