@@ -20,6 +20,13 @@ export interface SchedulerConfig {
   readonly vmBootTimeoutMs: number;
   /** Deadline of the other vmm calls (DeleteVm, ConfigureVm). */
   readonly vmmCallTimeoutMs: number;
+  /** The snapshot service (signs and verifies snapshot manifests). */
+  readonly snapshotUrl: string;
+  /**
+   * Deadline of vmm.SnapshotVm and vmm.RestoreVm: they write or hash every file and, for
+   * microVMs, save or load the memory (several seconds under TCG), then boot.
+   */
+  readonly snapshotCallTimeoutMs: number;
   /** How long SIGTERM waits for in-flight requests and boots before exiting anyway. */
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevel;
@@ -53,9 +60,24 @@ export function configFromEnv(env: Env): SchedulerConfig {
     poolRefillIntervalMs: r.int("DNAH_POOL_REFILL_INTERVAL_MS", 500, 10),
     vmBootTimeoutMs: r.int("DNAH_VM_BOOT_TIMEOUT_MS", 60_000, 1),
     vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),
+    snapshotUrl: httpUrl(r, "DNAH_SNAPSHOT_URL", "http://127.0.0.1:7003"),
+    snapshotCallTimeoutMs: r.int("DNAH_SNAPSHOT_CALL_TIMEOUT_MS", 120_000, 1),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 30_000, 0),
     logLevel: r.oneOf("DNAH_LOG_LEVEL", LOG_LEVELS, "info"),
   };
   r.done();
   return Object.freeze(cfg);
+}
+
+/** An http(s) base URL without a trailing slash. */
+function httpUrl(r: EnvReader, name: string, fallback: string): string {
+  const raw = r.str(name, fallback);
+  try {
+    const url = new URL(raw);
+    if (url.protocol === "http:" || url.protocol === "https:") return raw.replace(/\/+$/, "");
+  } catch {
+    // reported below
+  }
+  r.problem(`${name}: expected an http:// or https:// URL, got ${JSON.stringify(raw)}`);
+  return fallback;
 }

@@ -1,11 +1,13 @@
 import type { Client } from "@connectrpc/connect";
 import { createServiceClient, type Db, type Logger } from "@dnah/platform";
+import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { SchedulerConfig } from "./config.js";
 import type { TemplateRow } from "./db/queries.js";
 
 export type VmmClient = Client<typeof VmmService>;
 export type VmmClientFactory = (vmmUrl: string) => VmmClient;
+export type SnapshotClient = Client<typeof SnapshotService>;
 
 export interface Clock {
   /** Milliseconds, for durations and backoff. Timestamps stored in the database use its now(). */
@@ -21,6 +23,8 @@ export interface Context {
   readonly clock: Clock;
   /** The vmm at `vmmUrl`, one client per URL. */
   vmm(vmmUrl: string): VmmClient;
+  /** The snapshot service: signs manifests of new snapshots, verifies them before a restore. */
+  readonly snapshot: SnapshotClient;
   /** Wakes the warm-pool refiller (after a claim or when capacity appears). */
   kickRefill(): void;
   /**
@@ -41,6 +45,8 @@ export interface ContextParts {
   logger: Logger;
   clock?: Clock | undefined;
   vmmClient?: VmmClientFactory | undefined;
+  /** Defaults to a Connect client for `cfg.snapshotUrl`. */
+  snapshotClient?: SnapshotClient | undefined;
   kickRefill: () => void;
 }
 
@@ -64,6 +70,7 @@ export function createContext(parts: ContextParts): Context & { settle(): Promis
       }
       return c;
     },
+    snapshot: parts.snapshotClient ?? createServiceClient(SnapshotService, parts.cfg.snapshotUrl),
     kickRefill: parts.kickRefill,
     templateCache: new Map(),
     background(what, fields, fn) {

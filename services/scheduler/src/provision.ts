@@ -9,12 +9,18 @@ import {
   markDeleted,
   markFailed,
   markRunning,
+  type NewSandbox,
   type SandboxRow,
   type TemplateRow,
 } from "./db/queries.js";
-import { type NoCapacityError, SandboxNotFoundError, VmmUnavailableError } from "./domain/errors.js";
+import {
+  HostFullError,
+  type NoCapacityError,
+  SandboxNotFoundError,
+  VmmUnavailableError,
+} from "./domain/errors.js";
 import { newSandboxId } from "./domain/ids.js";
-import { chooseHost, placeMany } from "./domain/placement.js";
+import { chooseHost, isLive, placeMany } from "./domain/placement.js";
 
 /**
  * The steps every path that makes or destroys a VM shares (cold create, pool refill, delete,
@@ -38,6 +44,34 @@ export function reserveSandbox(ctx: Context, template: TemplateRow, owner: Owner
     const { now, hosts } = await hostLoads(tx);
     const host = chooseHost(hosts, now, ctx.cfg.hostDeadAfterMs);
     return insertSandbox(tx, newRow(template, host, false, owner));
+  });
+}
+
+/**
+ * Records a user's sandbox as 'starting' on one given host (a restore: the snapshot's files
+ * are on that host's disk), under the placement lock and within the host's capacity, which
+ * counts starting, running and paused sandboxes like any placement. `holding` says why that
+ * host, for the errors.
+ */
+export function reserveOnHost(
+  ctx: Context,
+  hostId: string,
+  holding: string,
+  s: Omit<NewSandbox, "id" | "hostId" | "pooled" | "runtime">,
+): Promise<SandboxRow> {
+  return ctx.db.transaction(async (tx) => {
+    await lockPlacement(tx);
+    const { now, hosts } = await hostLoads(tx);
+    const host = hosts.find((h) => h.hostId === hostId);
+    if (host === undefined || !isLive(host, now, ctx.cfg.hostDeadAfterMs))
+      throw new VmmUnavailableError(
+        `host '${hostId}', which holds ${holding}, is not live; try again when it is back`,
+      );
+    if (host.running >= host.capacity)
+      throw new HostFullError(
+        `host '${hostId}', which holds ${holding}, is full (${host.running} of ${host.capacity} sandboxes); delete a sandbox there or try later`,
+      );
+    return insertSandbox(tx, { ...s, id: newSandboxId(), hostId, pooled: false, runtime: host.runtime });
   });
 }
 

@@ -1,7 +1,11 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { type SandboxRecordSchema, SandboxState } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
-import type { SandboxRow, SandboxRowState } from "./db/queries.js";
+import {
+  type SandboxRecordSchema,
+  SandboxState,
+  type SnapshotRecordSchema,
+} from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
 
 export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecordSchema> {
   return {
@@ -17,7 +21,34 @@ export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecord
     memoryMib: row.memoryMib,
     runtime: row.runtime,
     ...(row.pausedAt !== null ? { pausedAt: timestampFromDate(row.pausedAt) } : {}),
+    sourceSnapshotId: row.sourceSnapshotId ?? "",
   };
+}
+
+/** created_at is the signed millisecond timestamp, so a verifier can rebuild the signed bytes. */
+export function toSnapshotRecord(row: SnapshotRow): MessageInitShape<typeof SnapshotRecordSchema> {
+  return {
+    snapshotId: row.id,
+    sandboxId: row.sandboxId,
+    templateId: row.templateId,
+    hostId: row.hostId,
+    runtime: row.runtime,
+    memory: row.memory,
+    manifestSha256: row.manifestSha256,
+    sizeBytes: row.sizeBytes,
+    createdAt: timestampFromMs(row.createdAtMs),
+    kid: row.kid ?? "",
+    signature: row.signature ?? new Uint8Array(),
+    files: row.files.map((f) => ({ name: f.name, sizeBytes: f.sizeBytes, sha256: f.sha256 })),
+    name: row.name ?? "",
+    cpuCount: row.cpuCount,
+    memoryMib: row.memoryMib,
+    metadata: row.metadata,
+  };
+}
+
+function timestampFromMs(ms: bigint) {
+  return { seconds: ms / 1000n, nanos: Number(ms % 1000n) * 1_000_000 };
 }
 
 /**

@@ -4,14 +4,20 @@ import type { Context } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
+import { deleteSnapshot } from "./rpc/delete-snapshot.js";
+import { forkSandbox } from "./rpc/fork-sandbox.js";
 import { getSandbox } from "./rpc/get-sandbox.js";
 import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
+import { getSnapshot } from "./rpc/get-snapshot.js";
 import { getTemplate } from "./rpc/get-template.js";
 import { heartbeat } from "./rpc/heartbeat.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
+import { listSnapshots } from "./rpc/list-snapshots.js";
 import { pauseSandbox } from "./rpc/pause-sandbox.js";
 import { registerHost } from "./rpc/register-host.js";
+import { restoreSnapshot } from "./rpc/restore-snapshot.js";
 import { resumeSandbox } from "./rpc/resume-sandbox.js";
+import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
 
 /** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
 export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
@@ -35,5 +41,11 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     pauseSandbox: edge("PauseSandbox", pauseSandbox),
     resumeSandbox: edge("ResumeSandbox", resumeSandbox),
     getSandboxMetrics: edge("GetSandboxMetrics", getSandboxMetrics),
+    snapshotSandbox: edge("SnapshotSandbox", snapshotSandbox),
+    restoreSnapshot: edge("RestoreSnapshot", restoreSnapshot),
+    forkSandbox: edge("ForkSandbox", forkSandbox),
+    getSnapshot: edge("GetSnapshot", getSnapshot),
+    listSnapshots: edge("ListSnapshots", listSnapshots),
+    deleteSnapshot: edge("DeleteSnapshot", deleteSnapshot),
   };
 }

@@ -11,7 +11,7 @@ import {
 } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { SchedulerConfig } from "./config.js";
-import { type Clock, createContext, type VmmClientFactory } from "./context.js";
+import { type Clock, createContext, type SnapshotClient, type VmmClientFactory } from "./context.js";
 import { markDeleted, setPoolTarget, takePoolForDrain } from "./db/queries.js";
 import { createRefiller } from "./pool/refill.js";
 import { destroy, logFields } from "./provision.js";
@@ -25,6 +25,8 @@ export interface SchedulerOverrides {
   logger?: Logger;
   /** Builds the client for a host's vmm; called once per vmm URL. */
   vmmClient?: VmmClientFactory;
+  /** The snapshot service client; otherwise one for `cfg.snapshotUrl`. */
+  snapshotClient?: SnapshotClient;
   clock?: Clock;
 }
 
@@ -62,6 +64,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     logger,
     clock: overrides.clock,
     vmmClient: overrides.vmmClient,
+    snapshotClient: overrides.snapshotClient,
     kickRefill: () => refiller.kick(),
   });
   const refiller = createRefiller(ctx);

@@ -11,6 +11,8 @@ it("has documented defaults and is frozen", () => {
   assert.equal(cfg.poolSize, 2);
   assert.equal(cfg.hostDeadAfterMs, 15_000);
   assert.equal(cfg.poolRefillIntervalMs, 500);
+  assert.equal(cfg.snapshotUrl, "http://127.0.0.1:7003");
+  assert.equal(cfg.snapshotCallTimeoutMs, 120_000);
   assert.ok(Object.isFrozen(cfg));
 });
 
@@ -21,12 +23,16 @@ it("reads every setting", () => {
     DNAH_SCHEDULER_PORT: "0",
     DNAH_POOL_SIZE: "5",
     DNAH_HOST_DEAD_AFTER_MS: "3000",
+    DNAH_SNAPSHOT_URL: "http://snap.internal:7003/",
+    DNAH_SNAPSHOT_CALL_TIMEOUT_MS: "5000",
   });
   assert.equal(cfg.databaseUrl, "postgres://u:p@db/x");
   assert.equal(cfg.dbSchema, "sched");
   assert.equal(cfg.port, 0);
   assert.equal(cfg.poolSize, 5);
   assert.equal(cfg.hostDeadAfterMs, 3000);
+  assert.equal(cfg.snapshotUrl, "http://snap.internal:7003");
+  assert.equal(cfg.snapshotCallTimeoutMs, 5000);
 });
 
 it("lists every problem at once and never echoes the database URL", () => {
@@ -36,11 +42,12 @@ it("lists every problem at once and never echoes the database URL", () => {
       DNAH_DB_SCHEMA: "Bad-Schema",
       DNAH_POOL_SIZE: "-1",
       DNAH_SCHEDULER_PORT: "http",
+      DNAH_SNAPSHOT_URL: "ftp://x",
     });
     assert.fail("expected a ConfigError");
   } catch (err) {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.problems.length, 4);
+    assert.equal(err.problems.length, 5);
     assert.ok(!err.message.includes("hunter2"));
   }
 });

@@ -3,12 +3,17 @@ import { describe, it } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "@dnah/platform";
 import {
+  AlreadyExistsError,
+  HostFullError,
   HostNotFoundError,
   InvalidArgumentError,
   NoCapacityError,
   SandboxNotFoundError,
+  SnapshotNotFoundError,
+  SnapshotRefusedError,
   TemplateNotFoundError,
   toConnectError,
+  UpstreamUnavailableError,
   VmmUnavailableError,
   WrongStateError,
 } from "../src/domain/errors.js";
@@ -29,6 +34,15 @@ describe("toConnectError", () => {
       ],
       [new VmmUnavailableError("try again", { cause: new Error("x") }), Code.Unavailable, "try again"],
       [new InvalidArgumentError("host_id is required"), Code.InvalidArgument, "host_id is required"],
+      [new SnapshotNotFoundError("snap_x"), Code.NotFound, "snapshot 'snap_x' not found"],
+      [
+        new SnapshotRefusedError("snapshot snap_x is unsigned"),
+        Code.FailedPrecondition,
+        "snapshot snap_x is unsigned",
+      ],
+      [new AlreadyExistsError("name taken"), Code.AlreadyExists, "name taken"],
+      [new UpstreamUnavailableError("try again"), Code.Unavailable, "try again"],
+      [new HostFullError("host h is full"), Code.ResourceExhausted, "host h is full"],
     ];
     for (const [err, code, message] of cases) {
       const out = toConnectError(err, logger);

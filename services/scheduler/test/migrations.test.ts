@@ -24,9 +24,9 @@ for (const kind of ["postgres", "pglite"] as DbKind[]) {
         assert.deepEqual(rows, [{ id: "base", aliases: ["base"], cpu_count: 1, memory_mib: 512 }]);
         const tables = await db.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM information_schema.tables
-           WHERE table_schema = current_schema() AND table_name IN ('templates', 'hosts', 'sandboxes')`,
+           WHERE table_schema = current_schema() AND table_name IN ('templates', 'hosts', 'sandboxes', 'snapshots')`,
         );
-        assert.equal(tables.rows[0]!.n, 3);
+        assert.equal(tables.rows[0]!.n, 4);
       } finally {
         await drop();
       }

@@ -28,6 +28,8 @@ export interface SandboxRow {
   createdAt: Date;
   /** Set while paused. */
   pausedAt: Date | null;
+  /** The snapshot it was restored or forked from. */
+  sourceSnapshotId: string | null;
 }
 
 export interface TemplateRow {
@@ -55,7 +57,7 @@ const VISIBLE = "('starting', 'running', 'paused', 'stopped')";
 const OCCUPYING = "('starting', 'running', 'paused', 'deleting')";
 
 const SANDBOX_COLUMNS = `s.id, s.template_id, s.host_id, h.vmm_url, s.state, s.pooled, s.metadata, s.env_vars,
-  s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at`;
+  s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at, s.source_snapshot_id`;
 
 interface RawSandbox {
   id: string;
@@ -71,6 +73,7 @@ interface RawSandbox {
   runtime: string;
   created_at: Date;
   paused_at: Date | null;
+  source_snapshot_id: string | null;
 }
 
 function toSandbox(r: RawSandbox): SandboxRow {
@@ -88,6 +91,7 @@ function toSandbox(r: RawSandbox): SandboxRow {
     runtime: r.runtime,
     createdAt: r.created_at,
     pausedAt: r.paused_at,
+    sourceSnapshotId: r.source_snapshot_id,
   };
 }
 
@@ -222,14 +226,17 @@ export interface NewSandbox {
   cpuCount: number;
   memoryMib: number;
   runtime: string;
+  /** Set for a sandbox restored from a snapshot. */
+  sourceSnapshotId?: string | undefined;
 }
 
 /** Inserts a sandbox in state 'starting'. */
 export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<SandboxRow> {
   const { rows } = await db.query<RawSandbox>(
     `WITH s AS (
-       INSERT INTO sandboxes (id, template_id, host_id, state, pooled, metadata, env_vars, cpu_count, memory_mib, runtime)
-       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9)
+       INSERT INTO sandboxes (id, template_id, host_id, state, pooled, metadata, env_vars, cpu_count, memory_mib, runtime,
+                              source_snapshot_id)
+       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10)
        RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
     [
@@ -242,6 +249,7 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
       s.cpuCount,
       s.memoryMib,
       s.runtime,
+      s.sourceSnapshotId ?? null,
     ],
   );
   return toSandbox(rows[0]!);
@@ -438,4 +446,215 @@ export async function markResumed(tx: Queryable, id: string): Promise<SandboxRow
   );
   if (rows[0] === undefined) throw new Error(`sandbox ${id} was not paused when marked resumed`);
   return toSandbox(rows[0]);
+}
+
+// ---- snapshots
+
+export type SnapshotRowState = "creating" | "ready" | "deleting";
+
+export interface SnapshotFileRow {
+  name: string;
+  sizeBytes: bigint;
+  sha256: string;
+}
+
+export interface SnapshotRow {
+  id: string;
+  name: string | null;
+  sandboxId: string;
+  templateId: string;
+  hostId: string;
+  /** From the host's row: where the snapshot's files are. */
+  vmmUrl: string;
+  runtime: string;
+  memory: boolean;
+  manifestSha256: string;
+  sizeBytes: bigint;
+  /** The timestamp that was signed, in Unix milliseconds. */
+  createdAtMs: bigint;
+  kid: string | null;
+  /** Null (or empty) when unsigned: a restore refuses it. */
+  signature: Uint8Array | null;
+  files: SnapshotFileRow[];
+  cpuCount: number;
+  memoryMib: number;
+  metadata: Record<string, string>;
+  state: SnapshotRowState;
+}
+
+const SNAPSHOT_COLUMNS = `p.id, p.name, p.sandbox_id, p.template_id, p.host_id, h.vmm_url, p.runtime, p.memory,
+  p.manifest_sha256, p.size_bytes::text AS size_bytes, p.created_at_ms::text AS created_at_ms, p.kid,
+  p.signature, p.files, p.cpu_count, p.memory_mib, p.metadata, p.state`;
+
+interface RawSnapshot {
+  id: string;
+  name: string | null;
+  sandbox_id: string;
+  template_id: string;
+  host_id: string;
+  vmm_url: string;
+  runtime: string;
+  memory: boolean;
+  manifest_sha256: string;
+  // bigint columns are read as text: pg and PGlite disagree on how they return int8.
+  size_bytes: string;
+  created_at_ms: string;
+  kid: string | null;
+  signature: Uint8Array | null;
+  files: { name: string; sizeBytes: string; sha256: string }[];
+  cpu_count: number;
+  memory_mib: number;
+  metadata: Record<string, string>;
+  state: SnapshotRowState;
+}
+
+function toSnapshot(r: RawSnapshot): SnapshotRow {
+  return {
+    id: r.id,
+    name: r.name,
+    sandboxId: r.sandbox_id,
+    templateId: r.template_id,
+    hostId: r.host_id,
+    vmmUrl: r.vmm_url,
+    runtime: r.runtime,
+    memory: r.memory,
+    manifestSha256: r.manifest_sha256,
+    sizeBytes: BigInt(r.size_bytes),
+    createdAtMs: BigInt(r.created_at_ms),
+    kid: r.kid,
+    signature: r.signature === null ? null : new Uint8Array(r.signature),
+    files: r.files.map((f) => ({ name: f.name, sizeBytes: BigInt(f.sizeBytes), sha256: f.sha256 })),
+    cpuCount: r.cpu_count,
+    memoryMib: r.memory_mib,
+    metadata: r.metadata,
+    state: r.state,
+  };
+}
+
+export interface NewSnapshot {
+  id: string;
+  name: string | undefined;
+  sandboxId: string;
+  templateId: string;
+  hostId: string;
+  runtime: string;
+  cpuCount: number;
+  memoryMib: number;
+  metadata: Record<string, string>;
+}
+
+/**
+ * Records a snapshot about to be written ('creating'), stamped with the database clock in
+ * milliseconds: the value that will be signed. Undefined when the name is taken.
+ */
+export async function insertSnapshot(db: Queryable, s: NewSnapshot): Promise<SnapshotRow | undefined> {
+  const { rows } = await db.query<RawSnapshot>(
+    `WITH p AS (
+       INSERT INTO snapshots (id, name, sandbox_id, template_id, host_id, runtime, cpu_count, memory_mib, metadata,
+                              state, created_at_ms, created_at)
+       SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int, $8::int, $9::jsonb, 'creating', floor(extract(epoch FROM t.now) * 1000)::bigint, t.now
+       FROM (SELECT now() AS now) t
+       ON CONFLICT (name) DO NOTHING
+       RETURNING *)
+     SELECT ${SNAPSHOT_COLUMNS} FROM p JOIN hosts h ON h.id = p.host_id`,
+    [
+      s.id,
+      s.name ?? null,
+      s.sandboxId,
+      s.templateId,
+      s.hostId,
+      s.runtime,
+      s.cpuCount,
+      s.memoryMib,
+      JSON.stringify(s.metadata),
+    ],
+  );
+  return rows[0] && toSnapshot(rows[0]);
+}
+
+export interface WrittenSnapshot {
+  runtime: string;
+  memory: boolean;
+  manifestSha256: string;
+  sizeBytes: bigint;
+  files: SnapshotFileRow[];
+  cpuCount: number;
+  memoryMib: number;
+  kid: string;
+  signature: Uint8Array;
+}
+
+/** creating -> ready, with what the host wrote and the signature over it. */
+export async function markSnapshotReady(db: Queryable, id: string, w: WrittenSnapshot): Promise<SnapshotRow> {
+  const { rows } = await db.query<RawSnapshot>(
+    `WITH p AS (
+       UPDATE snapshots SET state = 'ready', runtime = COALESCE(NULLIF($2::text, ''), runtime), memory = $3,
+         manifest_sha256 = $4, size_bytes = $5::bigint, files = $6::jsonb,
+         cpu_count = CASE WHEN $7::int > 0 THEN $7::int ELSE cpu_count END,
+         memory_mib = CASE WHEN $8::int > 0 THEN $8::int ELSE memory_mib END,
+         kid = $9, signature = $10
+       WHERE id = $1 AND state = 'creating' RETURNING *)
+     SELECT ${SNAPSHOT_COLUMNS} FROM p JOIN hosts h ON h.id = p.host_id`,
+    [
+      id,
+      w.runtime,
+      w.memory,
+      w.manifestSha256,
+      w.sizeBytes.toString(),
+      JSON.stringify(w.files.map((f) => ({ ...f, sizeBytes: f.sizeBytes.toString() }))),
+      w.cpuCount,
+      w.memoryMib,
+      w.kid,
+      // node-postgres sends a Buffer (not any Uint8Array) as bytea.
+      Buffer.from(w.signature),
+    ],
+  );
+  if (rows[0] === undefined) throw new Error(`snapshot ${id} was not 'creating' when marked ready`);
+  return toSnapshot(rows[0]);
+}
+
+/** A snapshot by id or, failing that, by name, in any state, with its host's liveness. */
+export async function findSnapshot(
+  db: Queryable,
+  idOrName: string,
+  hostDeadAfterMs: number,
+): Promise<(SnapshotRow & { hostLive: boolean }) | undefined> {
+  const { rows } = await db.query<RawSnapshot & { host_live: boolean }>(
+    `SELECT ${SNAPSHOT_COLUMNS}, h.last_heartbeat > now() - $2 * interval '1 millisecond' AS host_live
+     FROM snapshots p JOIN hosts h ON h.id = p.host_id
+     WHERE p.id = $1 OR p.name = $1
+     ORDER BY p.id = $1 DESC LIMIT 1`,
+    [idOrName, hostDeadAfterMs],
+  );
+  return rows[0] && { ...toSnapshot(rows[0]), hostLive: rows[0].host_live };
+}
+
+/** Ready snapshots, newest first; only those of one sandbox when given. */
+export async function listSnapshots(db: Queryable, sandboxId: string | undefined): Promise<SnapshotRow[]> {
+  const { rows } = await db.query<RawSnapshot>(
+    `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots p JOIN hosts h ON h.id = p.host_id
+     WHERE p.state = 'ready' AND ($1::text IS NULL OR p.sandbox_id = $1)
+     ORDER BY p.created_at DESC, p.id`,
+    [sandboxId ?? null],
+  );
+  return rows.map(toSnapshot);
+}
+
+/**
+ * ready (or a 'deleting' left by a failed delete) -> deleting. The name is released at once,
+ * so it can be reused while the files go. Undefined when there is no such snapshot to delete.
+ */
+export async function beginSnapshotDelete(db: Queryable, id: string): Promise<SnapshotRow | undefined> {
+  const { rows } = await db.query<RawSnapshot>(
+    `WITH p AS (
+       UPDATE snapshots SET state = 'deleting', name = NULL
+       WHERE id = $1 AND state IN ('ready', 'deleting') RETURNING *)
+     SELECT ${SNAPSHOT_COLUMNS} FROM p JOIN hosts h ON h.id = p.host_id`,
+    [id],
+  );
+  return rows[0] && toSnapshot(rows[0]);
+}
+
+export async function deleteSnapshotRow(db: Queryable, id: string): Promise<void> {
+  await db.query("DELETE FROM snapshots WHERE id = $1", [id]);
 }

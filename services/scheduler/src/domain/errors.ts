@@ -10,7 +10,8 @@ export type ErrorKind =
   | "failed_precondition"
   | "resource_exhausted"
   | "unavailable"
-  | "invalid_argument";
+  | "invalid_argument"
+  | "already_exists";
 
 export abstract class SchedulerError extends Error {
   abstract readonly kind: ErrorKind;
@@ -70,6 +71,53 @@ export class WrongStateError extends SchedulerError {
   }
 }
 
+export class SnapshotNotFoundError extends SchedulerError {
+  readonly kind = "not_found";
+  constructor(readonly snapshotId: string) {
+    super(`snapshot '${snapshotId}' not found`);
+    this.name = "SnapshotNotFoundError";
+  }
+}
+
+/**
+ * A snapshot that must not be restored (unsigned, failed verification, files that do not
+ * match what was signed) or that is not ready for the call.
+ */
+export class SnapshotRefusedError extends SchedulerError {
+  readonly kind = "failed_precondition";
+  constructor(message: string, options?: { cause: unknown }) {
+    super(message, options);
+    this.name = "SnapshotRefusedError";
+  }
+}
+
+/** A name (or id) that is taken. */
+export class AlreadyExistsError extends SchedulerError {
+  readonly kind = "already_exists";
+  constructor(message: string) {
+    super(message);
+    this.name = "AlreadyExistsError";
+  }
+}
+
+/** An upstream other than a vmm (the snapshot service) did not answer; the caller may retry. */
+export class UpstreamUnavailableError extends SchedulerError {
+  readonly kind = "unavailable";
+  constructor(message: string, options?: { cause: unknown }) {
+    super(message, options);
+    this.name = "UpstreamUnavailableError";
+  }
+}
+
+/** A named cause of exhaustion that is not placement (e.g. the snapshot's own host is full). */
+export class HostFullError extends SchedulerError {
+  readonly kind = "resource_exhausted";
+  constructor(message: string) {
+    super(message);
+    this.name = "HostFullError";
+  }
+}
+
 export class InvalidArgumentError extends SchedulerError {
   readonly kind = "invalid_argument";
   constructor(message: string) {
@@ -84,6 +132,7 @@ const CODES: Record<ErrorKind, Code> = {
   resource_exhausted: Code.ResourceExhausted,
   unavailable: Code.Unavailable,
   invalid_argument: Code.InvalidArgument,
+  already_exists: Code.AlreadyExists,
 };
 
 /**

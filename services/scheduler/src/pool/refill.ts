@@ -61,8 +61,10 @@ export function createRefiller(ctx: Context): Refiller {
   }
 
   async function pass(): Promise<void> {
-    // Rows a dead scheduler left 'starting' would count towards the pool forever.
-    for (const row of await failAbandonedStarts(ctx.db, 2 * ctx.cfg.vmBootTimeoutMs)) {
+    // Rows a dead scheduler left 'starting' would count towards the pool forever. A restore
+    // from a snapshot is 'starting' for up to its own, longer deadline.
+    const abandonAfterMs = 2 * Math.max(ctx.cfg.vmBootTimeoutMs, ctx.cfg.snapshotCallTimeoutMs);
+    for (const row of await failAbandonedStarts(ctx.db, abandonAfterMs)) {
       ctx.logger.warn(logFields(row), "boot abandoned by its scheduler; sandbox marked failed");
       ctx.background("cleanup of an abandoned boot", logFields(row), () => deleteVm(ctx, row));
     }
