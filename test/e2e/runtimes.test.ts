@@ -1,8 +1,9 @@
 /**
  * One end-to-end suite, run once per runtime: the jail, and real microVMs under qemu (TCG on
  * hosts without KVM). The same test bodies drive the gateway's native REST API only:
- * create → exec → files → the share at /mnt/dnah-share both ways → pause → resume → delete,
- * with nothing left behind. The only runtime call is `shareDir`, to find the share's host side.
+ * create → exec → files → the share at /mnt/dnah-share both ways → an in-memory counter →
+ * pause → resume (the counter continues) → signed snapshot → restore → fork (clones diverge,
+ * own entropy and hostname) → a tampered snapshot refused → delete, with nothing left behind. The only runtime call is `shareDir`, to find the share's host side.
  * A host without qemu or its image fails the qemu half, saying what is missing; it never skips.
  */
 import assert from "node:assert/strict";
@@ -27,6 +28,19 @@ interface ExecJson {
 interface ErrorJson {
   code: string;
   message: string;
+}
+interface SnapshotJson {
+  snapshotId: string;
+  sandboxId: string;
+  memory: boolean;
+  restoreSemantics: string;
+  sizeBytes: number | string;
+  manifestSha256: string;
+  kid: string;
+  files: Array<{ name: string; sizeBytes: number | string; sha256: string }>;
+}
+interface ForkJson {
+  results: Array<{ sandbox?: SandboxJson; error?: string; code?: string }>;
 }
 interface ListJson {
   entries: Array<{ name: string; type: string; sizeBytes: number | string }>;
@@ -90,6 +104,12 @@ function processesOf(s: TestStack, id: string): number[] {
   return found;
 }
 
+/** "<pid> <count>" as the counting loop writes it. */
+function readCounter(text: string): { pid: number; count: number } | undefined {
+  const m = /^(\d+) (\d+)$/.exec(text.trim());
+  return m ? { pid: Number(m[1]), count: Number(m[2]) } : undefined;
+}
+
 for (const runtime of ["jail", "qemu"] as const) {
   describe(`${runtime}: create → exec → files → share → pause → resume → delete over REST`, () => {
     let s: TestStack | undefined;
@@ -113,6 +133,19 @@ for (const runtime of ["jail", "qemu"] as const) {
       assert.equal(r.body.exitCode, 0, `${command}: ${r.body.stderr}`);
       return r.body.stdout;
     };
+    let counter: { pid: number; count: number } | undefined;
+    let snap = {} as SnapshotJson;
+    const clones: string[] = [];
+    const okIn = async (sid: string, command: string) => {
+      const r = await stack().json<ExecJson & ErrorJson>(`/v1/sandboxes/${sid}/exec`, {
+        method: "POST",
+        body: JSON.stringify({ command }),
+        signal: AbortSignal.timeout(CALL_MS),
+      });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.exitCode, 0, `${command}: ${r.body.stderr}`);
+      return r.body.stdout;
+    };
     const post = (path: string) =>
       stack().json<SandboxJson & ErrorJson>(path, { method: "POST", signal: AbortSignal.timeout(CALL_MS) });
 
@@ -124,12 +157,18 @@ for (const runtime of ["jail", "qemu"] as const) {
           DNAH_POOL_SIZE: "0",
           DNAH_VM_BOOT_TIMEOUT_MS: String(CREATE_MS),
           DNAH_VM_EGRESS: "false",
+          // TCG unless told otherwise: see QEMU_ACCEL in services/vmm/test/qemu-helpers.ts.
+          DNAH_QEMU_ACCEL: process.env.DNAH_QEMU_ACCEL ?? "tcg",
         });
         assert.equal(s.runtime, runtime);
       },
       { timeout: 900_000 },
     );
     after(async () => {
+      for (const c of clones)
+        await s
+          ?.api(`/v1/sandboxes/${c}`, { method: "DELETE", signal: AbortSignal.timeout(CALL_MS) })
+          .catch(() => {});
       if (s && id) {
         await s
           .api(`/v1/sandboxes/${id}`, { method: "DELETE", signal: AbortSignal.timeout(CALL_MS) })
@@ -219,6 +258,22 @@ for (const runtime of ["jail", "qemu"] as const) {
       assert.equal(readFileSync(`${host}/from-guest.txt`, "utf8"), token);
     });
 
+    test("a process holding its state in memory runs", { timeout: 120_000 }, async () => {
+      // The loop's count lives only in the shell's memory; the file just shows it.
+      await ok(
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo \"$$ $i\" > /tmp/counter; sleep 0.1; done' </dev/null >/dev/null 2>&1 &",
+      );
+      const first = await eventually(async () =>
+        readCounter(await ok("cat /tmp/counter 2>/dev/null || true")),
+      );
+      const later = await eventually(async () => {
+        const c = readCounter(await ok("cat /tmp/counter"));
+        return c && c.count > first.count ? c : undefined;
+      });
+      assert.equal(later.pid, first.pid);
+      counter = later;
+    });
+
     test("pause: the sandbox refuses exec with 409 failed_precondition", { timeout: 120_000 }, async () => {
       const paused = await post(`/v1/sandboxes/${id}/pause`);
       assert.equal(paused.status, 200, JSON.stringify(paused.body));
@@ -240,6 +295,140 @@ for (const runtime of ["jail", "qemu"] as const) {
       const sum = await ok("sha256sum /home/user/data/blob.bin | cut -d' ' -f1");
       assert.equal(sum.trim(), createHash("sha256").update(blob).digest("hex"));
       assert.equal(await ok(`cat ${SHARE}/while-paused.txt`), "written while paused");
+    });
+
+    test("the in-memory counter continues after resume (same process, no reset)", {
+      timeout: 120_000,
+    }, async () => {
+      assert.ok(counter, "the counter never ran");
+      const before = counter;
+      const after = await eventually(async () => {
+        const c = readCounter(await ok("cat /tmp/counter"));
+        return c && c.count > before.count ? c : undefined;
+      });
+      assert.equal(after.pid, before.pid, "the counting process was restarted");
+    });
+
+    test("snapshot: signed, with every file listed and the manifest on disk hashing to the signed digest", {
+      timeout: 300_000,
+    }, async () => {
+      const r = await stack().json<{ snapshot: SnapshotJson } & ErrorJson>(`/v1/sandboxes/${id}/snapshot`, {
+        method: "POST",
+        body: JSON.stringify({ name: `snap-${suite}` }),
+        signal: AbortSignal.timeout(240_000),
+      });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      snap = r.body.snapshot;
+      // Microvms keep memory; the jail keeps disk and share, and says so.
+      assert.equal(snap.memory, runtime !== "jail");
+      assert.match(snap.restoreSemantics, runtime === "jail" ? /start again/ : /continue/);
+      assert.match(snap.kid, /^[0-9a-f]{16}$/);
+      const names = snap.files.map((f) => f.name);
+      assert.ok(names.includes("share.tar"), names.join(","));
+      assert.ok(!names.includes("MANIFEST"));
+      const dir = `${stack().stateDir}/snapshots/${snap.snapshotId}`;
+      const manifest = readFileSync(`${dir}/MANIFEST`);
+      assert.equal(createHash("sha256").update(manifest).digest("hex"), snap.manifestSha256);
+      let total = 0;
+      for (const f of snap.files) {
+        const bytes = readFileSync(`${dir}/${f.name}`);
+        assert.equal(createHash("sha256").update(bytes).digest("hex"), f.sha256, f.name);
+        total += bytes.length;
+      }
+      assert.equal(Number(snap.sizeBytes), total);
+      // The source keeps running.
+      assert.equal(await ok("echo still-here"), "still-here\n");
+    });
+
+    test("restore: a new sandbox with the files, the share and (microVMs) the running process", {
+      timeout: CREATE_MS + 60_000,
+    }, async () => {
+      const r = await stack().json<{ sandbox: SandboxJson } & ErrorJson>(
+        `/v1/snapshots/${snap.snapshotId}/restore`,
+        { method: "POST", body: "{}", signal: AbortSignal.timeout(CREATE_MS) },
+      );
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      const clone = r.body.sandbox.sandboxId;
+      clones.push(clone);
+      assert.notEqual(clone, id);
+      const inClone = (command: string) => okIn(clone, command);
+      assert.equal(
+        (await inClone("sha256sum /home/user/data/blob.bin | cut -d' ' -f1")).trim(),
+        createHash("sha256").update(blob).digest("hex"),
+      );
+      assert.equal(await inClone(`cat ${SHARE}/while-paused.txt`), "written while paused");
+      assert.equal(await inClone("echo $DNAH_SANDBOX_ID"), `${clone}\n`);
+      const alive = (
+        await inClone(`grep -qs counter /proc/${counter!.pid}/cmdline && echo alive || echo gone`)
+      ).trim();
+      assert.equal(alive, runtime === "jail" ? "gone" : "alive", "what a restore brings back");
+      // The clone's share is its own folder on the host.
+      assert.notEqual(stack().shareDir(clone), stack().shareDir(id));
+      assert.ok(existsSync(`${stack().shareDir(clone)}/while-paused.txt`));
+    });
+
+    test("fork: two clones diverge independently and do not share random state", {
+      timeout: 2 * CREATE_MS + 120_000,
+    }, async () => {
+      const r = await stack().json<ForkJson & ErrorJson>(`/v1/sandboxes/${id}/fork`, {
+        method: "POST",
+        body: JSON.stringify({ count: 2 }),
+        signal: AbortSignal.timeout(2 * CREATE_MS + 60_000),
+      });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      const ids = r.body.results.map((x) => {
+        assert.ok(x.sandbox, JSON.stringify(x));
+        return x.sandbox.sandboxId;
+      });
+      clones.push(...ids);
+      assert.equal(new Set([id, ...ids]).size, 3);
+      const [a, b] = ids as [string, string];
+      const random = async (sid: string) => (await okIn(sid, "head -c16 /dev/urandom | od -An -tx1")).trim();
+      assert.notEqual(await random(a), await random(b));
+      assert.notEqual((await okIn(a, "hostname")).trim(), (await okIn(b, "hostname")).trim());
+      await okIn(a, "echo only-a > /home/user/mine.txt");
+      assert.equal((await okIn(b, "cat /home/user/mine.txt 2>/dev/null || echo none")).trim(), "none");
+      assert.equal((await ok("cat /home/user/mine.txt 2>/dev/null || echo none")).trim(), "none");
+      // The source kept running through the fork.
+      assert.equal(await ok("echo source"), "source\n");
+    });
+
+    test("restore refuses a snapshot with one flipped byte, and nothing starts", {
+      timeout: 180_000,
+    }, async () => {
+      const dir = `${stack().stateDir}/snapshots/${snap.snapshotId}`;
+      const victim = runtime === "jail" ? "disk.tar" : "memory.bin";
+      const path = `${dir}/${victim}`;
+      const bytes = readFileSync(path);
+      const at = Math.floor(bytes.length / 2);
+      bytes[at] = (bytes[at] ?? 0) ^ 0x01;
+      writeFileSync(path, bytes);
+      const before = await stack().json<{ sandboxes: SandboxJson[] }>("/v1/sandboxes");
+      const r = await stack().json<ErrorJson>(`/v1/snapshots/${snap.snapshotId}/restore`, {
+        method: "POST",
+        body: "{}",
+        signal: AbortSignal.timeout(CREATE_MS),
+      });
+      assert.ok(r.status >= 400 && r.status < 500, `${r.status} ${JSON.stringify(r.body)}`);
+      assert.match(r.body.message, new RegExp(victim.replace(".", "\\.")));
+      const afterList = await stack().json<{ sandboxes: SandboxJson[] }>("/v1/sandboxes");
+      assert.deepEqual(
+        afterList.body.sandboxes.map((x) => x.sandboxId).sort(),
+        before.body.sandboxes.map((x) => x.sandboxId).sort(),
+      );
+      const del = await stack().api(`/v1/snapshots/${snap.snapshotId}`, {
+        method: "DELETE",
+        signal: AbortSignal.timeout(CALL_MS),
+      });
+      assert.equal(del.status, 204);
+      assert.equal(existsSync(dir), false, "snapshot folder left behind");
+      for (const c of clones.splice(0)) {
+        const d = await stack().api(`/v1/sandboxes/${c}`, {
+          method: "DELETE",
+          signal: AbortSignal.timeout(CALL_MS),
+        });
+        assert.equal(d.status, 204);
+      }
     });
 
     test("delete: 404 after, no folder, cgroup or process left", { timeout: 120_000 }, async () => {

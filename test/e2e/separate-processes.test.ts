@@ -98,7 +98,7 @@ describe("services as separate processes", () => {
     });
     assert.deepEqual(await exec.json(), {
       exitCode: 0,
-      stdout: "separate\nsandbox\n",
+      stdout: `separate\nsandbox-${created.sandboxId.slice(0, 12)}\n`,
       stderr: "",
       truncated: false,
     });

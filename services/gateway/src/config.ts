@@ -16,6 +16,8 @@ export interface GatewayConfig {
   apiKey: string | undefined;
   /** Only main.ts uses it, to build the scheduler client it passes in. */
   schedulerUrl: string;
+  /** The snapshot service (ListSnapshotKeys); everything else about snapshots goes through the scheduler. */
+  snapshotUrl: string;
   /** Exec: stdout and stderr together keep at most this many bytes; the rest is dropped. */
   execOutputLimitBytes: number;
   /** Largest file accepted by WriteFile and returned by the buffered (Connect) ReadFile. */
@@ -36,6 +38,7 @@ export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Obje
   databaseUrl: undefined,
   dbSchema: undefined,
   apiKey: undefined,
+  snapshotUrl: "http://127.0.0.1:7003",
   execOutputLimitBytes: 16 * MIB,
   fileLimitBytes: 100 * MIB,
   execTimeoutMs: 60_000,
@@ -63,6 +66,10 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
   } else if (!isHttpUrl(schedulerUrl)) {
     r.problem(`DNAH_SCHEDULER_URL: expected an http(s) URL, got ${JSON.stringify(schedulerUrl)}`);
   }
+  const snapshotUrl = r.str("DNAH_SNAPSHOT_URL", d.snapshotUrl);
+  if (!isHttpUrl(snapshotUrl)) {
+    r.problem(`DNAH_SNAPSHOT_URL: expected an http(s) URL, got ${JSON.stringify(snapshotUrl)}`);
+  }
   const cfg: GatewayConfig = {
     host: r.str("DNAH_GATEWAY_HOST", d.host),
     port: r.int("DNAH_PORT", d.port, 0, 65535),
@@ -70,6 +77,7 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
     dbSchema,
     apiKey,
     schedulerUrl: schedulerUrl ?? "",
+    snapshotUrl,
     execOutputLimitBytes: r.int("DNAH_EXEC_OUTPUT_LIMIT_BYTES", d.execOutputLimitBytes, 1024, 1024 * MIB),
     fileLimitBytes: r.int("DNAH_FILE_LIMIT_BYTES", d.fileLimitBytes, 1, 16 * 1024 * MIB),
     execTimeoutMs: r.int("DNAH_EXEC_TIMEOUT_MS", d.execTimeoutMs, 1, 0xffffffff),

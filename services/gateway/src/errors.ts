@@ -53,6 +53,30 @@ export const UPSTREAM_CODES: Readonly<Record<Code, { kind: ErrorKind; pass: bool
     [Code.Unauthenticated]: { kind: "internal", pass: false, message: "" },
   });
 
+const CODE_BY_NAME: ReadonlyMap<string, Code> = new Map(
+  Object.entries(Code)
+    .filter((e): e is [string, Code] => typeof e[1] === "number")
+    .map(([name, code]) => [
+      name.replace(/[A-Z]/g, (c, i: number) => (i === 0 ? "" : "_") + c.toLowerCase()),
+      code,
+    ]),
+);
+
+/**
+ * An upstream error reported as data rather than thrown (a fork's clone that failed): its
+ * Connect code name (`resource_exhausted`) and message, classified like a thrown one.
+ * `message` undefined: internal; the caller logs the detail and shows a generic message.
+ */
+export function classifyUpstream(
+  codeName: string,
+  message: string,
+): { kind: ErrorKind; message: string | undefined } {
+  const code = CODE_BY_NAME.get(codeName) ?? Code.Unknown;
+  const row = UPSTREAM_CODES[code];
+  if (row.kind === "internal") return { kind: "internal", message: undefined };
+  return { kind: row.kind, message: row.pass && message !== "" ? message : row.message };
+}
+
 /** The base of every typed error the gateway throws. */
 export class GatewayError extends Error {
   constructor(
@@ -92,6 +116,15 @@ export class TemplateNotFoundError extends GatewayError {
     options?: { cause?: unknown },
   ) {
     super("not_found", `template '${shorten(templateId)}' not found`, options);
+  }
+}
+
+export class SnapshotNotFoundError extends GatewayError {
+  constructor(
+    readonly snapshotId: string,
+    options?: { cause?: unknown },
+  ) {
+    super("not_found", `snapshot '${shorten(snapshotId)}' not found`, options);
   }
 }
 

@@ -1,8 +1,16 @@
 import { fileURLToPath } from "node:url";
 import type { Client } from "@connectrpc/connect";
-import { createServiceServer, type Db, type Logger, listen, migrate } from "@dnah/platform";
+import {
+  createServiceClient,
+  createServiceServer,
+  type Db,
+  type Logger,
+  listen,
+  migrate,
+} from "@dnah/platform";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import websocket from "@fastify/websocket";
 import type { FastifyError, FastifyInstance } from "fastify";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
@@ -18,6 +26,7 @@ import type { RestOptions } from "./rest/common.js";
 import { execRoutes } from "./rest/exec.js";
 import { fileRoutes } from "./rest/files.js";
 import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
+import { snapshotRoutes } from "./rest/snapshots.js";
 import { sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
 import { AgentPool } from "./sandbox/agent-client.js";
@@ -29,6 +38,8 @@ const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations", import.meta.url)
 export interface GatewayDeps {
   db: Db;
   scheduler: Client<typeof SchedulerService>;
+  /** The snapshot service's client (public keys); built from cfg.snapshotUrl when absent. */
+  snapshot?: Client<typeof SnapshotService> | undefined;
   logger: Logger;
   /** Daytona lifecycle sweeper overrides (tests: a short interval, a clock moved forward). */
   daytonaSweeper?: Partial<SweeperOptions> | undefined;
@@ -68,6 +79,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   });
   const rpcDeps: RpcDeps = {
     scheduler: deps.scheduler,
+    snapshot: deps.snapshot ?? createServiceClient(SnapshotService, cfg.snapshotUrl),
     agents,
     logger,
     limits: {
@@ -166,6 +178,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       await v1.register(restSandboxRoutes, restOpts);
       await v1.register(execRoutes, restOpts);
       await v1.register(fileRoutes, restOpts);
+      await v1.register(snapshotRoutes, restOpts);
     },
     { prefix: "/v1" },
   );

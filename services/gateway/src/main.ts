@@ -1,5 +1,6 @@
 import { createLogger, createServiceClient, initTelemetry, openDb } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { configFromEnv } from "./config.js";
 import { createGateway } from "./gateway.js";
 
@@ -10,7 +11,8 @@ const db = await openDb({ url: cfg.databaseUrl, schema: cfg.dbSchema });
 if (db.kind === "pglite")
   logger.warn("DATABASE_URL is not set: using an in-memory PGlite; API keys vanish on exit");
 const scheduler = createServiceClient(SchedulerService, cfg.schedulerUrl);
-const gateway = await createGateway(cfg, { db, scheduler, logger });
+const snapshot = createServiceClient(SnapshotService, cfg.snapshotUrl);
+const gateway = await createGateway(cfg, { db, scheduler, snapshot, logger });
 const url = await gateway.start();
 if (gateway.apiKey !== undefined && cfg.apiKey === undefined) {
   // Shown once, on stdout rather than in the log: it cannot be recovered later.

@@ -4,16 +4,23 @@ import { toConnectError } from "./errors.js";
 import { requestIdOf } from "./request-id.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
+import { deleteSnapshot } from "./rpc/delete-snapshot.js";
 import type { RpcDeps } from "./rpc/deps.js";
 import { exec } from "./rpc/exec.js";
 import { execStream } from "./rpc/exec-stream.js";
+import { forkSandbox } from "./rpc/fork-sandbox.js";
 import { getSandbox } from "./rpc/get-sandbox.js";
 import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
+import { getSnapshot } from "./rpc/get-snapshot.js";
 import { listFiles } from "./rpc/list-files.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
+import { listSnapshotKeys } from "./rpc/list-snapshot-keys.js";
+import { listSnapshots } from "./rpc/list-snapshots.js";
 import { pauseSandbox } from "./rpc/pause-sandbox.js";
 import { readFile } from "./rpc/read-file.js";
+import { restoreSnapshot } from "./rpc/restore-snapshot.js";
 import { resumeSandbox } from "./rpc/resume-sandbox.js";
+import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
 import { writeFile } from "./rpc/write-file.js";
 
 /** Response header set when Exec dropped output over the limit (the proto has no field). */
@@ -62,6 +69,13 @@ export function sandboxRoutes(deps: RpcDeps): (router: ConnectRouter) => void {
     pauseSandbox: unary(pauseSandbox),
     resumeSandbox: unary(resumeSandbox),
     getSandboxMetrics: unary(getSandboxMetrics),
+    snapshotSandbox: unary(snapshotSandbox),
+    restoreSnapshot: unary(restoreSnapshot),
+    forkSandbox: unary(forkSandbox),
+    getSnapshot: unary(getSnapshot),
+    listSnapshots: unary(listSnapshots),
+    deleteSnapshot: unary(deleteSnapshot),
+    listSnapshotKeys: unary(listSnapshotKeys),
   };
   return (router) => router.service(SandboxService, impl);
 }

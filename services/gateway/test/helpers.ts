@@ -33,7 +33,14 @@ export async function freshDb(prefix: string): Promise<TestDb> {
 }
 
 export function testConfig(overrides: Partial<GatewayConfig> = {}): GatewayConfig {
-  return { ...defaultConfig, host: "127.0.0.1", port: 0, schedulerUrl: UNREACHABLE_URL, ...overrides };
+  return {
+    ...defaultConfig,
+    host: "127.0.0.1",
+    port: 0,
+    schedulerUrl: UNREACHABLE_URL,
+    snapshotUrl: UNREACHABLE_URL,
+    ...overrides,
+  };
 }
 
 /** A gateway on a free port whose scheduler cannot be reached. */

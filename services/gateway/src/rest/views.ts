@@ -1,9 +1,12 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   type FileEntry,
+  type ForkResult,
   type Sandbox,
   type SandboxMetrics,
   SandboxState,
+  type Snapshot,
+  type SnapshotKey,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 
 /** REST JSON for a sandbox (camelCase, state as a lower-case word, ISO timestamps). */
@@ -19,6 +22,47 @@ export function sandboxJson(s: Sandbox) {
     hostId: s.hostId,
     runtime: s.runtime,
     pausedAt: s.pausedAt !== undefined ? timestampDate(s.pausedAt).toISOString() : null,
+    /** The snapshot it was restored or forked from; null for a fresh sandbox. */
+    sourceSnapshotId: s.sourceSnapshotId === "" ? null : s.sourceSnapshotId,
+  };
+}
+
+/**
+ * REST JSON for a snapshot. `memory` and `restoreSemantics` say what a restore brings back;
+ * `signature` and `publicKey` (snapshot-keys) are base64, the digests lower-case hex.
+ */
+export function snapshotJson(s: Snapshot) {
+  return {
+    snapshotId: s.snapshotId,
+    sandboxId: s.sandboxId,
+    templateId: s.templateId,
+    name: s.name === "" ? null : s.name,
+    runtime: s.runtime,
+    memory: s.memory,
+    restoreSemantics: s.restoreSemantics,
+    sizeBytes: Number(s.sizeBytes),
+    manifestSha256: s.manifestSha256,
+    kid: s.kid,
+    signature: Buffer.from(s.signature).toString("base64"),
+    createdAt: s.createdAt !== undefined ? timestampDate(s.createdAt).toISOString() : null,
+    files: s.files.map((f) => ({ name: f.name, sizeBytes: Number(f.sizeBytes), sha256: f.sha256 })),
+    metadata: s.metadata,
+  };
+}
+
+/** One clone of a fork: `{sandbox}` or `{error, code}` (code: an error kind of the table). */
+export function forkResultJson(r: ForkResult) {
+  if (r.sandbox !== undefined) return { sandbox: sandboxJson(r.sandbox) };
+  return { error: r.error, code: r.errorCode };
+}
+
+export function snapshotKeyJson(k: SnapshotKey) {
+  return {
+    kid: k.kid,
+    publicKey: Buffer.from(k.publicKey).toString("base64"),
+    status: k.status,
+    createdAt: k.createdAt !== undefined ? timestampDate(k.createdAt).toISOString() : null,
+    ...(k.retiredAt !== undefined ? { retiredAt: timestampDate(k.retiredAt).toISOString() } : {}),
   };
 }
 

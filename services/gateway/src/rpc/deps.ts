@@ -1,6 +1,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { Logger } from "@dnah/platform";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import type { AgentPool } from "../sandbox/agent-client.js";
 
 export interface Limits {
@@ -12,6 +13,8 @@ export interface Limits {
 /** What every RPC function needs; built once by createGateway, shared by Connect and REST. */
 export interface RpcDeps {
   scheduler: Client<typeof SchedulerService>;
+  /** Only for ListSnapshotKeys: snapshots themselves are the scheduler's. */
+  snapshot: Client<typeof SnapshotService>;
   agents: AgentPool;
   logger: Logger;
   limits: Limits;

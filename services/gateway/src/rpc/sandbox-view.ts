@@ -30,6 +30,7 @@ export function toSandbox(r: SandboxRecord): Sandbox {
     hostId: r.hostId,
     runtime: r.runtime,
     ...(r.pausedAt !== undefined ? { pausedAt: r.pausedAt } : {}),
+    sourceSnapshotId: r.sourceSnapshotId,
   });
 }
 

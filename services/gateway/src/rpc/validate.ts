@@ -1,6 +1,11 @@
 import { InvalidArgumentError } from "../errors.js";
 
 const SANDBOX_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+/**
+ * Snapshot ids (`snap_…`) and user-chosen names (E2B's `team/name:tag`) share one alphabet,
+ * the scheduler's: either may be given where a snapshot is named.
+ */
+const SNAPSHOT_REF_RE = /^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$/;
 const TEMPLATE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/;
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
 const USER_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/;
@@ -16,6 +21,35 @@ export function checkSandboxId(id: string): void {
   if (!SANDBOX_ID_RE.test(id)) {
     throw new InvalidArgumentError("invalid sandbox id: expected 1-128 letters, digits, '_', '.' or '-'");
   }
+}
+
+export function checkSnapshotRef(idOrName: string): void {
+  if (!SNAPSHOT_REF_RE.test(idOrName)) {
+    throw new InvalidArgumentError(
+      "invalid snapshot id or name: expected 1-128 letters, digits, '.', '_', ':', '/', '@' or '-', starting with a letter or digit",
+    );
+  }
+}
+
+/** An optional snapshot name ("" = none). */
+export function checkSnapshotName(name: string): void {
+  if (name === "") return;
+  if (!SNAPSHOT_REF_RE.test(name)) {
+    throw new InvalidArgumentError(
+      "invalid snapshot name: expected 1-128 letters, digits, '.', '_', ':', '/', '@' or '-', starting with a letter or digit",
+    );
+  }
+}
+
+export const FORK_COUNT = { min: 1, max: 16 } as const;
+
+/** Clones per fork; 0 (unset) means 1. */
+export function forkCount(count: number): number {
+  const n = count === 0 ? FORK_COUNT.min : count;
+  if (!Number.isInteger(n) || n < FORK_COUNT.min || n > FORK_COUNT.max) {
+    throw new InvalidArgumentError(`count: expected ${FORK_COUNT.min} to ${FORK_COUNT.max}, got ${count}`);
+  }
+  return n;
 }
 
 export function checkTemplateId(id: string): void {

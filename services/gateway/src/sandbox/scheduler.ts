@@ -10,6 +10,15 @@ import {
 /** Per-call deadlines towards the scheduler; a create may spawn a VM cold. */
 export const SCHEDULER_TIMEOUT_MS = 10_000;
 export const SCHEDULER_CREATE_TIMEOUT_MS = 60_000;
+/**
+ * Snapshot, restore and delete-snapshot: a microVM's memory written or read under TCG, and
+ * every file hashed, take well over a create. The scheduler bounds its own calls below this.
+ */
+export const SCHEDULER_SNAPSHOT_TIMEOUT_MS = 300_000;
+/** A fork is one snapshot plus `count` restores, which the scheduler may run one by one. */
+export function schedulerForkTimeoutMs(count: number): number {
+  return SCHEDULER_SNAPSHOT_TIMEOUT_MS * (1 + count);
+}
 
 /**
  * Turns a scheduler failure into a typed gateway error. `notFound` builds the error that a

@@ -14,6 +14,7 @@ import {
 import type { RpcDeps } from "../../rpc/deps.js";
 import { createRoute } from "./api/create.js";
 import { deleteRoute } from "./api/delete.js";
+import { forkRoute } from "./api/fork.js";
 import { getRoute } from "./api/get.js";
 import { lifecycleRoutes } from "./api/lifecycle.js";
 import { listRoute } from "./api/list.js";
@@ -178,6 +179,7 @@ export function createDaytonaCompat(deps: {
               lifecycleRoutes,
               settingsRoutes,
               previewUrlRoute,
+              forkRoute,
             ])
               await api.register(r, ctx);
           },

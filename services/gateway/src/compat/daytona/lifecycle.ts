@@ -7,6 +7,8 @@
  * | stopping      | PauseSandbox in flight                    |
  * | stopped       | paused (memory and filesystem kept)       |
  * | archived      | paused, too (nothing is moved off-host)   |
+ * | pausing       | PauseSandbox in flight (SDK `pause()`)    |
+ * | paused        | paused (memory and filesystem kept)       |
  * | starting      | ResumeSandbox in flight                   |
  * | destroying    | DeleteSandbox in flight                   |
  * | error         | a transition failed; errorReason says why |
@@ -17,6 +19,8 @@ export type DaytonaState =
   | "stopping"
   | "stopped"
   | "archived"
+  | "pausing"
+  | "paused"
   | "starting"
   | "destroying"
   | "destroyed"
@@ -32,11 +36,14 @@ export const MAX_AUTO_ARCHIVE_MIN = 43_200;
 export const MAX_INTERVAL_MIN = 10 * 365 * 24 * 60;
 
 /** Where each action may start from (spec §7, restricted to the states this gateway has). */
-export const FROM: Readonly<Record<"start" | "stop" | "archive" | "delete", readonly DaytonaState[]>> = {
-  start: ["started", "stopped", "archived", "error"],
-  stop: ["started", "stopped", "error"],
+export const FROM: Readonly<
+  Record<"start" | "stop" | "pause" | "archive" | "delete", readonly DaytonaState[]>
+> = {
+  start: ["started", "stopped", "archived", "paused", "error"],
+  stop: ["started", "stopped", "paused", "error"],
+  pause: ["started", "paused", "error"],
   archive: ["stopped", "archived", "error"],
-  delete: ["started", "stopped", "archived", "error", "destroying"],
+  delete: ["started", "stopped", "archived", "paused", "error", "destroying"],
 };
 
 /** Daytona's `desiredState` for a state. */
@@ -51,6 +58,9 @@ export function desiredStateOf(s: DaytonaState): string {
       return "stopped";
     case "archived":
       return "archived";
+    case "pausing":
+    case "paused":
+      return "paused";
     case "destroying":
     case "destroyed":
       return "destroyed";
@@ -66,6 +76,8 @@ export const LISTABLE_STATES: ReadonlySet<string> = new Set([
   "stopping",
   "stopped",
   "archived",
+  "pausing",
+  "paused",
   "starting",
   "destroying",
   "error",
@@ -80,7 +92,5 @@ export const LISTABLE_STATES: ReadonlySet<string> = new Set([
   "resizing",
   "snapshotting",
   "forking",
-  "pausing",
-  "paused",
   "resuming",
 ]);

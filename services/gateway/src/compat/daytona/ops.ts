@@ -60,8 +60,36 @@ export async function stopSandbox(
   origin: string | undefined,
 ): Promise<DaytonaRow> {
   if (row.state === "stopped") return row;
-  const t = await transition(ctx.db, row.sandbox_id, FROM.stop, "stopping");
-  if (t === undefined) throw wrongState(row, "stop");
+  const done = await pauseNative(ctx, row, origin, FROM.stop, "stopping", "stopped");
+  if (done.state === "stopped" && done.auto_delete_min === 0) {
+    await destroySandbox(ctx, done, origin);
+    return { ...done, state: "destroyed" };
+  }
+  return done;
+}
+
+/** started → pausing → paused (SDK `pause()`: the native pause, memory and disk kept). */
+export async function pauseDaytonaSandbox(
+  ctx: DaytonaContext,
+  row: DaytonaRow,
+  origin: string | undefined,
+): Promise<DaytonaRow> {
+  if (row.state === "paused") return row;
+  return pauseNative(ctx, row, origin, FROM.pause, "pausing", "paused");
+}
+
+/** `from` → `via` → native pause → `to`; the row as it ended. */
+async function pauseNative(
+  ctx: DaytonaContext,
+  row: DaytonaRow,
+  origin: string | undefined,
+  from: readonly DaytonaState[],
+  via: "stopping" | "pausing",
+  to: "stopped" | "paused",
+): Promise<DaytonaRow> {
+  const action = to === "stopped" ? "stop" : "pause";
+  const t = await transition(ctx.db, row.sandbox_id, from, via);
+  if (t === undefined) throw wrongState(row, action);
   moved(ctx, origin, t);
   try {
     await pauseSandbox(ctx.deps, create(PauseSandboxRequestSchema, { sandboxId: row.sandbox_id }));
@@ -72,22 +100,17 @@ export async function stopSandbox(
       !(err instanceof FailedPreconditionError) ||
       !(await nativeIs(ctx, row.sandbox_id, SandboxState.PAUSED))
     ) {
-      ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, "daytona stop failed");
-      await fail(ctx, t.row, "stopping", "stop failed; start it again or delete it", origin);
+      ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, `daytona ${action} failed`);
+      await fail(ctx, t.row, via, `${action} failed; start it again or delete it`, origin);
       throw err;
     }
   }
-  const done = await transition(ctx.db, row.sandbox_id, ["stopping"], "stopped");
+  const done = await transition(ctx.db, row.sandbox_id, [via], to);
   if (done === undefined) return (await daytonaSandboxById(ctx.db, row.sandbox_id)) ?? t.row;
-  moved(ctx, origin, done);
-  if (done.row.auto_delete_min === 0) {
-    await destroySandbox(ctx, done.row, origin);
-    return { ...done.row, state: "destroyed" };
-  }
-  return done.row;
+  return moved(ctx, origin, done);
 }
 
-/** stopped | archived | error → starting → started (native resume). */
+/** stopped | archived | paused | error → starting → started (native resume). */
 export async function startSandbox(
   ctx: DaytonaContext,
   row: DaytonaRow,
@@ -170,7 +193,7 @@ export async function reconcile(
   row: DaytonaRow,
   origin: string | undefined,
 ): Promise<DaytonaRow> {
-  if (row.state !== "started" && row.state !== "stopped" && row.state !== "archived") return row;
+  if (!["started", "stopped", "archived", "paused"].includes(row.state)) return row;
   try {
     await getSandbox(ctx.deps, create(GetSandboxRequestSchema, { sandboxId: row.sandbox_id }));
   } catch (err) {

@@ -87,3 +87,18 @@ export function toE2bError(
   if (row.errorCode !== undefined) body.error_code = row.errorCode;
   return { status: row.status, body };
 }
+
+/**
+ * An error reported inside a successful answer (one clone of a fork, `SandboxForkResult`):
+ * the same table, by kind. `message` undefined is internal: the caller has logged the detail.
+ */
+export function e2bErrorOfKind(kind: ErrorKind, message: string | undefined): E2bErrorBody {
+  if (kind === "not_found") return { code: 404, message: message ?? "Not found" };
+  const row = (
+    E2B_ERROR_TABLE as Partial<Record<ErrorKind, { status: number; message?: string; errorCode?: string }>>
+  )[kind];
+  if (row === undefined || message === undefined) return { code: 500, message: "Internal server error" };
+  const body: E2bErrorBody = { code: row.status, message: row.message ?? message };
+  if (row.errorCode !== undefined) body.error_code = row.errorCode;
+  return body;
+}

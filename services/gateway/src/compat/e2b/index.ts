@@ -13,11 +13,13 @@ import { toE2bError } from "./errors.js";
 import { createProxyHook } from "./proxy.js";
 import { connectRoute } from "./routes/connect.js";
 import { createRoute } from "./routes/create.js";
+import { forkRoute } from "./routes/fork.js";
 import { getRoute } from "./routes/get.js";
 import { killRoute } from "./routes/kill.js";
 import { listRoute } from "./routes/list.js";
 import { metricsRoute } from "./routes/metrics.js";
 import { pauseRoute } from "./routes/pause.js";
+import { snapshotRoutes } from "./routes/snapshots.js";
 import { timeoutRoute } from "./routes/timeout.js";
 import { parseSignedFileRequest, SignedFileRouter } from "./signed-files.js";
 import { startTimeoutEnforcer } from "./timeouts.js";
@@ -109,6 +111,8 @@ export async function createE2bCompat(deps: {
         await e2b.register(timeoutRoute, ctx);
         await e2b.register(pauseRoute, ctx);
         await e2b.register(metricsRoute, ctx);
+        await e2b.register(snapshotRoutes, ctx);
+        await e2b.register(forkRoute, ctx);
       });
     },
     close: async () => {

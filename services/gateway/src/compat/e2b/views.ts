@@ -1,5 +1,5 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
-import { type Sandbox, SandboxState } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { type Sandbox, SandboxState, type Snapshot } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { E2bSandboxRow } from "./db.js";
 
 /** E2B's deprecated constant client id (infra `consts.ClientID`). */
@@ -96,4 +96,9 @@ export function sandboxMetricJson(m: {
 export function startedAtOf(s: Sandbox, row: E2bSandboxRow | undefined): Date {
   if (row !== undefined) return row.startedAt;
   return s.createdAt !== undefined ? timestampDate(s.createdAt) : new Date(0);
+}
+
+/** `SnapshotInfo`: the id, and the name when one was given (either restores it). */
+export function snapshotInfoJson(s: Snapshot) {
+  return { snapshotID: s.snapshotId, names: s.name === "" ? [] : [s.name] };
 }

@@ -24,7 +24,7 @@ import { fullDto } from "./common.js";
 
 /** The user every template runs commands as (`recipes.ts`). */
 export const SANDBOX_USER = "user";
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const DEFAULT_DISK_GIB = 10;
 const LANGUAGE_LABEL = "code-toolbox-language";
 

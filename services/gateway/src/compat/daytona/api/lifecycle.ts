@@ -1,12 +1,13 @@
 import type { FastifyInstance } from "fastify";
 import { type DaytonaContext, requestOrigin } from "../context.js";
-import { archiveSandbox, startSandbox, stopSandbox } from "../ops.js";
+import { archiveSandbox, pauseDaytonaSandbox, startSandbox, stopSandbox } from "../ops.js";
 import { fullDto, type IdParams, ownedSandbox } from "./common.js";
 
 /**
- * `POST /sandbox/{id}/start|stop|archive` (no body). Each answers the DTO after the move (the
- * SDK reads it from start; stop and archive answers are ignored). `stop?force=` is accepted:
- * a stop here is always the same pause.
+ * `POST /sandbox/{id}/start|stop|pause|archive` (no body). Each answers the DTO after the move
+ * (the SDK reads it from start; the others' answers are ignored). `stop?force=` is accepted: a
+ * stop here is always the same native pause; `pause` is that pause shown as `paused`, and
+ * `start` resumes it.
  */
 export async function lifecycleRoutes(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
   app.post<IdParams>("/sandbox/:idOrName/start", async (req) => {
@@ -16,6 +17,10 @@ export async function lifecycleRoutes(app: FastifyInstance, ctx: DaytonaContext)
   app.post<IdParams>("/sandbox/:idOrName/stop", async (req) => {
     const row = await ownedSandbox(ctx, req, req.params.idOrName);
     return fullDto(req, await stopSandbox(ctx, row, requestOrigin(req)));
+  });
+  app.post<IdParams>("/sandbox/:idOrName/pause", async (req) => {
+    const row = await ownedSandbox(ctx, req, req.params.idOrName);
+    return fullDto(req, await pauseDaytonaSandbox(ctx, row, requestOrigin(req)));
   });
   app.post<IdParams>("/sandbox/:idOrName/archive", async (req) => {
     const row = await ownedSandbox(ctx, req, req.params.idOrName);

@@ -1,23 +1,28 @@
 import { create } from "@bufbuild/protobuf";
 import {
   CreateSandboxRequestSchema,
-  DeleteSandboxRequestSchema,
+  GetSnapshotRequestSchema,
+  RestoreSnapshotRequestSchema,
+  type Sandbox,
+  type Snapshot,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyInstance } from "fastify";
-import { InvalidArgumentError } from "../../../errors.js";
+import { InvalidArgumentError, SnapshotNotFoundError, TemplateNotFoundError } from "../../../errors.js";
 import { optStringMap, reqString } from "../../../rest/body.js";
 import { createSandbox } from "../../../rpc/create-sandbox.js";
-import { deleteSandbox } from "../../../rpc/delete-sandbox.js";
+import { getSnapshot } from "../../../rpc/get-snapshot.js";
+import { restoreSnapshot } from "../../../rpc/restore-snapshot.js";
+import { adoptE2bSandbox } from "../adopt.js";
 import { e2bBody, optBool, optInt32 } from "../body.js";
 import type { E2bContext } from "../context.js";
-import { deleteE2bSandbox, recordE2bSandbox } from "../db.js";
-import { setAccessToken } from "../init-token.js";
 import { refuseMemoryless } from "../lifecycle.js";
 import { DEFAULT_TIMEOUT_S, sandboxJson } from "../views.js";
 
 /**
  * `POST /v2/sandboxes` (SDK 2.51) and `POST /sandboxes` (SDK ≤ 2.50): creates a sandbox, sets
- * its envd access token and answers 201 `Sandbox`. `timeout` is recorded as `endAt`; then
+ * its envd access token and answers 201 `Sandbox`. `templateID` names a template or, failing
+ * that, a snapshot (id or name: E2B's `Sandbox.create(snapshotId)`), which is then restored
+ * after its signature and files are verified. `timeout` is recorded as `endAt`; then
  * timeouts.ts kills the sandbox, or pauses it when `autoPause` is set (SDK `lifecycle:
  * {onTimeout: "pause"}`). `autoPauseMemory: false` and `autoResume.enabled: true` are refused
  * (not supported); the other fields are checked for type only.
@@ -34,40 +39,13 @@ export async function createRoute(app: FastifyInstance, ctx: E2bContext): Promis
       const onTimeout = optBool(body, "autoPause") === true ? "pause" : "kill";
       refuseMemoryless(optBool(body, "autoPauseMemory"), "autoPauseMemory");
       refuseAutoResume(body.autoResume);
-      const res = await createSandbox(
-        ctx.deps,
-        create(CreateSandboxRequestSchema, {
-          templateId,
-          metadata: optStringMap(body, "metadata") ?? {},
-          envVars: optStringMap(body, "envVars") ?? {},
-        }),
+      const { sandbox, proofToken } = await createOrRestore(
+        ctx,
+        templateId,
+        optStringMap(body, "metadata") ?? {},
+        optStringMap(body, "envVars") ?? {},
       );
-      const sandbox = res.sandbox!;
-      const token = ctx.tokens.tokenFor(sandbox.sandboxId);
-      try {
-        // Recorded first: the tunnel to the agent admits only recorded sandboxes.
-        await recordE2bSandbox(ctx.db, sandbox.sandboxId, timeout, onTimeout);
-        await setAccessToken(ctx.tunnels, sandbox.sandboxId, token);
-      } catch (err) {
-        // A sandbox whose token is not set would be open to anyone who knows its id.
-        await deleteSandbox(
-          ctx.deps,
-          create(DeleteSandboxRequestSchema, { sandboxId: sandbox.sandboxId }),
-        ).catch((cleanupErr: unknown) =>
-          ctx.logger.error(
-            { err: cleanupErr, "sandbox.id": sandbox.sandboxId },
-            "cannot delete a sandbox whose access token was not set",
-          ),
-        );
-        ctx.tunnels.forget(sandbox.sandboxId);
-        await deleteE2bSandbox(ctx.db, sandbox.sandboxId).catch((dbErr: unknown) =>
-          ctx.logger.warn(
-            { err: dbErr, "sandbox.id": sandbox.sandboxId },
-            "cannot forget a failed E2B sandbox",
-          ),
-        );
-        throw err;
-      }
+      const token = await adoptE2bSandbox(ctx, sandbox.sandboxId, timeout, onTimeout, proofToken);
       return reply.code(201).send(sandboxJson(sandbox, token));
     });
   }
@@ -83,4 +61,45 @@ function refuseAutoResume(v: unknown): void {
     throw new InvalidArgumentError("'autoResume.enabled' must be a boolean");
   if (enabled === true)
     throw new InvalidArgumentError("'autoResume' is not supported: resume a paused sandbox with connect");
+}
+
+/**
+ * A template first; an unknown template may be a snapshot. When it is not one either, the
+ * caller hears about the template (what E2B says). `proofToken`: the source's access token,
+ * which a clone restored with its memory still holds.
+ */
+async function createOrRestore(
+  ctx: E2bContext,
+  templateId: string,
+  metadata: Record<string, string>,
+  envVars: Record<string, string>,
+): Promise<{ sandbox: Sandbox; proofToken?: string }> {
+  try {
+    const res = await createSandbox(
+      ctx.deps,
+      create(CreateSandboxRequestSchema, { templateId, metadata, envVars }),
+    );
+    return { sandbox: res.sandbox! };
+  } catch (err) {
+    // An invalid template id may still be a snapshot name (`team/name@x`); if it is not, the
+    // original error stands.
+    if (!(err instanceof TemplateNotFoundError) && !(err instanceof InvalidArgumentError)) throw err;
+    const snapshot = await findSnapshot(ctx, templateId);
+    if (snapshot === undefined) throw err;
+    const res = await restoreSnapshot(
+      ctx.deps,
+      create(RestoreSnapshotRequestSchema, { snapshotId: snapshot.snapshotId, metadata, envVars }),
+    );
+    return { sandbox: res.sandbox!, proofToken: ctx.tokens.tokenFor(snapshot.sandboxId) };
+  }
+}
+
+async function findSnapshot(ctx: E2bContext, idOrName: string): Promise<Snapshot | undefined> {
+  try {
+    return (await getSnapshot(ctx.deps, create(GetSnapshotRequestSchema, { snapshotId: idOrName }))).snapshot;
+  } catch (err) {
+    // Not a snapshot, or not even spelled like one: the template error stands.
+    if (err instanceof SnapshotNotFoundError || err instanceof InvalidArgumentError) return undefined;
+    throw err;
+  }
 }

@@ -1,0 +1,73 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import {
+  DeleteSnapshotRequestSchema,
+  ListSnapshotsRequestSchema,
+  SnapshotSandboxRequestSchema,
+} from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import type { FastifyInstance } from "fastify";
+import { InvalidArgumentError, SnapshotNotFoundError } from "../../../errors.js";
+import { optString } from "../../../rest/body.js";
+import { deleteSnapshot } from "../../../rpc/delete-snapshot.js";
+import { listSnapshots } from "../../../rpc/list-snapshots.js";
+import { snapshotSandbox } from "../../../rpc/snapshot-sandbox.js";
+import { e2bBody } from "../body.js";
+import type { E2bContext } from "../context.js";
+import { pageSnapshots, parseSnapshotQuery } from "../snapshot-query.js";
+import { snapshotInfoJson } from "../views.js";
+
+/**
+ * E2B snapshots (spec §5.1): `POST /sandboxes/{id}/snapshots` → 201 `SnapshotInfo` (the
+ * sandbox keeps running); `GET /snapshots` (`sandboxID`, `name`, `limit`, `nextToken` →
+ * `X-Next-Token`) → `SnapshotInfo[]`; `DELETE /templates/{snapshotId}` → 204, unknown → 404
+ * code (the SDK's `false`). A snapshot restores with `Sandbox.create(snapshotId or name)`.
+ * dnah snapshots are signed; on the jail runtime they hold disk and share, not memory.
+ */
+export async function snapshotRoutes(app: FastifyInstance, ctx: E2bContext): Promise<void> {
+  app.post<{ Params: { id: string } }>(
+    "/sandboxes/:id/snapshots",
+    { config: { e2bApi: true } },
+    async (req, reply) => {
+      const body = e2bBody(req.body);
+      const name = body.name === null ? undefined : optString(body, "name");
+      const res = await snapshotSandbox(
+        ctx.deps,
+        create(SnapshotSandboxRequestSchema, { sandboxId: req.params.id, name: name ?? "", metadata: {} }),
+      );
+      return reply.code(201).send(snapshotInfoJson(res.snapshot!));
+    },
+  );
+
+  app.get("/snapshots", { config: { e2bApi: true } }, async (req, reply) => {
+    const q = parseSnapshotQuery(req.url);
+    const res = await listSnapshots(
+      ctx.deps,
+      create(ListSnapshotsRequestSchema, { sandboxId: q.sandboxId ?? "" }),
+    );
+    const items = res.snapshots.map((s) => ({
+      snapshot: s,
+      snapshotId: s.snapshotId,
+      name: s.name,
+      createdAtMs: s.createdAt !== undefined ? timestampMs(s.createdAt) : 0,
+    }));
+    const { page, nextToken } = pageSnapshots(items, q);
+    if (nextToken !== undefined) reply.header("X-Next-Token", nextToken);
+    return page.map((s) => snapshotInfoJson(s.snapshot));
+  });
+
+  app.delete<{ Params: { id: string } }>(
+    "/templates/:id",
+    { config: { e2bApi: true } },
+    async (req, reply) => {
+      const snapshotId = req.params.id;
+      try {
+        await deleteSnapshot(ctx.deps, create(DeleteSnapshotRequestSchema, { snapshotId }));
+      } catch (err) {
+        // Not even spelled like a snapshot id: as unknown as a missing one (the SDK's `false`).
+        if (err instanceof InvalidArgumentError) throw new SnapshotNotFoundError(snapshotId, { cause: err });
+        throw err;
+      }
+      return reply.code(204).send();
+    },
+  );
+}
