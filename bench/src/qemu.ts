@@ -37,6 +37,8 @@ export interface QemuBenchOptions {
   readonly qemuBinary: string;
   /** Per boot, bare or runtime (TCG on a loaded host needs tens of seconds). */
   readonly bootTimeoutMs: number;
+  /** DNAH_QEMU_ACCEL (default tcg: this machine's nested KVM does not boot a guest in time). */
+  readonly accel: "auto" | "kvm" | "tcg";
 }
 
 /** The line `guest/image/init.c` prints first, right after it mounted /dev, /proc and /sys. */
@@ -45,6 +47,14 @@ const INIT_FIRST_LINE = "dnah-init: started";
 const TCG_CACHE_MIB = 64;
 const HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const OUTPUT_MAX_BYTES = 64 * 1024;
+
+/** DNAH_QEMU_ACCEL for a benchmark: tcg unless set (see `QemuBenchOptions.accel`). */
+export function accelFromEnv(env: NodeJS.ProcessEnv): "auto" | "kvm" | "tcg" {
+  const a = env.DNAH_QEMU_ACCEL || "tcg";
+  if (a !== "auto" && a !== "kvm" && a !== "tcg")
+    throw new Error(`DNAH_QEMU_ACCEL must be auto, kvm or tcg, got '${a}'`);
+  return a;
+}
 
 /** Options from the environment (`BENCH_QEMU_*`), with the defaults the README documents. */
 export function qemuBenchOptionsFromEnv(env: NodeJS.ProcessEnv): QemuBenchOptions {
@@ -65,6 +75,7 @@ export function qemuBenchOptionsFromEnv(env: NodeJS.ProcessEnv): QemuBenchOption
     mirror: env.DNAH_DEBIAN_MIRROR || DEFAULT_DEBIAN_MIRROR,
     qemuBinary: env.DNAH_QEMU_BINARY || "/usr/bin/qemu-system-x86_64",
     bootTimeoutMs: int("BENCH_QEMU_BOOT_TIMEOUT_MS", 180_000, 1_000, 3_600_000),
+    accel: accelFromEnv(env),
   };
 }
 
@@ -225,7 +236,7 @@ export async function runQemuBench(
   const template = findTemplate(o.cacheDir, "base", o.mirror);
   if (!template) throw new Error("base template not built: run 'npm run template' first");
   const image = await findVmImage(o.cacheDir, "base", template.rootfsDir);
-  const accel = existsSync("/dev/kvm") ? "kvm (else tcg)" : "tcg";
+  const accel = o.accel === "auto" ? (existsSync("/dev/kvm") ? "kvm (else tcg)" : "tcg") : o.accel;
   log(
     `image ${image.key} (kernel ${image.kernelRelease}), ${o.cpuCount} vCPU, ${o.memoryMib} MiB, ` +
       `accel ${accel}, ${o.boots} boots × ${o.cycles} pause/resume cycles`,
@@ -245,6 +256,7 @@ export async function runQemuBench(
     qemuBinary: o.qemuBinary,
     // No NAT rules on the host: the guest needs no egress to boot or answer.
     egress: false,
+    accel: o.accel,
     startTimeoutMs: o.bootTimeoutMs,
   });
   let current: string | undefined;
