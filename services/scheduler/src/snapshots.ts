@@ -24,7 +24,7 @@ import {
   WrongStateError,
 } from "./domain/errors.js";
 import { newSnapshotId } from "./domain/ids.js";
-import { isUnsigned, restoreSemantics, unsignedError, verificationError } from "./domain/snapshots.js";
+import { isUnsigned, unsignedError, verificationError } from "./domain/snapshots.js";
 import { codeName, deleteVm, errorDetail, logFields, type Owner, reserveOnHost } from "./provision.js";
 
 /**
@@ -241,7 +241,7 @@ export async function restoreSnapshot(
       ...fields,
       ...logFields(row),
       kid,
-      restores: restoreSemantics(snap.memory),
+      memory: snap.memory,
       verifyMs,
       filesVerifyMs,
       totalMs: ctx.clock.now() - started,

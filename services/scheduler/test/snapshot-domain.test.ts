@@ -7,7 +7,6 @@ import {
   checkSnapshotName,
   codeSnakeName,
   isUnsigned,
-  restoreSemantics,
   unsignedError,
   verificationError,
 } from "../src/domain/snapshots.js";
@@ -41,11 +40,6 @@ it("unsigned and unverified snapshots are refused with clear messages", () => {
     verificationError("snap_x", "retired key", "0123456789abcdef").message,
     "snapshot snap_x failed verification: retired key (kid 0123456789abcdef)",
   );
-});
-
-it("restore semantics say what comes back", () => {
-  assert.match(restoreSemantics(true), /memory, disk and share/);
-  assert.match(restoreSemantics(false), /disk and share only: processes start again/);
 });
 
 it("error codes are snake_case names", () => {

@@ -30,13 +30,6 @@ export function checkForkCount(count: number): number {
   return count;
 }
 
-/** What a restore of a snapshot brings back, in words (logged and documented). */
-export function restoreSemantics(memory: boolean): string {
-  return memory
-    ? "memory, disk and share: processes continue where they were"
-    : "disk and share only: processes start again, as after a reboot";
-}
-
 /** A signature the snapshot service could not have made: absent or empty. */
 export function isUnsigned(s: { kid: string | null; signature: Uint8Array | null }): boolean {
   return s.signature === null || s.signature.length === 0 || s.kid === null || s.kid === "";

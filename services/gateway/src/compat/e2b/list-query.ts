@@ -28,12 +28,7 @@ export interface Cursor {
  * Pure; every bad value is an InvalidArgumentError naming the parameter.
  */
 export function parseListQuery(url: string): ListQuery {
-  const qs = new URLSearchParams(url.includes("?") ? url.slice(url.indexOf("?") + 1) : "");
-  const one = (k: string) => {
-    const all = qs.getAll(k);
-    if (all.length > 1) throw new InvalidArgumentError(`query parameter '${k}' must be given once`);
-    return all[0];
-  };
+  const one = queryReader(url);
   const q: ListQuery = {
     metadata: {},
     states: new Set(["running", "paused"]),
@@ -69,16 +64,32 @@ export function parseListQuery(url: string): ListQuery {
     if (order !== "asc" && order !== "desc") throw new InvalidArgumentError("'order' must be asc or desc");
     q.order = order;
   }
-  const limit = one("limit");
-  if (limit !== undefined) {
-    const n = Number(limit);
-    if (!/^\d+$/.test(limit) || n < 1 || n > MAX_LIMIT)
-      throw new InvalidArgumentError(`'limit' must be an integer from 1 to ${MAX_LIMIT}`);
-    q.limit = n;
-  }
+  q.limit = parseLimit(one("limit"));
   const token = one("nextToken");
   if (token !== undefined && token !== "") q.after = decodeCursor(token);
   return q;
+}
+
+/**
+ * The query string of a raw URL, read one parameter at a time: its value, undefined when
+ * absent; a parameter given twice is an InvalidArgumentError.
+ */
+export function queryReader(url: string): (name: string) => string | undefined {
+  const qs = new URLSearchParams(url.includes("?") ? url.slice(url.indexOf("?") + 1) : "");
+  return (k) => {
+    const all = qs.getAll(k);
+    if (all.length > 1) throw new InvalidArgumentError(`query parameter '${k}' must be given once`);
+    return all[0];
+  };
+}
+
+/** E2B's `limit` parameter: 1–100, `MAX_LIMIT` when absent. */
+export function parseLimit(raw: string | undefined): number {
+  if (raw === undefined) return MAX_LIMIT;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < 1 || n > MAX_LIMIT)
+    throw new InvalidArgumentError(`'limit' must be an integer from 1 to ${MAX_LIMIT}`);
+  return n;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from "../../errors.js";
-import { MAX_LIMIT } from "./list-query.js";
+import { parseLimit, queryReader } from "./list-query.js";
 
 const MAX_TOKEN_CHARS = 512;
 
@@ -19,25 +19,14 @@ export interface SnapshotCursor {
 
 /** Reads the query from the raw URL. Pure; bad values are InvalidArgumentErrors naming the parameter. */
 export function parseSnapshotQuery(url: string): SnapshotQuery {
-  const qs = new URLSearchParams(url.includes("?") ? url.slice(url.indexOf("?") + 1) : "");
-  const one = (k: string) => {
-    const all = qs.getAll(k);
-    if (all.length > 1) throw new InvalidArgumentError(`query parameter '${k}' must be given once`);
-    return all[0] === "" ? undefined : all[0];
-  };
+  const read = queryReader(url);
+  const one = (k: string) => read(k) || undefined;
   const q: SnapshotQuery = {
     sandboxId: one("sandboxID"),
     name: one("name"),
-    limit: MAX_LIMIT,
+    limit: parseLimit(one("limit")),
     after: undefined,
   };
-  const limit = one("limit");
-  if (limit !== undefined) {
-    const n = Number(limit);
-    if (!/^\d+$/.test(limit) || n < 1 || n > MAX_LIMIT)
-      throw new InvalidArgumentError(`'limit' must be an integer from 1 to ${MAX_LIMIT}`);
-    q.limit = n;
-  }
   const token = one("nextToken");
   if (token !== undefined) q.after = parseToken(token);
   return q;
