@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { AccessTokens } from "./access-token.js";
 
 /** The candidate list is read again after this long… */
@@ -68,9 +69,14 @@ export class SignedFileRouter {
 
   async sandboxFor(r: SignedFileRequest): Promise<string | undefined> {
     const found = this.match(r, await this.candidates());
-    if (found !== undefined || this.cache === undefined) return found;
-    if ((this.opts.now ?? Date.now)() - this.cache.at < MISS_REFRESH_MS) return undefined;
-    this.cache = undefined;
+    const stale = this.cache;
+    if (found !== undefined || stale === undefined) return found;
+    // A miss reads the list again, but not more often than every MISS_REFRESH_MS: a miss
+    // right after a read waits for the window (a sandbox created and used within it was
+    // refused before), and concurrent misses share one read.
+    const wait = stale.at + MISS_REFRESH_MS - (this.opts.now ?? Date.now)();
+    if (wait > 0) await sleep(wait);
+    if (this.cache === stale) this.cache = undefined;
     return this.match(r, await this.candidates());
   }
 

@@ -1,4 +1,5 @@
 import { connect, type Socket } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /**
  * A QMP client (one per QEMU process): greeting, `qmp_capabilities`, then commands answered in
@@ -48,18 +49,19 @@ export class Qmp {
 
   /** Connects, reads the greeting and leaves capabilities negotiation mode. */
   static async connect(path: string, timeoutMs = 5_000): Promise<Qmp> {
-    const sock = connect(path);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`qmp connect ${path} timed out`)), timeoutMs);
-      sock.once("connect", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      sock.once("error", (e) => {
-        clearTimeout(timer);
-        reject(e);
-      });
-    });
+    const deadline = Date.now() + timeoutMs;
+    let sock: Socket;
+    for (let wait = 5; ; wait = Math.min(wait * 2, 100)) {
+      try {
+        sock = await dial(path, timeoutMs);
+        break;
+      } catch (err) {
+        // QEMU binds the socket (the path appears) a moment before it listens: seen as
+        // ECONNREFUSED under load (CI, 2026-12-03). Retried until the deadline.
+        if ((err as NodeJS.ErrnoException).code !== "ECONNREFUSED" || Date.now() + wait > deadline) throw err;
+        await sleep(wait);
+      }
+    }
     const qmp = new Qmp(sock);
     // The greeting is answered like a command with no request.
     await qmp.expect("greeting", timeoutMs);
@@ -183,4 +185,23 @@ export class Qmp {
       p.reject(err);
     }
   }
+}
+
+function dial(path: string, timeoutMs: number): Promise<Socket> {
+  const sock = connect(path);
+  return new Promise<Socket>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`qmp connect ${path} timed out`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once("error", (e) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(e);
+    });
+  });
 }
