@@ -12,7 +12,47 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/sandbox/v1/sandbox.proto.
  */
 export const file_dnah_sandbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIo8DCgdTYW5kYm94EhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLAoFc3RhdGUYAyABKA4yHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveFN0YXRlEjgKCG1ldGFkYXRhGAQgAygLMiYuZG5haC5zYW5kYm94LnYxLlNhbmRib3guTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYBiABKA0SEgoKbWVtb3J5X21pYhgHIAEoDRIPCgdob3N0X2lkGAggASgJEg8KB3J1bnRpbWUYCSABKAkSLQoJcGF1c2VkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJzb3VyY2Vfc25hcHNob3RfaWQYCyABKAkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpkCChRDcmVhdGVTYW5kYm94UmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCRJFCghtZXRhZGF0YRgCIAMoCzIzLmRuYWguc2FuZGJveC52MS5DcmVhdGVTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkQKCGVudl92YXJzGAMgAygLMjIuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KEkdldFNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3givQEKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EkUKCG1ldGFkYXRhGAEgAygLMjMuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLQoGc3RhdGVzGAIgAygOMh0uZG5haC5zYW5kYm94LnYxLlNhbmRib3hTdGF0ZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEisKCXNhbmRib3hlcxgBIAMoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IioKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlItMBCgtFeGVjUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSNAoEZW52cxgDIAMoCzImLmRuYWguc2FuZGJveC52MS5FeGVjUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAQgASgJEg0KBXN0ZGluGAUgASgMEhIKCnRpbWVvdXRfbXMYBiABKA0SDAoEdXNlchgHIAEoCRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJQCgxFeGVjUmVzcG9uc2USEQoJZXhpdF9jb2RlGAEgASgREg4KBnN0ZG91dBgCIAEoDBIOCgZzdGRlcnIYAyABKAwSDQoFZXJyb3IYBCABKAki3wEKEUV4ZWNTdHJlYW1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDwoHY29tbWFuZBgCIAEoCRI6CgRlbnZzGAMgAygLMiwuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0LkVudnNFbnRyeRILCgNjd2QYBCABKAkSDQoFc3RkaW4YBSABKAwSEgoKdGltZW91dF9tcxgGIAEoDRIMCgR1c2VyGAcgASgJGisKCUVudnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInwKEkV4ZWNTdHJlYW1SZXNwb25zZRINCgNwaWQYASABKA1IABIQCgZzdGRvdXQYAiABKAxIABIQCgZzdGRlcnIYAyABKAxIABIqCgRleGl0GAQgASgLMhouZG5haC5zYW5kYm94LnYxLkV4aXRFdmVudEgAQgcKBWV2ZW50Ii0KCUV4aXRFdmVudBIRCglleGl0X2NvZGUYASABKBESDQoFZXJyb3IYAiABKAkiRQoQV3JpdGVGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkSDwoHY29udGVudBgDIAEoDCIhChFXcml0ZUZpbGVSZXNwb25zZRIMCgRwYXRoGAEgASgJIjMKD1JlYWRGaWxlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBHBhdGgYAiABKAkiIwoQUmVhZEZpbGVSZXNwb25zZRIPCgdjb250ZW50GAEgASgMIjQKEExpc3RGaWxlc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIkAKEUxpc3RGaWxlc1Jlc3BvbnNlEisKB2VudHJpZXMYASADKAsyGi5kbmFoLnNhbmRib3gudjEuRmlsZUVudHJ5InoKCUZpbGVFbnRyeRIMCgRuYW1lGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEdHlwZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEi8KC21vZGlmaWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIpChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQQoUUGF1c2VTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94IioKFFJlc3VtZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiQgoVUmVzdW1lU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCIuChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJNChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEjAKB21ldHJpY3MYASABKAsyHy5kbmFoLnNhbmRib3gudjEuU2FuZGJveE1ldHJpY3Mi5QEKDlNhbmRib3hNZXRyaWNzEi0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIkAKDFNuYXBzaG90RmlsZRIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGc2hhMjU2GAMgASgJIqkDCghTbmFwc2hvdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhMKC3RlbXBsYXRlX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSDwoHcnVudGltZRgFIAEoCRIOCgZtZW1vcnkYBiABKAgSGQoRcmVzdG9yZV9zZW1hbnRpY3MYByABKAkSEgoKc2l6ZV9ieXRlcxgIIAEoBBIXCg9tYW5pZmVzdF9zaGEyNTYYCSABKAkSCwoDa2lkGAogASgJEhEKCXNpZ25hdHVyZRgLIAEoDBIuCgpjcmVhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgVmaWxlcxgNIAMoCzIdLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdEZpbGUSOQoIbWV0YWRhdGEYDiADKAsyJy5kbmFoLnNhbmRib3gudjEuU25hcHNob3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEitAEKFlNuYXBzaG90U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEkcKCG1ldGFkYXRhGAMgAygLMjUuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90U2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRgoXU25hcHNob3RTYW5kYm94UmVzcG9uc2USKwoIc25hcHNob3QYASABKAsyGS5kbmFoLnNhbmRib3gudjEuU25hcHNob3QinwIKFlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkSRwoIbWV0YWRhdGEYAiADKAsyNS5kbmFoLnNhbmRib3gudjEuUmVzdG9yZVNuYXBzaG90UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkYKCGVudl92YXJzGAMgAygLMjQuZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QuRW52VmFyc0VudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJEChdSZXN0b3JlU25hcHNob3RSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3girQEKEkZvcmtTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg0KBWNvdW50GAIgASgNEkMKCG1ldGFkYXRhGAMgAygLMjEuZG5haC5zYW5kYm94LnYxLkZvcmtTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJaCgpGb3JrUmVzdWx0EikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveBINCgVlcnJvchgCIAEoCRISCgplcnJvcl9jb2RlGAMgASgJIkMKE0ZvcmtTYW5kYm94UmVzcG9uc2USLAoHcmVzdWx0cxgBIAMoCzIbLmRuYWguc2FuZGJveC52MS5Gb3JrUmVzdWx0IikKEkdldFNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJCChNHZXRTbmFwc2hvdFJlc3BvbnNlEisKCHNuYXBzaG90GAEgASgLMhkuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90IioKFExpc3RTbmFwc2hvdHNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiRQoVTGlzdFNuYXBzaG90c1Jlc3BvbnNlEiwKCXNuYXBzaG90cxgBIAMoCzIZLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdCIsChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkiGAoWRGVsZXRlU25hcHNob3RSZXNwb25zZSIZChdMaXN0U25hcHNob3RLZXlzUmVxdWVzdCKeAQoLU25hcHNob3RLZXkSCwoDa2lkGAEgASgJEhIKCnB1YmxpY19rZXkYAiABKAwSDgoGc3RhdHVzGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldGlyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkYKGExpc3RTbmFwc2hvdEtleXNSZXNwb25zZRIqCgRrZXlzGAEgAygLMhwuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90S2V5KrQBCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBADEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAEEhkKFVNBTkRCT1hfU1RBVEVfREVMRVRFRBAFMvMNCg5TYW5kYm94U2VydmljZRJeCg1DcmVhdGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJVCgpHZXRTYW5kYm94EiIuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXNwb25zZRJeCg1MaXN0U2FuZGJveGVzEiUuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJeCg1EZWxldGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJDCgRFeGVjEhwuZG5haC5zYW5kYm94LnYxLkV4ZWNSZXF1ZXN0Gh0uZG5haC5zYW5kYm94LnYxLkV4ZWNSZXNwb25zZRJXCgpFeGVjU3RyZWFtEiIuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABElIKCVdyaXRlRmlsZRIhLmRuYWguc2FuZGJveC52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlc3BvbnNlEk8KCFJlYWRGaWxlEiAuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVxdWVzdBohLmRuYWguc2FuZGJveC52MS5SZWFkRmlsZVJlc3BvbnNlElIKCUxpc3RGaWxlcxIhLmRuYWguc2FuZGJveC52MS5MaXN0RmlsZXNSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1Jlc3BvbnNlElsKDFBhdXNlU2FuZGJveBIkLmRuYWguc2FuZGJveC52MS5QYXVzZVNhbmRib3hSZXF1ZXN0GiUuZG5haC5zYW5kYm94LnYxLlBhdXNlU2FuZGJveFJlc3BvbnNlEl4KDVJlc3VtZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlc3BvbnNlEmoKEUdldFNhbmRib3hNZXRyaWNzEikuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBoqLmRuYWguc2FuZGJveC52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmQKD1NuYXBzaG90U2FuZGJveBInLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlEmQKD1Jlc3RvcmVTbmFwc2hvdBInLmRuYWguc2FuZGJveC52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlc3BvbnNlElgKC0ZvcmtTYW5kYm94EiMuZG5haC5zYW5kYm94LnYxLkZvcmtTYW5kYm94UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElgKC0dldFNuYXBzaG90EiMuZG5haC5zYW5kYm94LnYxLkdldFNuYXBzaG90UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5HZXRTbmFwc2hvdFJlc3BvbnNlEl4KDUxpc3RTbmFwc2hvdHMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlEmEKDkRlbGV0ZVNuYXBzaG90EiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBonLmRuYWguc2FuZGJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEmcKEExpc3RTbmFwc2hvdEtleXMSKC5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1JlcXVlc3QaKS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("Ch1kbmFoL3NhbmRib3gvdjEvc2FuZGJveC5wcm90bxIPZG5haC5zYW5kYm94LnYxIokBCglMaWZlY3ljbGUSLAoEdHlwZRgBIAEoDjIeLmRuYWguc2FuZGJveC52MS5MaWZlY3ljbGVUeXBlEhkKEWF1dG9fc3RvcF9taW51dGVzGAIgASgNEhkKEWF1dG9fYXJjaGl2ZV9kYXlzGAMgASgNEhgKEGF1dG9fZGVsZXRlX2RheXMYBCABKA0ipQQKB1NhbmRib3gSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIsCgVzdGF0ZRgDIAEoDjIdLmRuYWguc2FuZGJveC52MS5TYW5kYm94U3RhdGUSOAoIbWV0YWRhdGEYBCADKAsyJi5kbmFoLnNhbmRib3gudjEuU2FuZGJveC5NZXRhZGF0YUVudHJ5Ei4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNwdV9jb3VudBgGIAEoDRISCgptZW1vcnlfbWliGAcgASgNEg8KB2hvc3RfaWQYCCABKAkSDwoHcnVudGltZRgJIAEoCRItCglwYXVzZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnNvdXJjZV9zbmFwc2hvdF9pZBgLIAEoCRItCglsaWZlY3ljbGUYDCABKAsyGi5kbmFoLnNhbmRib3gudjEuTGlmZWN5Y2xlEjQKEGxhc3RfYWN0aXZpdHlfYXQYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2FyY2hpdmVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi5wMKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkUKCG1ldGFkYXRhGAIgAygLMjMuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSRAoIZW52X3ZhcnMYAyADKAsyMi5kbmFoLnNhbmRib3gudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuRW52VmFyc0VudHJ5EiwKBHR5cGUYBCABKA4yHi5kbmFoLnNhbmRib3gudjEuTGlmZWN5Y2xlVHlwZRIeChFhdXRvX3N0b3BfbWludXRlcxgFIAEoDUgAiAEBEh4KEWF1dG9fYXJjaGl2ZV9kYXlzGAYgASgNSAGIAQESHQoQYXV0b19kZWxldGVfZGF5cxgHIAEoDUgCiAEBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19zdG9wX21pbnV0ZXNCFAoSX2F1dG9fYXJjaGl2ZV9kYXlzQhMKEV9hdXRvX2RlbGV0ZV9kYXlzIkIKFUNyZWF0ZVNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giJwoRR2V0U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSI/ChJHZXRTYW5kYm94UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94Ir0BChRMaXN0U2FuZGJveGVzUmVxdWVzdBJFCghtZXRhZGF0YRgBIAMoCzIzLmRuYWguc2FuZGJveC52MS5MaXN0U2FuZGJveGVzUmVxdWVzdC5NZXRhZGF0YUVudHJ5Ei0KBnN0YXRlcxgCIAMoDjIdLmRuYWguc2FuZGJveC52MS5TYW5kYm94U3RhdGUaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkQKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIrCglzYW5kYm94ZXMYASADKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCIqChREZWxldGVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhcKFURlbGV0ZVNhbmRib3hSZXNwb25zZSLTAQoLRXhlY1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEjQKBGVudnMYAyADKAsyJi5kbmFoLnNhbmRib3gudjEuRXhlY1JlcXVlc3QuRW52c0VudHJ5EgsKA2N3ZBgEIAEoCRINCgVzdGRpbhgFIAEoDBISCgp0aW1lb3V0X21zGAYgASgNEgwKBHVzZXIYByABKAkaKwoJRW52c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiUAoMRXhlY1Jlc3BvbnNlEhEKCWV4aXRfY29kZRgBIAEoERIOCgZzdGRvdXQYAiABKAwSDgoGc3RkZXJyGAMgASgMEg0KBWVycm9yGAQgASgJIt8BChFFeGVjU3RyZWFtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSOgoEZW52cxgDIAMoCzIsLmRuYWguc2FuZGJveC52MS5FeGVjU3RyZWFtUmVxdWVzdC5FbnZzRW50cnkSCwoDY3dkGAQgASgJEg0KBXN0ZGluGAUgASgMEhIKCnRpbWVvdXRfbXMYBiABKA0SDAoEdXNlchgHIAEoCRorCglFbnZzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ8ChJFeGVjU3RyZWFtUmVzcG9uc2USDQoDcGlkGAEgASgNSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKgoEZXhpdBgEIAEoCzIaLmRuYWguc2FuZGJveC52MS5FeGl0RXZlbnRIAEIHCgVldmVudCItCglFeGl0RXZlbnQSEQoJZXhpdF9jb2RlGAEgASgREg0KBWVycm9yGAIgASgJIkUKEFdyaXRlRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJEg8KB2NvbnRlbnQYAyABKAwiIQoRV3JpdGVGaWxlUmVzcG9uc2USDAoEcGF0aBgBIAEoCSIzCg9SZWFkRmlsZVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRwYXRoGAIgASgJIiMKEFJlYWRGaWxlUmVzcG9uc2USDwoHY29udGVudBgBIAEoDCI0ChBMaXN0RmlsZXNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEcGF0aBgCIAEoCSJAChFMaXN0RmlsZXNSZXNwb25zZRIrCgdlbnRyaWVzGAEgAygLMhouZG5haC5zYW5kYm94LnYxLkZpbGVFbnRyeSJ6CglGaWxlRW50cnkSDAoEbmFtZRgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBHR5cGUYAyABKAkSEgoKc2l6ZV9ieXRlcxgEIAEoBBIvCgttb2RpZmllZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiKQoTUGF1c2VTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkEKFFBhdXNlU2FuZGJveFJlc3BvbnNlEikKB3NhbmRib3gYASABKAsyGC5kbmFoLnNhbmRib3gudjEuU2FuZGJveCIqChRSZXN1bWVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkIKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giLgoYR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiTQoZR2V0U2FuZGJveE1ldHJpY3NSZXNwb25zZRIwCgdtZXRyaWNzGAEgASgLMh8uZG5haC5zYW5kYm94LnYxLlNhbmRib3hNZXRyaWNzIuUBCg5TYW5kYm94TWV0cmljcxItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNwdV9jb3VudBgCIAEoDRIUCgxjcHVfdXNlZF9wY3QYAyABKAESFgoObWVtX3VzZWRfYnl0ZXMYBCABKAQSFwoPbWVtX3RvdGFsX2J5dGVzGAUgASgEEhcKD21lbV9jYWNoZV9ieXRlcxgGIAEoBBIXCg9kaXNrX3VzZWRfYnl0ZXMYByABKAQSGAoQZGlza190b3RhbF9ieXRlcxgIIAEoBCJACgxTbmFwc2hvdEZpbGUSDAoEbmFtZRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEg4KBnNoYTI1NhgDIAEoCSKpAwoIU25hcHNob3QSEwoLc25hcHNob3RfaWQYASABKAkSEgoKc2FuZGJveF9pZBgCIAEoCRITCgt0ZW1wbGF0ZV9pZBgDIAEoCRIMCgRuYW1lGAQgASgJEg8KB3J1bnRpbWUYBSABKAkSDgoGbWVtb3J5GAYgASgIEhkKEXJlc3RvcmVfc2VtYW50aWNzGAcgASgJEhIKCnNpemVfYnl0ZXMYCCABKAQSFwoPbWFuaWZlc3Rfc2hhMjU2GAkgASgJEgsKA2tpZBgKIAEoCRIRCglzaWduYXR1cmUYCyABKAwSLgoKY3JlYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoFZmlsZXMYDSADKAsyHS5kbmFoLnNhbmRib3gudjEuU25hcHNob3RGaWxlEjkKCG1ldGFkYXRhGA4gAygLMicuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIrQBChZTbmFwc2hvdFNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDAoEbmFtZRgCIAEoCRJHCghtZXRhZGF0YRgDIAMoCzI1LmRuYWguc2FuZGJveC52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkYKF1NuYXBzaG90U2FuZGJveFJlc3BvbnNlEisKCHNuYXBzaG90GAEgASgLMhkuZG5haC5zYW5kYm94LnYxLlNuYXBzaG90Ip8CChZSZXN0b3JlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJEkcKCG1ldGFkYXRhGAIgAygLMjUuZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QuTWV0YWRhdGFFbnRyeRJGCghlbnZfdmFycxgDIAMoCzI0LmRuYWguc2FuZGJveC52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiRAoXUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USKQoHc2FuZGJveBgBIAEoCzIYLmRuYWguc2FuZGJveC52MS5TYW5kYm94Iq0BChJGb3JrU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRINCgVjb3VudBgCIAEoDRJDCghtZXRhZGF0YRgDIAMoCzIxLmRuYWguc2FuZGJveC52MS5Gb3JrU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoKRm9ya1Jlc3VsdBIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3gSDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCSJDChNGb3JrU2FuZGJveFJlc3BvbnNlEiwKB3Jlc3VsdHMYASADKAsyGy5kbmFoLnNhbmRib3gudjEuRm9ya1Jlc3VsdCIpChJHZXRTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkiQgoTR2V0U25hcHNob3RSZXNwb25zZRIrCghzbmFwc2hvdBgBIAEoCzIZLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdCIqChRMaXN0U25hcHNob3RzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkUKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIsCglzbmFwc2hvdHMYASADKAsyGS5kbmFoLnNhbmRib3gudjEuU25hcHNob3QiLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiGQoXTGlzdFNuYXBzaG90S2V5c1JlcXVlc3QingEKC1NuYXBzaG90S2V5EgsKA2tpZBgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMEg4KBnN0YXR1cxgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXRpcmVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJGChhMaXN0U25hcHNob3RLZXlzUmVzcG9uc2USKgoEa2V5cxgBIAMoCzIcLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdEtleSLMAQoWVXBkYXRlTGlmZWN5Y2xlUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEh4KEWF1dG9fc3RvcF9taW51dGVzGAIgASgNSACIAQESHgoRYXV0b19hcmNoaXZlX2RheXMYAyABKA1IAYgBARIdChBhdXRvX2RlbGV0ZV9kYXlzGAQgASgNSAKIAQFCFAoSX2F1dG9fc3RvcF9taW51dGVzQhQKEl9hdXRvX2FyY2hpdmVfZGF5c0ITChFfYXV0b19kZWxldGVfZGF5cyJEChdVcGRhdGVMaWZlY3ljbGVSZXNwb25zZRIpCgdzYW5kYm94GAEgASgLMhguZG5haC5zYW5kYm94LnYxLlNhbmRib3giPQoYTGlzdFNhbmRib3hFdmVudHNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSDQoFbGltaXQYAiABKA0iSgoZTGlzdFNhbmRib3hFdmVudHNSZXNwb25zZRItCgZldmVudHMYASADKAsyHS5kbmFoLnNhbmRib3gudjEuU2FuZGJveEV2ZW50Iu0BCgxTYW5kYm94RXZlbnQSEAoIZXZlbnRfaWQYASABKAQSEgoKc2FuZGJveF9pZBgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2luZBgEIAEoCRIxCgpmcm9tX3N0YXRlGAUgASgOMh0uZG5haC5zYW5kYm94LnYxLlNhbmRib3hTdGF0ZRIvCgh0b19zdGF0ZRgGIAEoDjIdLmRuYWguc2FuZGJveC52MS5TYW5kYm94U3RhdGUSDQoFYWN0b3IYByABKAkSDgoGZGV0YWlsGAggASgJKtABCgxTYW5kYm94U3RhdGUSHQoZU0FOREJPWF9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNBTkRCT1hfU1RBVEVfU1RBUlRJTkcQARIZChVTQU5EQk9YX1NUQVRFX1JVTk5JTkcQAhIYChRTQU5EQk9YX1NUQVRFX1BBVVNFRBADEhkKFVNBTkRCT1hfU1RBVEVfU1RPUFBFRBAEEhkKFVNBTkRCT1hfU1RBVEVfREVMRVRFRBAFEhoKFlNBTkRCT1hfU1RBVEVfQVJDSElWRUQQBipsCg1MaWZlY3ljbGVUeXBlEh4KGkxJRkVDWUNMRV9UWVBFX1VOU1BFQ0lGSUVEEAASHQoZTElGRUNZQ0xFX1RZUEVfUEVSU0lTVEVOVBABEhwKGExJRkVDWUNMRV9UWVBFX0VQSEVNRVJBTBACMsUPCg5TYW5kYm94U2VydmljZRJeCg1DcmVhdGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkNyZWF0ZVNhbmRib3hSZXNwb25zZRJVCgpHZXRTYW5kYm94EiIuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hSZXNwb25zZRJeCg1MaXN0U2FuZGJveGVzEiUuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94ZXNSZXNwb25zZRJeCg1EZWxldGVTYW5kYm94EiUuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNhbmRib3hSZXNwb25zZRJDCgRFeGVjEhwuZG5haC5zYW5kYm94LnYxLkV4ZWNSZXF1ZXN0Gh0uZG5haC5zYW5kYm94LnYxLkV4ZWNSZXNwb25zZRJXCgpFeGVjU3RyZWFtEiIuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXF1ZXN0GiMuZG5haC5zYW5kYm94LnYxLkV4ZWNTdHJlYW1SZXNwb25zZTABElIKCVdyaXRlRmlsZRIhLmRuYWguc2FuZGJveC52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLldyaXRlRmlsZVJlc3BvbnNlEk8KCFJlYWRGaWxlEiAuZG5haC5zYW5kYm94LnYxLlJlYWRGaWxlUmVxdWVzdBohLmRuYWguc2FuZGJveC52MS5SZWFkRmlsZVJlc3BvbnNlElIKCUxpc3RGaWxlcxIhLmRuYWguc2FuZGJveC52MS5MaXN0RmlsZXNSZXF1ZXN0GiIuZG5haC5zYW5kYm94LnYxLkxpc3RGaWxlc1Jlc3BvbnNlElsKDFBhdXNlU2FuZGJveBIkLmRuYWguc2FuZGJveC52MS5QYXVzZVNhbmRib3hSZXF1ZXN0GiUuZG5haC5zYW5kYm94LnYxLlBhdXNlU2FuZGJveFJlc3BvbnNlEl4KDVJlc3VtZVNhbmRib3gSJS5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuUmVzdW1lU2FuZGJveFJlc3BvbnNlEmoKEUdldFNhbmRib3hNZXRyaWNzEikuZG5haC5zYW5kYm94LnYxLkdldFNhbmRib3hNZXRyaWNzUmVxdWVzdBoqLmRuYWguc2FuZGJveC52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmQKD1NuYXBzaG90U2FuZGJveBInLmRuYWguc2FuZGJveC52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlNuYXBzaG90U2FuZGJveFJlc3BvbnNlEmQKD1Jlc3RvcmVTbmFwc2hvdBInLmRuYWguc2FuZGJveC52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlJlc3RvcmVTbmFwc2hvdFJlc3BvbnNlElgKC0ZvcmtTYW5kYm94EiMuZG5haC5zYW5kYm94LnYxLkZvcmtTYW5kYm94UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElgKC0dldFNuYXBzaG90EiMuZG5haC5zYW5kYm94LnYxLkdldFNuYXBzaG90UmVxdWVzdBokLmRuYWguc2FuZGJveC52MS5HZXRTbmFwc2hvdFJlc3BvbnNlEl4KDUxpc3RTbmFwc2hvdHMSJS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaJi5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlEmEKDkRlbGV0ZVNuYXBzaG90EiYuZG5haC5zYW5kYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBonLmRuYWguc2FuZGJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEmcKEExpc3RTbmFwc2hvdEtleXMSKC5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1JlcXVlc3QaKS5kbmFoLnNhbmRib3gudjEuTGlzdFNuYXBzaG90S2V5c1Jlc3BvbnNlEmQKD1VwZGF0ZUxpZmVjeWNsZRInLmRuYWguc2FuZGJveC52MS5VcGRhdGVMaWZlY3ljbGVSZXF1ZXN0GiguZG5haC5zYW5kYm94LnYxLlVwZGF0ZUxpZmVjeWNsZVJlc3BvbnNlEmoKEUxpc3RTYW5kYm94RXZlbnRzEikuZG5haC5zYW5kYm94LnYxLkxpc3RTYW5kYm94RXZlbnRzUmVxdWVzdBoqLmRuYWguc2FuZGJveC52MS5MaXN0U2FuZGJveEV2ZW50c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+
+/**
+ * What the scheduler's reaper does to a sandbox on its own. 0 means never.
+ *
+ * @generated from message dnah.sandbox.v1.Lifecycle
+ */
+export type Lifecycle = Message<"dnah.sandbox.v1.Lifecycle"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.LifecycleType type = 1;
+   */
+  type: LifecycleType;
+
+  /**
+   * Idle minutes (no working call) before a running sandbox is stopped (paused).
+   *
+   * @generated from field: uint32 auto_stop_minutes = 2;
+   */
+  autoStopMinutes: number;
+
+  /**
+   * Days stopped before its state is moved to archive storage.
+   *
+   * @generated from field: uint32 auto_archive_days = 3;
+   */
+  autoArchiveDays: number;
+
+  /**
+   * Days archived (or stopped, when it is never archived) before it is deleted.
+   *
+   * @generated from field: uint32 auto_delete_days = 4;
+   */
+  autoDeleteDays: number;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.Lifecycle.
+ * Use `create(LifecycleSchema)` to create a new message.
+ */
+export const LifecycleSchema: GenMessage<Lifecycle> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 0);
 
 /**
  * @generated from message dnah.sandbox.v1.Sandbox
@@ -78,6 +118,25 @@ export type Sandbox = Message<"dnah.sandbox.v1.Sandbox"> & {
    * @generated from field: string source_snapshot_id = 11;
    */
   sourceSnapshotId: string;
+
+  /**
+   * @generated from field: dnah.sandbox.v1.Lifecycle lifecycle = 12;
+   */
+  lifecycle?: Lifecycle | undefined;
+
+  /**
+   * The last working call (exec, files, metrics, snapshot, port traffic, …): the idle clock.
+   *
+   * @generated from field: google.protobuf.Timestamp last_activity_at = 13;
+   */
+  lastActivityAt?: Timestamp | undefined;
+
+  /**
+   * Set while archived: when it was archived.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 14;
+   */
+  archivedAt?: Timestamp | undefined;
 };
 
 /**
@@ -85,7 +144,7 @@ export type Sandbox = Message<"dnah.sandbox.v1.Sandbox"> & {
  * Use `create(SandboxSchema)` to create a new message.
  */
 export const SandboxSchema: GenMessage<Sandbox> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 0);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 1);
 
 /**
  * @generated from message dnah.sandbox.v1.CreateSandboxRequest
@@ -109,6 +168,30 @@ export type CreateSandboxRequest = Message<"dnah.sandbox.v1.CreateSandboxRequest
    * @generated from field: map<string, string> env_vars = 3;
    */
   envVars: { [key: string]: string };
+
+  /**
+   * The lifecycle preset; unspecified means persistent.
+   *
+   * @generated from field: dnah.sandbox.v1.LifecycleType type = 4;
+   */
+  type: LifecycleType;
+
+  /**
+   * Explicit settings; each one given wins over the preset's.
+   *
+   * @generated from field: optional uint32 auto_stop_minutes = 5;
+   */
+  autoStopMinutes?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_archive_days = 6;
+   */
+  autoArchiveDays?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_delete_days = 7;
+   */
+  autoDeleteDays?: number | undefined;
 };
 
 /**
@@ -116,7 +199,7 @@ export type CreateSandboxRequest = Message<"dnah.sandbox.v1.CreateSandboxRequest
  * Use `create(CreateSandboxRequestSchema)` to create a new message.
  */
 export const CreateSandboxRequestSchema: GenMessage<CreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 1);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 2);
 
 /**
  * @generated from message dnah.sandbox.v1.CreateSandboxResponse
@@ -133,7 +216,7 @@ export type CreateSandboxResponse = Message<"dnah.sandbox.v1.CreateSandboxRespon
  * Use `create(CreateSandboxResponseSchema)` to create a new message.
  */
 export const CreateSandboxResponseSchema: GenMessage<CreateSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 2);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 3);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSandboxRequest
@@ -150,7 +233,7 @@ export type GetSandboxRequest = Message<"dnah.sandbox.v1.GetSandboxRequest"> & {
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 3);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 4);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSandboxResponse
@@ -167,7 +250,7 @@ export type GetSandboxResponse = Message<"dnah.sandbox.v1.GetSandboxResponse"> &
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 4);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 5);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSandboxesRequest
@@ -191,7 +274,7 @@ export type ListSandboxesRequest = Message<"dnah.sandbox.v1.ListSandboxesRequest
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 5);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 6);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSandboxesResponse
@@ -208,7 +291,7 @@ export type ListSandboxesResponse = Message<"dnah.sandbox.v1.ListSandboxesRespon
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 6);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 7);
 
 /**
  * @generated from message dnah.sandbox.v1.DeleteSandboxRequest
@@ -225,7 +308,7 @@ export type DeleteSandboxRequest = Message<"dnah.sandbox.v1.DeleteSandboxRequest
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 7);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 8);
 
 /**
  * @generated from message dnah.sandbox.v1.DeleteSandboxResponse
@@ -238,7 +321,7 @@ export type DeleteSandboxResponse = Message<"dnah.sandbox.v1.DeleteSandboxRespon
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 8);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 9);
 
 /**
  * @generated from message dnah.sandbox.v1.ExecRequest
@@ -295,7 +378,7 @@ export type ExecRequest = Message<"dnah.sandbox.v1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 9);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 10);
 
 /**
  * @generated from message dnah.sandbox.v1.ExecResponse
@@ -329,7 +412,7 @@ export type ExecResponse = Message<"dnah.sandbox.v1.ExecResponse"> & {
  * Use `create(ExecResponseSchema)` to create a new message.
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 10);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 11);
 
 /**
  * @generated from message dnah.sandbox.v1.ExecStreamRequest
@@ -378,7 +461,7 @@ export type ExecStreamRequest = Message<"dnah.sandbox.v1.ExecStreamRequest"> & {
  * Use `create(ExecStreamRequestSchema)` to create a new message.
  */
 export const ExecStreamRequestSchema: GenMessage<ExecStreamRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 11);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 12);
 
 /**
  * @generated from message dnah.sandbox.v1.ExecStreamResponse
@@ -419,7 +502,7 @@ export type ExecStreamResponse = Message<"dnah.sandbox.v1.ExecStreamResponse"> &
  * Use `create(ExecStreamResponseSchema)` to create a new message.
  */
 export const ExecStreamResponseSchema: GenMessage<ExecStreamResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 12);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 13);
 
 /**
  * @generated from message dnah.sandbox.v1.ExitEvent
@@ -441,7 +524,7 @@ export type ExitEvent = Message<"dnah.sandbox.v1.ExitEvent"> & {
  * Use `create(ExitEventSchema)` to create a new message.
  */
 export const ExitEventSchema: GenMessage<ExitEvent> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 13);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 14);
 
 /**
  * @generated from message dnah.sandbox.v1.WriteFileRequest
@@ -468,7 +551,7 @@ export type WriteFileRequest = Message<"dnah.sandbox.v1.WriteFileRequest"> & {
  * Use `create(WriteFileRequestSchema)` to create a new message.
  */
 export const WriteFileRequestSchema: GenMessage<WriteFileRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 14);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 15);
 
 /**
  * @generated from message dnah.sandbox.v1.WriteFileResponse
@@ -485,7 +568,7 @@ export type WriteFileResponse = Message<"dnah.sandbox.v1.WriteFileResponse"> & {
  * Use `create(WriteFileResponseSchema)` to create a new message.
  */
 export const WriteFileResponseSchema: GenMessage<WriteFileResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 15);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 16);
 
 /**
  * @generated from message dnah.sandbox.v1.ReadFileRequest
@@ -507,7 +590,7 @@ export type ReadFileRequest = Message<"dnah.sandbox.v1.ReadFileRequest"> & {
  * Use `create(ReadFileRequestSchema)` to create a new message.
  */
 export const ReadFileRequestSchema: GenMessage<ReadFileRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 16);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 17);
 
 /**
  * @generated from message dnah.sandbox.v1.ReadFileResponse
@@ -524,7 +607,7 @@ export type ReadFileResponse = Message<"dnah.sandbox.v1.ReadFileResponse"> & {
  * Use `create(ReadFileResponseSchema)` to create a new message.
  */
 export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 17);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 18);
 
 /**
  * @generated from message dnah.sandbox.v1.ListFilesRequest
@@ -546,7 +629,7 @@ export type ListFilesRequest = Message<"dnah.sandbox.v1.ListFilesRequest"> & {
  * Use `create(ListFilesRequestSchema)` to create a new message.
  */
 export const ListFilesRequestSchema: GenMessage<ListFilesRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 18);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 19);
 
 /**
  * @generated from message dnah.sandbox.v1.ListFilesResponse
@@ -563,7 +646,7 @@ export type ListFilesResponse = Message<"dnah.sandbox.v1.ListFilesResponse"> & {
  * Use `create(ListFilesResponseSchema)` to create a new message.
  */
 export const ListFilesResponseSchema: GenMessage<ListFilesResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 19);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 20);
 
 /**
  * @generated from message dnah.sandbox.v1.FileEntry
@@ -602,7 +685,7 @@ export type FileEntry = Message<"dnah.sandbox.v1.FileEntry"> & {
  * Use `create(FileEntrySchema)` to create a new message.
  */
 export const FileEntrySchema: GenMessage<FileEntry> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 20);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 21);
 
 /**
  * @generated from message dnah.sandbox.v1.PauseSandboxRequest
@@ -619,7 +702,7 @@ export type PauseSandboxRequest = Message<"dnah.sandbox.v1.PauseSandboxRequest">
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 21);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 22);
 
 /**
  * @generated from message dnah.sandbox.v1.PauseSandboxResponse
@@ -636,7 +719,7 @@ export type PauseSandboxResponse = Message<"dnah.sandbox.v1.PauseSandboxResponse
  * Use `create(PauseSandboxResponseSchema)` to create a new message.
  */
 export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 22);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 23);
 
 /**
  * @generated from message dnah.sandbox.v1.ResumeSandboxRequest
@@ -653,7 +736,7 @@ export type ResumeSandboxRequest = Message<"dnah.sandbox.v1.ResumeSandboxRequest
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 23);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 24);
 
 /**
  * @generated from message dnah.sandbox.v1.ResumeSandboxResponse
@@ -670,7 +753,7 @@ export type ResumeSandboxResponse = Message<"dnah.sandbox.v1.ResumeSandboxRespon
  * Use `create(ResumeSandboxResponseSchema)` to create a new message.
  */
 export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 24);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 25);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSandboxMetricsRequest
@@ -687,7 +770,7 @@ export type GetSandboxMetricsRequest = Message<"dnah.sandbox.v1.GetSandboxMetric
  * Use `create(GetSandboxMetricsRequestSchema)` to create a new message.
  */
 export const GetSandboxMetricsRequestSchema: GenMessage<GetSandboxMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 25);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 26);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSandboxMetricsResponse
@@ -704,7 +787,7 @@ export type GetSandboxMetricsResponse = Message<"dnah.sandbox.v1.GetSandboxMetri
  * Use `create(GetSandboxMetricsResponseSchema)` to create a new message.
  */
 export const GetSandboxMetricsResponseSchema: GenMessage<GetSandboxMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 26);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 27);
 
 /**
  * One sample of a sandbox's resource use.
@@ -762,7 +845,7 @@ export type SandboxMetrics = Message<"dnah.sandbox.v1.SandboxMetrics"> & {
  * Use `create(SandboxMetricsSchema)` to create a new message.
  */
 export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 27);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 28);
 
 /**
  * @generated from message dnah.sandbox.v1.SnapshotFile
@@ -791,7 +874,7 @@ export type SnapshotFile = Message<"dnah.sandbox.v1.SnapshotFile"> & {
  * Use `create(SnapshotFileSchema)` to create a new message.
  */
 export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 28);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 29);
 
 /**
  * A signed snapshot. Verify it yourself: the signature is Ed25519 over the signing bytes of
@@ -882,7 +965,7 @@ export type Snapshot = Message<"dnah.sandbox.v1.Snapshot"> & {
  * Use `create(SnapshotSchema)` to create a new message.
  */
 export const SnapshotSchema: GenMessage<Snapshot> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 29);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 30);
 
 /**
  * @generated from message dnah.sandbox.v1.SnapshotSandboxRequest
@@ -911,7 +994,7 @@ export type SnapshotSandboxRequest = Message<"dnah.sandbox.v1.SnapshotSandboxReq
  * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
  */
 export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 30);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 31);
 
 /**
  * @generated from message dnah.sandbox.v1.SnapshotSandboxResponse
@@ -928,7 +1011,7 @@ export type SnapshotSandboxResponse = Message<"dnah.sandbox.v1.SnapshotSandboxRe
  * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
  */
 export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 31);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 32);
 
 /**
  * @generated from message dnah.sandbox.v1.RestoreSnapshotRequest
@@ -957,7 +1040,7 @@ export type RestoreSnapshotRequest = Message<"dnah.sandbox.v1.RestoreSnapshotReq
  * Use `create(RestoreSnapshotRequestSchema)` to create a new message.
  */
 export const RestoreSnapshotRequestSchema: GenMessage<RestoreSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 32);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 33);
 
 /**
  * @generated from message dnah.sandbox.v1.RestoreSnapshotResponse
@@ -974,7 +1057,7 @@ export type RestoreSnapshotResponse = Message<"dnah.sandbox.v1.RestoreSnapshotRe
  * Use `create(RestoreSnapshotResponseSchema)` to create a new message.
  */
 export const RestoreSnapshotResponseSchema: GenMessage<RestoreSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 33);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 34);
 
 /**
  * @generated from message dnah.sandbox.v1.ForkSandboxRequest
@@ -1003,7 +1086,7 @@ export type ForkSandboxRequest = Message<"dnah.sandbox.v1.ForkSandboxRequest"> &
  * Use `create(ForkSandboxRequestSchema)` to create a new message.
  */
 export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 34);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 35);
 
 /**
  * @generated from message dnah.sandbox.v1.ForkResult
@@ -1032,7 +1115,7 @@ export type ForkResult = Message<"dnah.sandbox.v1.ForkResult"> & {
  * Use `create(ForkResultSchema)` to create a new message.
  */
 export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 35);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 36);
 
 /**
  * @generated from message dnah.sandbox.v1.ForkSandboxResponse
@@ -1049,7 +1132,7 @@ export type ForkSandboxResponse = Message<"dnah.sandbox.v1.ForkSandboxResponse">
  * Use `create(ForkSandboxResponseSchema)` to create a new message.
  */
 export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 36);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 37);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSnapshotRequest
@@ -1066,7 +1149,7 @@ export type GetSnapshotRequest = Message<"dnah.sandbox.v1.GetSnapshotRequest"> &
  * Use `create(GetSnapshotRequestSchema)` to create a new message.
  */
 export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 37);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 38);
 
 /**
  * @generated from message dnah.sandbox.v1.GetSnapshotResponse
@@ -1083,7 +1166,7 @@ export type GetSnapshotResponse = Message<"dnah.sandbox.v1.GetSnapshotResponse">
  * Use `create(GetSnapshotResponseSchema)` to create a new message.
  */
 export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 38);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 39);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSnapshotsRequest
@@ -1102,7 +1185,7 @@ export type ListSnapshotsRequest = Message<"dnah.sandbox.v1.ListSnapshotsRequest
  * Use `create(ListSnapshotsRequestSchema)` to create a new message.
  */
 export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 39);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 40);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSnapshotsResponse
@@ -1119,7 +1202,7 @@ export type ListSnapshotsResponse = Message<"dnah.sandbox.v1.ListSnapshotsRespon
  * Use `create(ListSnapshotsResponseSchema)` to create a new message.
  */
 export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 40);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 41);
 
 /**
  * @generated from message dnah.sandbox.v1.DeleteSnapshotRequest
@@ -1136,7 +1219,7 @@ export type DeleteSnapshotRequest = Message<"dnah.sandbox.v1.DeleteSnapshotReque
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 41);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 42);
 
 /**
  * @generated from message dnah.sandbox.v1.DeleteSnapshotResponse
@@ -1149,7 +1232,7 @@ export type DeleteSnapshotResponse = Message<"dnah.sandbox.v1.DeleteSnapshotResp
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 42);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 43);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSnapshotKeysRequest
@@ -1162,7 +1245,7 @@ export type ListSnapshotKeysRequest = Message<"dnah.sandbox.v1.ListSnapshotKeysR
  * Use `create(ListSnapshotKeysRequestSchema)` to create a new message.
  */
 export const ListSnapshotKeysRequestSchema: GenMessage<ListSnapshotKeysRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 43);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 44);
 
 /**
  * @generated from message dnah.sandbox.v1.SnapshotKey
@@ -1203,7 +1286,7 @@ export type SnapshotKey = Message<"dnah.sandbox.v1.SnapshotKey"> & {
  * Use `create(SnapshotKeySchema)` to create a new message.
  */
 export const SnapshotKeySchema: GenMessage<SnapshotKey> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 44);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 45);
 
 /**
  * @generated from message dnah.sandbox.v1.ListSnapshotKeysResponse
@@ -1220,7 +1303,160 @@ export type ListSnapshotKeysResponse = Message<"dnah.sandbox.v1.ListSnapshotKeys
  * Use `create(ListSnapshotKeysResponseSchema)` to create a new message.
  */
 export const ListSnapshotKeysResponseSchema: GenMessage<ListSnapshotKeysResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_sandbox_v1_sandbox, 45);
+  messageDesc(file_dnah_sandbox_v1_sandbox, 46);
+
+/**
+ * @generated from message dnah.sandbox.v1.UpdateLifecycleRequest
+ */
+export type UpdateLifecycleRequest = Message<"dnah.sandbox.v1.UpdateLifecycleRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: optional uint32 auto_stop_minutes = 2;
+   */
+  autoStopMinutes?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_archive_days = 3;
+   */
+  autoArchiveDays?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_delete_days = 4;
+   */
+  autoDeleteDays?: number | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.UpdateLifecycleRequest.
+ * Use `create(UpdateLifecycleRequestSchema)` to create a new message.
+ */
+export const UpdateLifecycleRequestSchema: GenMessage<UpdateLifecycleRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 47);
+
+/**
+ * @generated from message dnah.sandbox.v1.UpdateLifecycleResponse
+ */
+export type UpdateLifecycleResponse = Message<"dnah.sandbox.v1.UpdateLifecycleResponse"> & {
+  /**
+   * @generated from field: dnah.sandbox.v1.Sandbox sandbox = 1;
+   */
+  sandbox?: Sandbox | undefined;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.UpdateLifecycleResponse.
+ * Use `create(UpdateLifecycleResponseSchema)` to create a new message.
+ */
+export const UpdateLifecycleResponseSchema: GenMessage<UpdateLifecycleResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 48);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSandboxEventsRequest
+ */
+export type ListSandboxEventsRequest = Message<"dnah.sandbox.v1.ListSandboxEventsRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * At most this many, newest kept; 0 means 100, at most 1000.
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSandboxEventsRequest.
+ * Use `create(ListSandboxEventsRequestSchema)` to create a new message.
+ */
+export const ListSandboxEventsRequestSchema: GenMessage<ListSandboxEventsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 49);
+
+/**
+ * @generated from message dnah.sandbox.v1.ListSandboxEventsResponse
+ */
+export type ListSandboxEventsResponse = Message<"dnah.sandbox.v1.ListSandboxEventsResponse"> & {
+  /**
+   * @generated from field: repeated dnah.sandbox.v1.SandboxEvent events = 1;
+   */
+  events: SandboxEvent[];
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.ListSandboxEventsResponse.
+ * Use `create(ListSandboxEventsResponseSchema)` to create a new message.
+ */
+export const ListSandboxEventsResponseSchema: GenMessage<ListSandboxEventsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 50);
+
+/**
+ * One lifecycle transition of a sandbox.
+ *
+ * @generated from message dnah.sandbox.v1.SandboxEvent
+ */
+export type SandboxEvent = Message<"dnah.sandbox.v1.SandboxEvent"> & {
+  /**
+   * Increasing per scheduler database: a total order of events.
+   *
+   * @generated from field: uint64 event_id = 1;
+   */
+  eventId: bigint;
+
+  /**
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 3;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * created, paused, resumed, stopped, archiving, archived, unarchiving, unarchived,
+   * deleted, lifecycle_updated, failed.
+   *
+   * @generated from field: string kind = 4;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: dnah.sandbox.v1.SandboxState from_state = 5;
+   */
+  fromState: SandboxState;
+
+  /**
+   * @generated from field: dnah.sandbox.v1.SandboxState to_state = 6;
+   */
+  toState: SandboxState;
+
+  /**
+   * "api" (a caller) or "reaper" (the scheduler on its own).
+   *
+   * @generated from field: string actor = 7;
+   */
+  actor: string;
+
+  /**
+   * Free text for people: sizes, durations, the reason of a failure.
+   *
+   * @generated from field: string detail = 8;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message dnah.sandbox.v1.SandboxEvent.
+ * Use `create(SandboxEventSchema)` to create a new message.
+ */
+export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
+  messageDesc(file_dnah_sandbox_v1_sandbox, 51);
 
 /**
  * @generated from enum dnah.sandbox.v1.SandboxState
@@ -1255,6 +1491,13 @@ export enum SandboxState {
    * @generated from enum value: SANDBOX_STATE_DELETED = 5;
    */
   DELETED = 5,
+
+  /**
+   * Stopped, and its state moved off its host to archive storage; a resume restores it.
+   *
+   * @generated from enum value: SANDBOX_STATE_ARCHIVED = 6;
+   */
+  ARCHIVED = 6,
 }
 
 /**
@@ -1262,6 +1505,39 @@ export enum SandboxState {
  */
 export const SandboxStateSchema: GenEnum<SandboxState> = /*@__PURE__*/
   enumDesc(file_dnah_sandbox_v1_sandbox, 0);
+
+/**
+ * A lifecycle preset, chosen at create. Explicit values given with it always win.
+ *
+ * @generated from enum dnah.sandbox.v1.LifecycleType
+ */
+export enum LifecycleType {
+  /**
+   * @generated from enum value: LIFECYCLE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Long-lived workspaces: never stopped, archived or deleted automatically (0 / 0 / 0).
+   *
+   * @generated from enum value: LIFECYCLE_TYPE_PERSISTENT = 1;
+   */
+  PERSISTENT = 1,
+
+  /**
+   * Agent runs, CI jobs: 15 min idle -> stop; 7 days stopped -> archive; 30 days archived ->
+   * delete.
+   *
+   * @generated from enum value: LIFECYCLE_TYPE_EPHEMERAL = 2;
+   */
+  EPHEMERAL = 2,
+}
+
+/**
+ * Describes the enum dnah.sandbox.v1.LifecycleType.
+ */
+export const LifecycleTypeSchema: GenEnum<LifecycleType> = /*@__PURE__*/
+  enumDesc(file_dnah_sandbox_v1_sandbox, 1);
 
 /**
  * SandboxService is dnah's native public API; the gateway serves it as Connect and as REST
@@ -1460,6 +1736,28 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof ListSnapshotKeysRequestSchema;
     output: typeof ListSnapshotKeysResponseSchema;
+  },
+  /**
+   * UpdateLifecycle changes a sandbox's auto-stop / auto-archive / auto-delete settings;
+   * fields left unset keep their value. Deleted sandboxes are NOT_FOUND.
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.UpdateLifecycle
+   */
+  updateLifecycle: {
+    methodKind: "unary";
+    input: typeof UpdateLifecycleRequestSchema;
+    output: typeof UpdateLifecycleResponseSchema;
+  },
+  /**
+   * ListSandboxEvents lists a sandbox's lifecycle transitions, oldest first (a deleted
+   * sandbox's too).
+   *
+   * @generated from rpc dnah.sandbox.v1.SandboxService.ListSandboxEvents
+   */
+  listSandboxEvents: {
+    methodKind: "unary";
+    input: typeof ListSandboxEventsRequestSchema;
+    output: typeof ListSandboxEventsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_sandbox_v1_sandbox, 0);

@@ -12,7 +12,41 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/scheduler/v1/scheduler.proto.
  */
 export const file_dnah_scheduler_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxIqEECg1TYW5kYm94UmVjb3JkEhIKCnNhbmRib3hfaWQYASABKAkSEwoLdGVtcGxhdGVfaWQYAiABKAkSLgoFc3RhdGUYAyABKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUSQAoIbWV0YWRhdGEYBCADKAsyLi5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLk1ldGFkYXRhRW50cnkSPwoIZW52X3ZhcnMYBSADKAsyLS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkLkVudlZhcnNFbnRyeRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdob3N0X2lkGAcgASgJEg8KB3ZtbV91cmwYCCABKAkSEQoJY3B1X2NvdW50GAkgASgNEhIKCm1lbW9yeV9taWIYCiABKA0SDwoHcnVudGltZRgLIAEoCRItCglwYXVzZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhoKEnNvdXJjZV9zbmFwc2hvdF9pZBgNIAEoCRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEinQIKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkcKCG1ldGFkYXRhGAIgAygLMjUuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRJGCghlbnZfdmFycxgDIAMoCzI0LmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiWgoVQ3JlYXRlU2FuZGJveFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkEg4KBnBvb2xlZBgCIAEoCCInChFHZXRTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkcKEkdldFNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCLBAQoUTGlzdFNhbmRib3hlc1JlcXVlc3QSRwoIbWV0YWRhdGEYASADKAsyNS5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVxdWVzdC5NZXRhZGF0YUVudHJ5Ei8KBnN0YXRlcxgCIAMoDjIfLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hTdGF0ZRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoVTGlzdFNhbmRib3hlc1Jlc3BvbnNlEjMKCXNhbmRib3hlcxgBIAMoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiKgoURGVsZXRlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIXChVEZWxldGVTYW5kYm94UmVzcG9uc2UicQoIVGVtcGxhdGUSEwoLdGVtcGxhdGVfaWQYASABKAkSDwoHYWxpYXNlcxgCIAMoCRIRCgljcHVfY291bnQYAyABKA0SEgoKbWVtb3J5X21pYhgEIAEoDRIYChBwb29sX3RhcmdldF9zaXplGAUgASgNIikKEkdldFRlbXBsYXRlUmVxdWVzdBITCgt0ZW1wbGF0ZV9pZBgBIAEoCSJEChNHZXRUZW1wbGF0ZVJlc3BvbnNlEi0KCHRlbXBsYXRlGAEgASgLMhsuZG5haC5zY2hlZHVsZXIudjEuVGVtcGxhdGUiZAoTUmVnaXN0ZXJIb3N0UmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEg8KB3ZtbV91cmwYAiABKAkSDwoHcnVudGltZRgDIAEoCRIaChJjYXBhY2l0eV9zYW5kYm94ZXMYBCABKA0iFgoUUmVnaXN0ZXJIb3N0UmVzcG9uc2UiPgoQSGVhcnRiZWF0UmVxdWVzdBIPCgdob3N0X2lkGAEgASgJEhkKEXJ1bm5pbmdfc2FuZGJveGVzGAIgASgNIhMKEUhlYXJ0YmVhdFJlc3BvbnNlIikKE1BhdXNlU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJJChRQYXVzZVNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIqChRSZXN1bWVTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIkoKFVJlc3VtZVNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZCIuChhHZXRTYW5kYm94TWV0cmljc1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJPChlHZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEjIKB21ldHJpY3MYASABKAsyIS5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94TWV0cmljcyLlAQoOU2FuZGJveE1ldHJpY3MSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljcHVfY291bnQYAiABKA0SFAoMY3B1X3VzZWRfcGN0GAMgASgBEhYKDm1lbV91c2VkX2J5dGVzGAQgASgEEhcKD21lbV90b3RhbF9ieXRlcxgFIAEoBBIXCg9tZW1fY2FjaGVfYnl0ZXMYBiABKAQSFwoPZGlza191c2VkX2J5dGVzGAcgASgEEhgKEGRpc2tfdG90YWxfYnl0ZXMYCCABKAQiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki1gMKDlNuYXBzaG90UmVjb3JkEhMKC3NuYXBzaG90X2lkGAEgASgJEhIKCnNhbmRib3hfaWQYAiABKAkSEwoLdGVtcGxhdGVfaWQYAyABKAkSDwoHaG9zdF9pZBgEIAEoCRIPCgdydW50aW1lGAUgASgJEg4KBm1lbW9yeRgGIAEoCBIXCg9tYW5pZmVzdF9zaGEyNTYYByABKAkSEgoKc2l6ZV9ieXRlcxgIIAEoBBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBILCgNraWQYCiABKAkSEQoJc2lnbmF0dXJlGAsgASgMEi4KBWZpbGVzGAwgAygLMh8uZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RGaWxlEgwKBG5hbWUYDSABKAkSEQoJY3B1X2NvdW50GA4gASgNEhIKCm1lbW9yeV9taWIYDyABKA0SQQoIbWV0YWRhdGEYECADKAsyLy5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFJlY29yZC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASK2AQoWU25hcHNob3RTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEgwKBG5hbWUYAiABKAkSSQoIbWV0YWRhdGEYAyADKAsyNy5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFNhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk4KF1NuYXBzaG90U2FuZGJveFJlc3BvbnNlEjMKCHNuYXBzaG90GAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiowIKFlJlc3RvcmVTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkSSQoIbWV0YWRhdGEYAiADKAsyNy5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSSAoIZW52X3ZhcnMYAyADKAsyNi5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0LkVudlZhcnNFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTAoXUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQirwEKEkZvcmtTYW5kYm94UmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg0KBWNvdW50GAIgASgNEkUKCG1ldGFkYXRhGAMgAygLMjMuZG5haC5zY2hlZHVsZXIudjEuRm9ya1NhbmRib3hSZXF1ZXN0Lk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImIKCkZvcmtSZXN1bHQSMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQSDQoFZXJyb3IYAiABKAkSEgoKZXJyb3JfY29kZRgDIAEoCSJFChNGb3JrU2FuZGJveFJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5kbmFoLnNjaGVkdWxlci52MS5Gb3JrUmVzdWx0IikKEkdldFNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJKChNHZXRTbmFwc2hvdFJlc3BvbnNlEjMKCHNuYXBzaG90GAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJNChVMaXN0U25hcHNob3RzUmVzcG9uc2USNAoJc25hcHNob3RzGAEgAygLMiEuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQiLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UqtAEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUywAwKEFNjaGVkdWxlclNlcnZpY2USYgoNQ3JlYXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElkKCkdldFNhbmRib3gSJC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94UmVxdWVzdBolLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hSZXNwb25zZRJiCg1MaXN0U2FuZGJveGVzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USYgoNRGVsZXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlElwKC0dldFRlbXBsYXRlEiUuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJfCgxSZWdpc3Rlckhvc3QSJi5kbmFoLnNjaGVkdWxlci52MS5SZWdpc3Rlckhvc3RSZXF1ZXN0GicuZG5haC5zY2hlZHVsZXIudjEuUmVnaXN0ZXJIb3N0UmVzcG9uc2USVgoJSGVhcnRiZWF0EiMuZG5haC5zY2hlZHVsZXIudjEuSGVhcnRiZWF0UmVxdWVzdBokLmRuYWguc2NoZWR1bGVyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEl8KDFBhdXNlU2FuZGJveBImLmRuYWguc2NoZWR1bGVyLnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaJy5kbmFoLnNjaGVkdWxlci52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJiCg1SZXN1bWVTYW5kYm94EicuZG5haC5zY2hlZHVsZXIudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USbgoRR2V0U2FuZGJveE1ldHJpY3MSKy5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1JlcXVlc3QaLC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmgKD1NuYXBzaG90U2FuZGJveBIpLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90U2FuZGJveFJlcXVlc3QaKi5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFNhbmRib3hSZXNwb25zZRJoCg9SZXN0b3JlU25hcHNob3QSKS5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiouZG5haC5zY2hlZHVsZXIudjEuUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USXAoLRm9ya1NhbmRib3gSJS5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElwKC0dldFNuYXBzaG90EiUuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXNwb25zZRJiCg1MaXN0U25hcHNob3RzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U25hcHNob3RzUmVzcG9uc2USZQoORGVsZXRlU25hcHNob3QSKC5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaKS5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CiFkbmFoL3NjaGVkdWxlci92MS9zY2hlZHVsZXIucHJvdG8SEWRuYWguc2NoZWR1bGVyLnYxIosBCglMaWZlY3ljbGUSLgoEdHlwZRgBIAEoDjIgLmRuYWguc2NoZWR1bGVyLnYxLkxpZmVjeWNsZVR5cGUSGQoRYXV0b19zdG9wX21pbnV0ZXMYAiABKA0SGQoRYXV0b19hcmNoaXZlX2RheXMYAyABKA0SGAoQYXV0b19kZWxldGVfZGF5cxgEIAEoDSK5BQoNU2FuZGJveFJlY29yZBISCgpzYW5kYm94X2lkGAEgASgJEhMKC3RlbXBsYXRlX2lkGAIgASgJEi4KBXN0YXRlGAMgASgOMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFN0YXRlEkAKCG1ldGFkYXRhGAQgAygLMi4uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZC5NZXRhZGF0YUVudHJ5Ej8KCGVudl92YXJzGAUgAygLMi0uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZC5FbnZWYXJzRW50cnkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHaG9zdF9pZBgHIAEoCRIPCgd2bW1fdXJsGAggASgJEhEKCWNwdV9jb3VudBgJIAEoDRISCgptZW1vcnlfbWliGAogASgNEg8KB3J1bnRpbWUYCyABKAkSLQoJcGF1c2VkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJzb3VyY2Vfc25hcHNob3RfaWQYDSABKAkSLwoJbGlmZWN5Y2xlGA4gASgLMhwuZG5haC5zY2hlZHVsZXIudjEuTGlmZWN5Y2xlEjQKEGxhc3RfYWN0aXZpdHlfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2FyY2hpdmVkX2F0GBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7QMKFENyZWF0ZVNhbmRib3hSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJEkcKCG1ldGFkYXRhGAIgAygLMjUuZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlcXVlc3QuTWV0YWRhdGFFbnRyeRJGCghlbnZfdmFycxgDIAMoCzI0LmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0LkVudlZhcnNFbnRyeRIuCgR0eXBlGAQgASgOMiAuZG5haC5zY2hlZHVsZXIudjEuTGlmZWN5Y2xlVHlwZRIeChFhdXRvX3N0b3BfbWludXRlcxgFIAEoDUgAiAEBEh4KEWF1dG9fYXJjaGl2ZV9kYXlzGAYgASgNSAGIAQESHQoQYXV0b19kZWxldGVfZGF5cxgHIAEoDUgCiAEBGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIUChJfYXV0b19zdG9wX21pbnV0ZXNCFAoSX2F1dG9fYXJjaGl2ZV9kYXlzQhMKEV9hdXRvX2RlbGV0ZV9kYXlzIloKFUNyZWF0ZVNhbmRib3hSZXNwb25zZRIxCgdzYW5kYm94GAEgASgLMiAuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFJlY29yZBIOCgZwb29sZWQYAiABKAgiJwoRR2V0U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJHChJHZXRTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiwQEKFExpc3RTYW5kYm94ZXNSZXF1ZXN0EkcKCG1ldGFkYXRhGAEgAygLMjUuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QuTWV0YWRhdGFFbnRyeRIvCgZzdGF0ZXMYAiADKA4yHy5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94U3RhdGUaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkwKFUxpc3RTYW5kYm94ZXNSZXNwb25zZRIzCglzYW5kYm94ZXMYASADKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIioKFERlbGV0ZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiFwoVRGVsZXRlU2FuZGJveFJlc3BvbnNlInEKCFRlbXBsYXRlEhMKC3RlbXBsYXRlX2lkGAEgASgJEg8KB2FsaWFzZXMYAiADKAkSEQoJY3B1X2NvdW50GAMgASgNEhIKCm1lbW9yeV9taWIYBCABKA0SGAoQcG9vbF90YXJnZXRfc2l6ZRgFIAEoDSIpChJHZXRUZW1wbGF0ZVJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkiRAoTR2V0VGVtcGxhdGVSZXNwb25zZRItCgh0ZW1wbGF0ZRgBIAEoCzIbLmRuYWguc2NoZWR1bGVyLnYxLlRlbXBsYXRlImQKE1JlZ2lzdGVySG9zdFJlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIPCgd2bW1fdXJsGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSGgoSY2FwYWNpdHlfc2FuZGJveGVzGAQgASgNIhYKFFJlZ2lzdGVySG9zdFJlc3BvbnNlIj4KEEhlYXJ0YmVhdFJlcXVlc3QSDwoHaG9zdF9pZBgBIAEoCRIZChFydW5uaW5nX3NhbmRib3hlcxgCIAEoDSITChFIZWFydGJlYXRSZXNwb25zZSIpChNQYXVzZVNhbmRib3hSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiSQoUUGF1c2VTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiKgoUUmVzdW1lU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSJKChVSZXN1bWVTYW5kYm94UmVzcG9uc2USMQoHc2FuZGJveBgBIAEoCzIgLmRuYWguc2NoZWR1bGVyLnYxLlNhbmRib3hSZWNvcmQiLgoYR2V0U2FuZGJveE1ldHJpY3NSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiTwoZR2V0U2FuZGJveE1ldHJpY3NSZXNwb25zZRIyCgdtZXRyaWNzGAEgASgLMiEuZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveE1ldHJpY3Mi5QEKDlNhbmRib3hNZXRyaWNzEi0KCXRpbWVzdGFtcBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIkAKDFNuYXBzaG90RmlsZRIMCgRuYW1lGAEgASgJEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGc2hhMjU2GAMgASgJItYDCg5TbmFwc2hvdFJlY29yZBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhMKC3RlbXBsYXRlX2lkGAMgASgJEg8KB2hvc3RfaWQYBCABKAkSDwoHcnVudGltZRgFIAEoCRIOCgZtZW1vcnkYBiABKAgSFwoPbWFuaWZlc3Rfc2hhMjU2GAcgASgJEhIKCnNpemVfYnl0ZXMYCCABKAQSLgoKY3JlYXRlZF9hdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASCwoDa2lkGAogASgJEhEKCXNpZ25hdHVyZRgLIAEoDBIuCgVmaWxlcxgMIAMoCzIfLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90RmlsZRIMCgRuYW1lGA0gASgJEhEKCWNwdV9jb3VudBgOIAEoDRISCgptZW1vcnlfbWliGA8gASgNEkEKCG1ldGFkYXRhGBAgAygLMi8uZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RSZWNvcmQuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEitgEKFlNuYXBzaG90U2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEkkKCG1ldGFkYXRhGAMgAygLMjcuZG5haC5zY2hlZHVsZXIudjEuU25hcHNob3RTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJOChdTbmFwc2hvdFNhbmRib3hSZXNwb25zZRIzCghzbmFwc2hvdBgBIAEoCzIhLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90UmVjb3JkIqMCChZSZXN0b3JlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJEkkKCG1ldGFkYXRhGAIgAygLMjcuZG5haC5zY2hlZHVsZXIudjEuUmVzdG9yZVNuYXBzaG90UmVxdWVzdC5NZXRhZGF0YUVudHJ5EkgKCGVudl92YXJzGAMgAygLMjYuZG5haC5zY2hlZHVsZXIudjEuUmVzdG9yZVNuYXBzaG90UmVxdWVzdC5FbnZWYXJzRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi4KDEVudlZhcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkwKF1Jlc3RvcmVTbmFwc2hvdFJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIq8BChJGb3JrU2FuZGJveFJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRINCgVjb3VudBgCIAEoDRJFCghtZXRhZGF0YRgDIAMoCzIzLmRuYWguc2NoZWR1bGVyLnYxLkZvcmtTYW5kYm94UmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJiCgpGb3JrUmVzdWx0EjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkEg0KBWVycm9yGAIgASgJEhIKCmVycm9yX2NvZGUYAyABKAkiRQoTRm9ya1NhbmRib3hSZXNwb25zZRIuCgdyZXN1bHRzGAEgAygLMh0uZG5haC5zY2hlZHVsZXIudjEuRm9ya1Jlc3VsdCIpChJHZXRTbmFwc2hvdFJlcXVlc3QSEwoLc25hcHNob3RfaWQYASABKAkiSgoTR2V0U25hcHNob3RSZXNwb25zZRIzCghzbmFwc2hvdBgBIAEoCzIhLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90UmVjb3JkIioKFExpc3RTbmFwc2hvdHNSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkiTQoVTGlzdFNuYXBzaG90c1Jlc3BvbnNlEjQKCXNuYXBzaG90cxgBIAMoCzIhLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90UmVjb3JkIiwKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlIswBChZVcGRhdGVMaWZlY3ljbGVSZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSHgoRYXV0b19zdG9wX21pbnV0ZXMYAiABKA1IAIgBARIeChFhdXRvX2FyY2hpdmVfZGF5cxgDIAEoDUgBiAEBEh0KEGF1dG9fZGVsZXRlX2RheXMYBCABKA1IAogBAUIUChJfYXV0b19zdG9wX21pbnV0ZXNCFAoSX2F1dG9fYXJjaGl2ZV9kYXlzQhMKEV9hdXRvX2RlbGV0ZV9kYXlzIkwKF1VwZGF0ZUxpZmVjeWNsZVJlc3BvbnNlEjEKB3NhbmRib3gYASABKAsyIC5kbmFoLnNjaGVkdWxlci52MS5TYW5kYm94UmVjb3JkIj0KGExpc3RTYW5kYm94RXZlbnRzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEg0KBWxpbWl0GAIgASgNIkwKGUxpc3RTYW5kYm94RXZlbnRzUmVzcG9uc2USLwoGZXZlbnRzGAEgAygLMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveEV2ZW50IvEBCgxTYW5kYm94RXZlbnQSEAoIZXZlbnRfaWQYASABKAQSEgoKc2FuZGJveF9pZBgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2luZBgEIAEoCRIzCgpmcm9tX3N0YXRlGAUgASgOMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFN0YXRlEjEKCHRvX3N0YXRlGAYgASgOMh8uZG5haC5zY2hlZHVsZXIudjEuU2FuZGJveFN0YXRlEg0KBWFjdG9yGAcgASgJEg4KBmRldGFpbBgIIAEoCSJKCgxBY3Rpdml0eU1hcmsSEgoKc2FuZGJveF9pZBgBIAEoCRImCgJhdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRwoVUmVjb3JkQWN0aXZpdHlSZXF1ZXN0Ei4KBW1hcmtzGAEgAygLMh8uZG5haC5zY2hlZHVsZXIudjEuQWN0aXZpdHlNYXJrIioKFlJlY29yZEFjdGl2aXR5UmVzcG9uc2USEAoIcmVjb3JkZWQYASABKA0q0AEKDFNhbmRib3hTdGF0ZRIdChlTQU5EQk9YX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWU0FOREJPWF9TVEFURV9TVEFSVElORxABEhkKFVNBTkRCT1hfU1RBVEVfUlVOTklORxACEhgKFFNBTkRCT1hfU1RBVEVfUEFVU0VEEAMSGQoVU0FOREJPWF9TVEFURV9TVE9QUEVEEAQSGQoVU0FOREJPWF9TVEFURV9ERUxFVEVEEAUSGgoWU0FOREJPWF9TVEFURV9BUkNISVZFRBAGKmwKDUxpZmVjeWNsZVR5cGUSHgoaTElGRUNZQ0xFX1RZUEVfVU5TUEVDSUZJRUQQABIdChlMSUZFQ1lDTEVfVFlQRV9QRVJTSVNURU5UEAESHAoYTElGRUNZQ0xFX1RZUEVfRVBIRU1FUkFMEAIygQ8KEFNjaGVkdWxlclNlcnZpY2USYgoNQ3JlYXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkNyZWF0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuQ3JlYXRlU2FuZGJveFJlc3BvbnNlElkKCkdldFNhbmRib3gSJC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94UmVxdWVzdBolLmRuYWguc2NoZWR1bGVyLnYxLkdldFNhbmRib3hSZXNwb25zZRJiCg1MaXN0U2FuZGJveGVzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNhbmRib3hlc1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U2FuZGJveGVzUmVzcG9uc2USYgoNRGVsZXRlU2FuZGJveBInLmRuYWguc2NoZWR1bGVyLnYxLkRlbGV0ZVNhbmRib3hSZXF1ZXN0GiguZG5haC5zY2hlZHVsZXIudjEuRGVsZXRlU2FuZGJveFJlc3BvbnNlElwKC0dldFRlbXBsYXRlEiUuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0VGVtcGxhdGVSZXNwb25zZRJfCgxSZWdpc3Rlckhvc3QSJi5kbmFoLnNjaGVkdWxlci52MS5SZWdpc3Rlckhvc3RSZXF1ZXN0GicuZG5haC5zY2hlZHVsZXIudjEuUmVnaXN0ZXJIb3N0UmVzcG9uc2USVgoJSGVhcnRiZWF0EiMuZG5haC5zY2hlZHVsZXIudjEuSGVhcnRiZWF0UmVxdWVzdBokLmRuYWguc2NoZWR1bGVyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEl8KDFBhdXNlU2FuZGJveBImLmRuYWguc2NoZWR1bGVyLnYxLlBhdXNlU2FuZGJveFJlcXVlc3QaJy5kbmFoLnNjaGVkdWxlci52MS5QYXVzZVNhbmRib3hSZXNwb25zZRJiCg1SZXN1bWVTYW5kYm94EicuZG5haC5zY2hlZHVsZXIudjEuUmVzdW1lU2FuZGJveFJlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5SZXN1bWVTYW5kYm94UmVzcG9uc2USbgoRR2V0U2FuZGJveE1ldHJpY3MSKy5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1JlcXVlc3QaLC5kbmFoLnNjaGVkdWxlci52MS5HZXRTYW5kYm94TWV0cmljc1Jlc3BvbnNlEmgKD1NuYXBzaG90U2FuZGJveBIpLmRuYWguc2NoZWR1bGVyLnYxLlNuYXBzaG90U2FuZGJveFJlcXVlc3QaKi5kbmFoLnNjaGVkdWxlci52MS5TbmFwc2hvdFNhbmRib3hSZXNwb25zZRJoCg9SZXN0b3JlU25hcHNob3QSKS5kbmFoLnNjaGVkdWxlci52MS5SZXN0b3JlU25hcHNob3RSZXF1ZXN0GiouZG5haC5zY2hlZHVsZXIudjEuUmVzdG9yZVNuYXBzaG90UmVzcG9uc2USXAoLRm9ya1NhbmRib3gSJS5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlcXVlc3QaJi5kbmFoLnNjaGVkdWxlci52MS5Gb3JrU2FuZGJveFJlc3BvbnNlElwKC0dldFNuYXBzaG90EiUuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXF1ZXN0GiYuZG5haC5zY2hlZHVsZXIudjEuR2V0U25hcHNob3RSZXNwb25zZRJiCg1MaXN0U25hcHNob3RzEicuZG5haC5zY2hlZHVsZXIudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaKC5kbmFoLnNjaGVkdWxlci52MS5MaXN0U25hcHNob3RzUmVzcG9uc2USZQoORGVsZXRlU25hcHNob3QSKC5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaKS5kbmFoLnNjaGVkdWxlci52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEmgKD1VwZGF0ZUxpZmVjeWNsZRIpLmRuYWguc2NoZWR1bGVyLnYxLlVwZGF0ZUxpZmVjeWNsZVJlcXVlc3QaKi5kbmFoLnNjaGVkdWxlci52MS5VcGRhdGVMaWZlY3ljbGVSZXNwb25zZRJuChFMaXN0U2FuZGJveEV2ZW50cxIrLmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94RXZlbnRzUmVxdWVzdBosLmRuYWguc2NoZWR1bGVyLnYxLkxpc3RTYW5kYm94RXZlbnRzUmVzcG9uc2USZQoOUmVjb3JkQWN0aXZpdHkSKC5kbmFoLnNjaGVkdWxlci52MS5SZWNvcmRBY3Rpdml0eVJlcXVlc3QaKS5kbmFoLnNjaGVkdWxlci52MS5SZWNvcmRBY3Rpdml0eVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+
+/**
+ * See dnah.sandbox.v1.Lifecycle. 0 means never.
+ *
+ * @generated from message dnah.scheduler.v1.Lifecycle
+ */
+export type Lifecycle = Message<"dnah.scheduler.v1.Lifecycle"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.LifecycleType type = 1;
+   */
+  type: LifecycleType;
+
+  /**
+   * @generated from field: uint32 auto_stop_minutes = 2;
+   */
+  autoStopMinutes: number;
+
+  /**
+   * @generated from field: uint32 auto_archive_days = 3;
+   */
+  autoArchiveDays: number;
+
+  /**
+   * @generated from field: uint32 auto_delete_days = 4;
+   */
+  autoDeleteDays: number;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.Lifecycle.
+ * Use `create(LifecycleSchema)` to create a new message.
+ */
+export const LifecycleSchema: GenMessage<Lifecycle> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 0);
 
 /**
  * @generated from message dnah.scheduler.v1.SandboxRecord
@@ -88,6 +122,23 @@ export type SandboxRecord = Message<"dnah.scheduler.v1.SandboxRecord"> & {
    * @generated from field: string source_snapshot_id = 13;
    */
   sourceSnapshotId: string;
+
+  /**
+   * @generated from field: dnah.scheduler.v1.Lifecycle lifecycle = 14;
+   */
+  lifecycle?: Lifecycle | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_activity_at = 15;
+   */
+  lastActivityAt?: Timestamp | undefined;
+
+  /**
+   * Set while archived.
+   *
+   * @generated from field: google.protobuf.Timestamp archived_at = 16;
+   */
+  archivedAt?: Timestamp | undefined;
 };
 
 /**
@@ -95,7 +146,7 @@ export type SandboxRecord = Message<"dnah.scheduler.v1.SandboxRecord"> & {
  * Use `create(SandboxRecordSchema)` to create a new message.
  */
 export const SandboxRecordSchema: GenMessage<SandboxRecord> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 0);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 1);
 
 /**
  * @generated from message dnah.scheduler.v1.CreateSandboxRequest
@@ -115,6 +166,26 @@ export type CreateSandboxRequest = Message<"dnah.scheduler.v1.CreateSandboxReque
    * @generated from field: map<string, string> env_vars = 3;
    */
   envVars: { [key: string]: string };
+
+  /**
+   * @generated from field: dnah.scheduler.v1.LifecycleType type = 4;
+   */
+  type: LifecycleType;
+
+  /**
+   * @generated from field: optional uint32 auto_stop_minutes = 5;
+   */
+  autoStopMinutes?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_archive_days = 6;
+   */
+  autoArchiveDays?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_delete_days = 7;
+   */
+  autoDeleteDays?: number | undefined;
 };
 
 /**
@@ -122,7 +193,7 @@ export type CreateSandboxRequest = Message<"dnah.scheduler.v1.CreateSandboxReque
  * Use `create(CreateSandboxRequestSchema)` to create a new message.
  */
 export const CreateSandboxRequestSchema: GenMessage<CreateSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 1);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 2);
 
 /**
  * @generated from message dnah.scheduler.v1.CreateSandboxResponse
@@ -146,7 +217,7 @@ export type CreateSandboxResponse = Message<"dnah.scheduler.v1.CreateSandboxResp
  * Use `create(CreateSandboxResponseSchema)` to create a new message.
  */
 export const CreateSandboxResponseSchema: GenMessage<CreateSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 2);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 3);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSandboxRequest
@@ -163,7 +234,7 @@ export type GetSandboxRequest = Message<"dnah.scheduler.v1.GetSandboxRequest"> &
  * Use `create(GetSandboxRequestSchema)` to create a new message.
  */
 export const GetSandboxRequestSchema: GenMessage<GetSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 3);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 4);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSandboxResponse
@@ -180,7 +251,7 @@ export type GetSandboxResponse = Message<"dnah.scheduler.v1.GetSandboxResponse">
  * Use `create(GetSandboxResponseSchema)` to create a new message.
  */
 export const GetSandboxResponseSchema: GenMessage<GetSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 4);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 5);
 
 /**
  * @generated from message dnah.scheduler.v1.ListSandboxesRequest
@@ -204,7 +275,7 @@ export type ListSandboxesRequest = Message<"dnah.scheduler.v1.ListSandboxesReque
  * Use `create(ListSandboxesRequestSchema)` to create a new message.
  */
 export const ListSandboxesRequestSchema: GenMessage<ListSandboxesRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 5);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 6);
 
 /**
  * @generated from message dnah.scheduler.v1.ListSandboxesResponse
@@ -221,7 +292,7 @@ export type ListSandboxesResponse = Message<"dnah.scheduler.v1.ListSandboxesResp
  * Use `create(ListSandboxesResponseSchema)` to create a new message.
  */
 export const ListSandboxesResponseSchema: GenMessage<ListSandboxesResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 6);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 7);
 
 /**
  * @generated from message dnah.scheduler.v1.DeleteSandboxRequest
@@ -238,7 +309,7 @@ export type DeleteSandboxRequest = Message<"dnah.scheduler.v1.DeleteSandboxReque
  * Use `create(DeleteSandboxRequestSchema)` to create a new message.
  */
 export const DeleteSandboxRequestSchema: GenMessage<DeleteSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 7);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 8);
 
 /**
  * @generated from message dnah.scheduler.v1.DeleteSandboxResponse
@@ -251,7 +322,7 @@ export type DeleteSandboxResponse = Message<"dnah.scheduler.v1.DeleteSandboxResp
  * Use `create(DeleteSandboxResponseSchema)` to create a new message.
  */
 export const DeleteSandboxResponseSchema: GenMessage<DeleteSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 8);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 9);
 
 /**
  * @generated from message dnah.scheduler.v1.Template
@@ -288,7 +359,7 @@ export type Template = Message<"dnah.scheduler.v1.Template"> & {
  * Use `create(TemplateSchema)` to create a new message.
  */
 export const TemplateSchema: GenMessage<Template> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 9);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 10);
 
 /**
  * @generated from message dnah.scheduler.v1.GetTemplateRequest
@@ -305,7 +376,7 @@ export type GetTemplateRequest = Message<"dnah.scheduler.v1.GetTemplateRequest">
  * Use `create(GetTemplateRequestSchema)` to create a new message.
  */
 export const GetTemplateRequestSchema: GenMessage<GetTemplateRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 10);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 11);
 
 /**
  * @generated from message dnah.scheduler.v1.GetTemplateResponse
@@ -322,7 +393,7 @@ export type GetTemplateResponse = Message<"dnah.scheduler.v1.GetTemplateResponse
  * Use `create(GetTemplateResponseSchema)` to create a new message.
  */
 export const GetTemplateResponseSchema: GenMessage<GetTemplateResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 11);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 12);
 
 /**
  * @generated from message dnah.scheduler.v1.RegisterHostRequest
@@ -354,7 +425,7 @@ export type RegisterHostRequest = Message<"dnah.scheduler.v1.RegisterHostRequest
  * Use `create(RegisterHostRequestSchema)` to create a new message.
  */
 export const RegisterHostRequestSchema: GenMessage<RegisterHostRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 12);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 13);
 
 /**
  * @generated from message dnah.scheduler.v1.RegisterHostResponse
@@ -367,7 +438,7 @@ export type RegisterHostResponse = Message<"dnah.scheduler.v1.RegisterHostRespon
  * Use `create(RegisterHostResponseSchema)` to create a new message.
  */
 export const RegisterHostResponseSchema: GenMessage<RegisterHostResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 13);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 14);
 
 /**
  * @generated from message dnah.scheduler.v1.HeartbeatRequest
@@ -389,7 +460,7 @@ export type HeartbeatRequest = Message<"dnah.scheduler.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 14);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 15);
 
 /**
  * @generated from message dnah.scheduler.v1.HeartbeatResponse
@@ -402,7 +473,7 @@ export type HeartbeatResponse = Message<"dnah.scheduler.v1.HeartbeatResponse"> &
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 15);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 16);
 
 /**
  * @generated from message dnah.scheduler.v1.PauseSandboxRequest
@@ -419,7 +490,7 @@ export type PauseSandboxRequest = Message<"dnah.scheduler.v1.PauseSandboxRequest
  * Use `create(PauseSandboxRequestSchema)` to create a new message.
  */
 export const PauseSandboxRequestSchema: GenMessage<PauseSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 16);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 17);
 
 /**
  * @generated from message dnah.scheduler.v1.PauseSandboxResponse
@@ -436,7 +507,7 @@ export type PauseSandboxResponse = Message<"dnah.scheduler.v1.PauseSandboxRespon
  * Use `create(PauseSandboxResponseSchema)` to create a new message.
  */
 export const PauseSandboxResponseSchema: GenMessage<PauseSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 17);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 18);
 
 /**
  * @generated from message dnah.scheduler.v1.ResumeSandboxRequest
@@ -453,7 +524,7 @@ export type ResumeSandboxRequest = Message<"dnah.scheduler.v1.ResumeSandboxReque
  * Use `create(ResumeSandboxRequestSchema)` to create a new message.
  */
 export const ResumeSandboxRequestSchema: GenMessage<ResumeSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 18);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 19);
 
 /**
  * @generated from message dnah.scheduler.v1.ResumeSandboxResponse
@@ -470,7 +541,7 @@ export type ResumeSandboxResponse = Message<"dnah.scheduler.v1.ResumeSandboxResp
  * Use `create(ResumeSandboxResponseSchema)` to create a new message.
  */
 export const ResumeSandboxResponseSchema: GenMessage<ResumeSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 19);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 20);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSandboxMetricsRequest
@@ -487,7 +558,7 @@ export type GetSandboxMetricsRequest = Message<"dnah.scheduler.v1.GetSandboxMetr
  * Use `create(GetSandboxMetricsRequestSchema)` to create a new message.
  */
 export const GetSandboxMetricsRequestSchema: GenMessage<GetSandboxMetricsRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 20);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 21);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSandboxMetricsResponse
@@ -504,7 +575,7 @@ export type GetSandboxMetricsResponse = Message<"dnah.scheduler.v1.GetSandboxMet
  * Use `create(GetSandboxMetricsResponseSchema)` to create a new message.
  */
 export const GetSandboxMetricsResponseSchema: GenMessage<GetSandboxMetricsResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 21);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 22);
 
 /**
  * @generated from message dnah.scheduler.v1.SandboxMetrics
@@ -556,7 +627,7 @@ export type SandboxMetrics = Message<"dnah.scheduler.v1.SandboxMetrics"> & {
  * Use `create(SandboxMetricsSchema)` to create a new message.
  */
 export const SandboxMetricsSchema: GenMessage<SandboxMetrics> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 22);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 23);
 
 /**
  * @generated from message dnah.scheduler.v1.SnapshotFile
@@ -583,7 +654,7 @@ export type SnapshotFile = Message<"dnah.scheduler.v1.SnapshotFile"> & {
  * Use `create(SnapshotFileSchema)` to create a new message.
  */
 export const SnapshotFileSchema: GenMessage<SnapshotFile> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 23);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 24);
 
 /**
  * @generated from message dnah.scheduler.v1.SnapshotRecord
@@ -684,7 +755,7 @@ export type SnapshotRecord = Message<"dnah.scheduler.v1.SnapshotRecord"> & {
  * Use `create(SnapshotRecordSchema)` to create a new message.
  */
 export const SnapshotRecordSchema: GenMessage<SnapshotRecord> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 24);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 25);
 
 /**
  * @generated from message dnah.scheduler.v1.SnapshotSandboxRequest
@@ -711,7 +782,7 @@ export type SnapshotSandboxRequest = Message<"dnah.scheduler.v1.SnapshotSandboxR
  * Use `create(SnapshotSandboxRequestSchema)` to create a new message.
  */
 export const SnapshotSandboxRequestSchema: GenMessage<SnapshotSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 25);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 26);
 
 /**
  * @generated from message dnah.scheduler.v1.SnapshotSandboxResponse
@@ -728,7 +799,7 @@ export type SnapshotSandboxResponse = Message<"dnah.scheduler.v1.SnapshotSandbox
  * Use `create(SnapshotSandboxResponseSchema)` to create a new message.
  */
 export const SnapshotSandboxResponseSchema: GenMessage<SnapshotSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 26);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 27);
 
 /**
  * @generated from message dnah.scheduler.v1.RestoreSnapshotRequest
@@ -757,7 +828,7 @@ export type RestoreSnapshotRequest = Message<"dnah.scheduler.v1.RestoreSnapshotR
  * Use `create(RestoreSnapshotRequestSchema)` to create a new message.
  */
 export const RestoreSnapshotRequestSchema: GenMessage<RestoreSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 27);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 28);
 
 /**
  * @generated from message dnah.scheduler.v1.RestoreSnapshotResponse
@@ -774,7 +845,7 @@ export type RestoreSnapshotResponse = Message<"dnah.scheduler.v1.RestoreSnapshot
  * Use `create(RestoreSnapshotResponseSchema)` to create a new message.
  */
 export const RestoreSnapshotResponseSchema: GenMessage<RestoreSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 28);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 29);
 
 /**
  * @generated from message dnah.scheduler.v1.ForkSandboxRequest
@@ -805,7 +876,7 @@ export type ForkSandboxRequest = Message<"dnah.scheduler.v1.ForkSandboxRequest">
  * Use `create(ForkSandboxRequestSchema)` to create a new message.
  */
 export const ForkSandboxRequestSchema: GenMessage<ForkSandboxRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 29);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 30);
 
 /**
  * @generated from message dnah.scheduler.v1.ForkResult
@@ -836,7 +907,7 @@ export type ForkResult = Message<"dnah.scheduler.v1.ForkResult"> & {
  * Use `create(ForkResultSchema)` to create a new message.
  */
 export const ForkResultSchema: GenMessage<ForkResult> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 30);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 31);
 
 /**
  * @generated from message dnah.scheduler.v1.ForkSandboxResponse
@@ -853,7 +924,7 @@ export type ForkSandboxResponse = Message<"dnah.scheduler.v1.ForkSandboxResponse
  * Use `create(ForkSandboxResponseSchema)` to create a new message.
  */
 export const ForkSandboxResponseSchema: GenMessage<ForkSandboxResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 31);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 32);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSnapshotRequest
@@ -872,7 +943,7 @@ export type GetSnapshotRequest = Message<"dnah.scheduler.v1.GetSnapshotRequest">
  * Use `create(GetSnapshotRequestSchema)` to create a new message.
  */
 export const GetSnapshotRequestSchema: GenMessage<GetSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 32);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 33);
 
 /**
  * @generated from message dnah.scheduler.v1.GetSnapshotResponse
@@ -889,7 +960,7 @@ export type GetSnapshotResponse = Message<"dnah.scheduler.v1.GetSnapshotResponse
  * Use `create(GetSnapshotResponseSchema)` to create a new message.
  */
 export const GetSnapshotResponseSchema: GenMessage<GetSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 33);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 34);
 
 /**
  * @generated from message dnah.scheduler.v1.ListSnapshotsRequest
@@ -908,7 +979,7 @@ export type ListSnapshotsRequest = Message<"dnah.scheduler.v1.ListSnapshotsReque
  * Use `create(ListSnapshotsRequestSchema)` to create a new message.
  */
 export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 34);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 35);
 
 /**
  * @generated from message dnah.scheduler.v1.ListSnapshotsResponse
@@ -925,7 +996,7 @@ export type ListSnapshotsResponse = Message<"dnah.scheduler.v1.ListSnapshotsResp
  * Use `create(ListSnapshotsResponseSchema)` to create a new message.
  */
 export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 35);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 36);
 
 /**
  * @generated from message dnah.scheduler.v1.DeleteSnapshotRequest
@@ -942,7 +1013,7 @@ export type DeleteSnapshotRequest = Message<"dnah.scheduler.v1.DeleteSnapshotReq
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 36);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 37);
 
 /**
  * @generated from message dnah.scheduler.v1.DeleteSnapshotResponse
@@ -955,7 +1026,209 @@ export type DeleteSnapshotResponse = Message<"dnah.scheduler.v1.DeleteSnapshotRe
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_dnah_scheduler_v1_scheduler, 37);
+  messageDesc(file_dnah_scheduler_v1_scheduler, 38);
+
+/**
+ * @generated from message dnah.scheduler.v1.UpdateLifecycleRequest
+ */
+export type UpdateLifecycleRequest = Message<"dnah.scheduler.v1.UpdateLifecycleRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: optional uint32 auto_stop_minutes = 2;
+   */
+  autoStopMinutes?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_archive_days = 3;
+   */
+  autoArchiveDays?: number | undefined;
+
+  /**
+   * @generated from field: optional uint32 auto_delete_days = 4;
+   */
+  autoDeleteDays?: number | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.UpdateLifecycleRequest.
+ * Use `create(UpdateLifecycleRequestSchema)` to create a new message.
+ */
+export const UpdateLifecycleRequestSchema: GenMessage<UpdateLifecycleRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 39);
+
+/**
+ * @generated from message dnah.scheduler.v1.UpdateLifecycleResponse
+ */
+export type UpdateLifecycleResponse = Message<"dnah.scheduler.v1.UpdateLifecycleResponse"> & {
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxRecord sandbox = 1;
+   */
+  sandbox?: SandboxRecord | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.UpdateLifecycleResponse.
+ * Use `create(UpdateLifecycleResponseSchema)` to create a new message.
+ */
+export const UpdateLifecycleResponseSchema: GenMessage<UpdateLifecycleResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 40);
+
+/**
+ * @generated from message dnah.scheduler.v1.ListSandboxEventsRequest
+ */
+export type ListSandboxEventsRequest = Message<"dnah.scheduler.v1.ListSandboxEventsRequest"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * 0 means 100; at most 1000 (the newest that many, oldest first).
+   *
+   * @generated from field: uint32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ListSandboxEventsRequest.
+ * Use `create(ListSandboxEventsRequestSchema)` to create a new message.
+ */
+export const ListSandboxEventsRequestSchema: GenMessage<ListSandboxEventsRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 41);
+
+/**
+ * @generated from message dnah.scheduler.v1.ListSandboxEventsResponse
+ */
+export type ListSandboxEventsResponse = Message<"dnah.scheduler.v1.ListSandboxEventsResponse"> & {
+  /**
+   * @generated from field: repeated dnah.scheduler.v1.SandboxEvent events = 1;
+   */
+  events: SandboxEvent[];
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ListSandboxEventsResponse.
+ * Use `create(ListSandboxEventsResponseSchema)` to create a new message.
+ */
+export const ListSandboxEventsResponseSchema: GenMessage<ListSandboxEventsResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 42);
+
+/**
+ * @generated from message dnah.scheduler.v1.SandboxEvent
+ */
+export type SandboxEvent = Message<"dnah.scheduler.v1.SandboxEvent"> & {
+  /**
+   * @generated from field: uint64 event_id = 1;
+   */
+  eventId: bigint;
+
+  /**
+   * @generated from field: string sandbox_id = 2;
+   */
+  sandboxId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 3;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string kind = 4;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxState from_state = 5;
+   */
+  fromState: SandboxState;
+
+  /**
+   * @generated from field: dnah.scheduler.v1.SandboxState to_state = 6;
+   */
+  toState: SandboxState;
+
+  /**
+   * @generated from field: string actor = 7;
+   */
+  actor: string;
+
+  /**
+   * @generated from field: string detail = 8;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.SandboxEvent.
+ * Use `create(SandboxEventSchema)` to create a new message.
+ */
+export const SandboxEventSchema: GenMessage<SandboxEvent> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 43);
+
+/**
+ * @generated from message dnah.scheduler.v1.ActivityMark
+ */
+export type ActivityMark = Message<"dnah.scheduler.v1.ActivityMark"> & {
+  /**
+   * @generated from field: string sandbox_id = 1;
+   */
+  sandboxId: string;
+
+  /**
+   * When the last working call of the batch for this sandbox happened.
+   *
+   * @generated from field: google.protobuf.Timestamp at = 2;
+   */
+  at?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.ActivityMark.
+ * Use `create(ActivityMarkSchema)` to create a new message.
+ */
+export const ActivityMarkSchema: GenMessage<ActivityMark> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 44);
+
+/**
+ * @generated from message dnah.scheduler.v1.RecordActivityRequest
+ */
+export type RecordActivityRequest = Message<"dnah.scheduler.v1.RecordActivityRequest"> & {
+  /**
+   * @generated from field: repeated dnah.scheduler.v1.ActivityMark marks = 1;
+   */
+  marks: ActivityMark[];
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.RecordActivityRequest.
+ * Use `create(RecordActivityRequestSchema)` to create a new message.
+ */
+export const RecordActivityRequestSchema: GenMessage<RecordActivityRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 45);
+
+/**
+ * @generated from message dnah.scheduler.v1.RecordActivityResponse
+ */
+export type RecordActivityResponse = Message<"dnah.scheduler.v1.RecordActivityResponse"> & {
+  /**
+   * How many sandboxes' clocks moved.
+   *
+   * @generated from field: uint32 recorded = 1;
+   */
+  recorded: number;
+};
+
+/**
+ * Describes the message dnah.scheduler.v1.RecordActivityResponse.
+ * Use `create(RecordActivityResponseSchema)` to create a new message.
+ */
+export const RecordActivityResponseSchema: GenMessage<RecordActivityResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_scheduler_v1_scheduler, 46);
 
 /**
  * @generated from enum dnah.scheduler.v1.SandboxState
@@ -990,6 +1263,11 @@ export enum SandboxState {
    * @generated from enum value: SANDBOX_STATE_DELETED = 5;
    */
   DELETED = 5,
+
+  /**
+   * @generated from enum value: SANDBOX_STATE_ARCHIVED = 6;
+   */
+  ARCHIVED = 6,
 }
 
 /**
@@ -997,6 +1275,32 @@ export enum SandboxState {
  */
 export const SandboxStateSchema: GenEnum<SandboxState> = /*@__PURE__*/
   enumDesc(file_dnah_scheduler_v1_scheduler, 0);
+
+/**
+ * @generated from enum dnah.scheduler.v1.LifecycleType
+ */
+export enum LifecycleType {
+  /**
+   * @generated from enum value: LIFECYCLE_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: LIFECYCLE_TYPE_PERSISTENT = 1;
+   */
+  PERSISTENT = 1,
+
+  /**
+   * @generated from enum value: LIFECYCLE_TYPE_EPHEMERAL = 2;
+   */
+  EPHEMERAL = 2,
+}
+
+/**
+ * Describes the enum dnah.scheduler.v1.LifecycleType.
+ */
+export const LifecycleTypeSchema: GenEnum<LifecycleType> = /*@__PURE__*/
+  enumDesc(file_dnah_scheduler_v1_scheduler, 1);
 
 /**
  * SchedulerService owns the state of sandboxes, templates and hosts in Postgres, places
@@ -1169,6 +1473,37 @@ export const SchedulerService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSnapshotRequestSchema;
     output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * UpdateLifecycle changes auto-stop / auto-archive / auto-delete; unset fields are kept.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.UpdateLifecycle
+   */
+  updateLifecycle: {
+    methodKind: "unary";
+    input: typeof UpdateLifecycleRequestSchema;
+    output: typeof UpdateLifecycleResponseSchema;
+  },
+  /**
+   * ListSandboxEvents lists a sandbox's recorded transitions, oldest first.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.ListSandboxEvents
+   */
+  listSandboxEvents: {
+    methodKind: "unary";
+    input: typeof ListSandboxEventsRequestSchema;
+    output: typeof ListSandboxEventsResponseSchema;
+  },
+  /**
+   * RecordActivity moves sandboxes' idle clocks forward: a gateway's coalesced batch of
+   * working calls. Never moves a clock back; unknown or deleted ids are skipped.
+   *
+   * @generated from rpc dnah.scheduler.v1.SchedulerService.RecordActivity
+   */
+  recordActivity: {
+    methodKind: "unary";
+    input: typeof RecordActivityRequestSchema;
+    output: typeof RecordActivityResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_scheduler_v1_scheduler, 0);

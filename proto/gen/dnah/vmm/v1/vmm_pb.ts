@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file dnah/vmm/v1/vmm.proto.
  */
 export const file_dnah_vmm_v1_vmm: GenFile = /*@__PURE__*/
-  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIqCg9QYXVzZVZtUmVzcG9uc2USFwoPbWVtb3J5X3JlbGVhc2VkGAEgASgIIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIjwKEVNuYXBzaG90Vm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki3QEKElNuYXBzaG90Vm1SZXNwb25zZRIXCg9tYW5pZmVzdF9zaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIoCgVmaWxlcxgDIAMoCzIZLmRuYWgudm1tLnYxLlNuYXBzaG90RmlsZRIOCgZtZW1vcnkYBCABKAgSDwoHcnVudGltZRgFIAEoCRITCgt0ZW1wbGF0ZV9pZBgGIAEoCRIRCgljcHVfY291bnQYByABKA0SEgoKbWVtb3J5X21pYhgIIAEoDRITCgtkdXJhdGlvbl9tcxgJIAEoDSLWAQoQUmVzdG9yZVZtUmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEjwKCGVudl92YXJzGAUgAygLMiouZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoRUmVzdG9yZVZtUmVzcG9uc2USGwoCdm0YASABKAsyDy5kbmFoLnZtbS52MS5WbRIRCgl2ZXJpZnlfbXMYAiABKA0iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2Uy4gYKClZtbVNlcnZpY2USRwoIQ3JlYXRlVm0SHC5kbmFoLnZtbS52MS5DcmVhdGVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5DcmVhdGVWbVJlc3BvbnNlEkcKCERlbGV0ZVZtEhwuZG5haC52bW0udjEuRGVsZXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuRGVsZXRlVm1SZXNwb25zZRJQCgtDb25maWd1cmVWbRIfLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVxdWVzdBogLmRuYWgudm1tLnYxLkNvbmZpZ3VyZVZtUmVzcG9uc2USRAoHTGlzdFZtcxIbLmRuYWgudm1tLnYxLkxpc3RWbXNSZXF1ZXN0GhwuZG5haC52bW0udjEuTGlzdFZtc1Jlc3BvbnNlElAKC0dldEhvc3RJbmZvEh8uZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXF1ZXN0GiAuZG5haC52bW0udjEuR2V0SG9zdEluZm9SZXNwb25zZRJECgdQYXVzZVZtEhsuZG5haC52bW0udjEuUGF1c2VWbVJlcXVlc3QaHC5kbmFoLnZtbS52MS5QYXVzZVZtUmVzcG9uc2USRwoIUmVzdW1lVm0SHC5kbmFoLnZtbS52MS5SZXN1bWVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5SZXN1bWVWbVJlc3BvbnNlElMKDEdldFZtTWV0cmljcxIgLmRuYWgudm1tLnYxLkdldFZtTWV0cmljc1JlcXVlc3QaIS5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXNwb25zZRJNCgpTbmFwc2hvdFZtEh4uZG5haC52bW0udjEuU25hcHNob3RWbVJlcXVlc3QaHy5kbmFoLnZtbS52MS5TbmFwc2hvdFZtUmVzcG9uc2USSgoJUmVzdG9yZVZtEh0uZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdBoeLmRuYWgudm1tLnYxLlJlc3RvcmVWbVJlc3BvbnNlElkKDkRlbGV0ZVNuYXBzaG90EiIuZG5haC52bW0udjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiMuZG5haC52bW0udjEuRGVsZXRlU25hcHNob3RSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIqCg9QYXVzZVZtUmVzcG9uc2USFwoPbWVtb3J5X3JlbGVhc2VkGAEgASgIIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIjwKEVNuYXBzaG90Vm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki3QEKElNuYXBzaG90Vm1SZXNwb25zZRIXCg9tYW5pZmVzdF9zaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIoCgVmaWxlcxgDIAMoCzIZLmRuYWgudm1tLnYxLlNuYXBzaG90RmlsZRIOCgZtZW1vcnkYBCABKAgSDwoHcnVudGltZRgFIAEoCRITCgt0ZW1wbGF0ZV9pZBgGIAEoCRIRCgljcHVfY291bnQYByABKA0SEgoKbWVtb3J5X21pYhgIIAEoDRITCgtkdXJhdGlvbl9tcxgJIAEoDSLWAQoQUmVzdG9yZVZtUmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEjwKCGVudl92YXJzGAUgAygLMiouZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoRUmVzdG9yZVZtUmVzcG9uc2USGwoCdm0YASABKAsyDy5kbmFoLnZtbS52MS5WbRIRCgl2ZXJpZnlfbXMYAiABKA0iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiLQoWQXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJXChdBcmNoaXZlU25hcHNob3RSZXNwb25zZRITCgthcmNoaXZlX3VyaRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEhMKC2R1cmF0aW9uX21zGAMgASgNIkQKGFVuYXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRITCgthcmNoaXZlX3VyaRgCIAEoCSJEChlVbmFyY2hpdmVTbmFwc2hvdFJlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQSEwoLZHVyYXRpb25fbXMYAiABKA0iKwoURGVsZXRlQXJjaGl2ZVJlcXVlc3QSEwoLYXJjaGl2ZV91cmkYASABKAkiFwoVRGVsZXRlQXJjaGl2ZVJlc3BvbnNlMvwICgpWbW1TZXJ2aWNlEkcKCENyZWF0ZVZtEhwuZG5haC52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRJHCghEZWxldGVWbRIcLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVzcG9uc2USUAoLQ29uZmlndXJlVm0SHy5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlcXVlc3QaIC5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlc3BvbnNlEkQKB0xpc3RWbXMSGy5kbmFoLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBocLmRuYWgudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJQCgtHZXRIb3N0SW5mbxIfLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVxdWVzdBogLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVzcG9uc2USRAoHUGF1c2VWbRIbLmRuYWgudm1tLnYxLlBhdXNlVm1SZXF1ZXN0GhwuZG5haC52bW0udjEuUGF1c2VWbVJlc3BvbnNlEkcKCFJlc3VtZVZtEhwuZG5haC52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRJTCgxHZXRWbU1ldHJpY3MSIC5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXF1ZXN0GiEuZG5haC52bW0udjEuR2V0Vm1NZXRyaWNzUmVzcG9uc2USTQoKU25hcHNob3RWbRIeLmRuYWgudm1tLnYxLlNuYXBzaG90Vm1SZXF1ZXN0Gh8uZG5haC52bW0udjEuU25hcHNob3RWbVJlc3BvbnNlEkoKCVJlc3RvcmVWbRIdLmRuYWgudm1tLnYxLlJlc3RvcmVWbVJlcXVlc3QaHi5kbmFoLnZtbS52MS5SZXN0b3JlVm1SZXNwb25zZRJZCg5EZWxldGVTbmFwc2hvdBIiLmRuYWgudm1tLnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBojLmRuYWgudm1tLnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USXAoPQXJjaGl2ZVNuYXBzaG90EiMuZG5haC52bW0udjEuQXJjaGl2ZVNuYXBzaG90UmVxdWVzdBokLmRuYWgudm1tLnYxLkFyY2hpdmVTbmFwc2hvdFJlc3BvbnNlEmIKEVVuYXJjaGl2ZVNuYXBzaG90EiUuZG5haC52bW0udjEuVW5hcmNoaXZlU25hcHNob3RSZXF1ZXN0GiYuZG5haC52bW0udjEuVW5hcmNoaXZlU25hcHNob3RSZXNwb25zZRJWCg1EZWxldGVBcmNoaXZlEiEuZG5haC52bW0udjEuRGVsZXRlQXJjaGl2ZVJlcXVlc3QaIi5kbmFoLnZtbS52MS5EZWxldGVBcmNoaXZlUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * @generated from message dnah.vmm.v1.CreateVmRequest
@@ -634,6 +634,126 @@ export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = 
   messageDesc(file_dnah_vmm_v1_vmm, 24);
 
 /**
+ * @generated from message dnah.vmm.v1.ArchiveSnapshotRequest
+ */
+export type ArchiveSnapshotRequest = Message<"dnah.vmm.v1.ArchiveSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.ArchiveSnapshotRequest.
+ * Use `create(ArchiveSnapshotRequestSchema)` to create a new message.
+ */
+export const ArchiveSnapshotRequestSchema: GenMessage<ArchiveSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 25);
+
+/**
+ * @generated from message dnah.vmm.v1.ArchiveSnapshotResponse
+ */
+export type ArchiveSnapshotResponse = Message<"dnah.vmm.v1.ArchiveSnapshotResponse"> & {
+  /**
+   * Where it is: "file:///<archive dir>/<snapshot id>" (what UnarchiveSnapshot takes back).
+   *
+   * @generated from field: string archive_uri = 1;
+   */
+  archiveUri: string;
+
+  /**
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint32 duration_ms = 3;
+   */
+  durationMs: number;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.ArchiveSnapshotResponse.
+ * Use `create(ArchiveSnapshotResponseSchema)` to create a new message.
+ */
+export const ArchiveSnapshotResponseSchema: GenMessage<ArchiveSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 26);
+
+/**
+ * @generated from message dnah.vmm.v1.UnarchiveSnapshotRequest
+ */
+export type UnarchiveSnapshotRequest = Message<"dnah.vmm.v1.UnarchiveSnapshotRequest"> & {
+  /**
+   * @generated from field: string snapshot_id = 1;
+   */
+  snapshotId: string;
+
+  /**
+   * @generated from field: string archive_uri = 2;
+   */
+  archiveUri: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.UnarchiveSnapshotRequest.
+ * Use `create(UnarchiveSnapshotRequestSchema)` to create a new message.
+ */
+export const UnarchiveSnapshotRequestSchema: GenMessage<UnarchiveSnapshotRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 27);
+
+/**
+ * @generated from message dnah.vmm.v1.UnarchiveSnapshotResponse
+ */
+export type UnarchiveSnapshotResponse = Message<"dnah.vmm.v1.UnarchiveSnapshotResponse"> & {
+  /**
+   * @generated from field: uint64 size_bytes = 1;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint32 duration_ms = 2;
+   */
+  durationMs: number;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.UnarchiveSnapshotResponse.
+ * Use `create(UnarchiveSnapshotResponseSchema)` to create a new message.
+ */
+export const UnarchiveSnapshotResponseSchema: GenMessage<UnarchiveSnapshotResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 28);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteArchiveRequest
+ */
+export type DeleteArchiveRequest = Message<"dnah.vmm.v1.DeleteArchiveRequest"> & {
+  /**
+   * @generated from field: string archive_uri = 1;
+   */
+  archiveUri: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteArchiveRequest.
+ * Use `create(DeleteArchiveRequestSchema)` to create a new message.
+ */
+export const DeleteArchiveRequestSchema: GenMessage<DeleteArchiveRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 29);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteArchiveResponse
+ */
+export type DeleteArchiveResponse = Message<"dnah.vmm.v1.DeleteArchiveResponse"> & {
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteArchiveResponse.
+ * Use `create(DeleteArchiveResponseSchema)` to create a new message.
+ */
+export const DeleteArchiveResponseSchema: GenMessage<DeleteArchiveResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 30);
+
+/**
  * VmmService runs on every host and owns that host's sandboxes: their runtime processes,
  * disks, network and agent sockets. The data plane (HTTP to a sandbox port) is not an RPC:
  * it is the tunnel, `GET /tunnel/{sandbox_id}/{port}` with `Upgrade: dnah-tunnel`.
@@ -764,6 +884,39 @@ export const VmmService: GenService<{
     methodKind: "unary";
     input: typeof DeleteSnapshotRequestSchema;
     output: typeof DeleteSnapshotResponseSchema;
+  },
+  /**
+   * ArchiveSnapshot copies a snapshot folder to this vmm's archive storage (DNAH_ARCHIVE_DIR),
+   * complete or not at all, then removes the local folder. Idempotent: a snapshot already
+   * archived (and gone locally) answers its archive again. Unknown ids are NOT_FOUND.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.ArchiveSnapshot
+   */
+  archiveSnapshot: {
+    methodKind: "unary";
+    input: typeof ArchiveSnapshotRequestSchema;
+    output: typeof ArchiveSnapshotResponseSchema;
+  },
+  /**
+   * UnarchiveSnapshot brings an archived snapshot back into the snapshots folder (RestoreVm
+   * then verifies it like any snapshot). A folder already there is ALREADY_EXISTS.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.UnarchiveSnapshot
+   */
+  unarchiveSnapshot: {
+    methodKind: "unary";
+    input: typeof UnarchiveSnapshotRequestSchema;
+    output: typeof UnarchiveSnapshotResponseSchema;
+  },
+  /**
+   * DeleteArchive removes an archived snapshot. Idempotent.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.DeleteArchive
+   */
+  deleteArchive: {
+    methodKind: "unary";
+    input: typeof DeleteArchiveRequestSchema;
+    output: typeof DeleteArchiveResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_vmm_v1_vmm, 0);
