@@ -26,6 +26,8 @@ export interface VmmConfig {
   readonly stateDir: string;
   /** Snapshot folders, `<snapshotsDir>/<snapshot id>/` (`<stateDir>/snapshots`). */
   readonly snapshotsDir: string;
+  /** Archive storage: archived snapshot folders, `<archiveDir>/<snapshot id>/`. */
+  readonly archiveDir: string;
   readonly cacheDir: string;
   readonly debianMirror: string;
   /** Folder with the bundled guest agent (`agent.mjs`). */
@@ -62,6 +64,7 @@ export function configFromEnv(env: Env): VmmConfig {
     vmEgress: r.bool("DNAH_VM_EGRESS", true),
     stateDir,
     snapshotsDir: join(stateDir, "snapshots"),
+    archiveDir: r.str("DNAH_ARCHIVE_DIR", join(stateDir, "archive")),
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
     agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),

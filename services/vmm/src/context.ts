@@ -1,6 +1,7 @@
 import type { Logger } from "@dnah/platform";
 import type { VmmConfig } from "./config.js";
 import type { RunningVm, Runtime } from "./runtime/runtime.js";
+import type { ArchiveStore } from "./snapshot/archive.js";
 import type { SnapshotStore } from "./snapshot/store.js";
 import type { TunnelRegistry } from "./tunnel/server.js";
 
@@ -24,4 +25,6 @@ export interface VmmContext {
   readonly tunnels: TunnelRegistry;
   /** This host's snapshot folders. */
   readonly snapshots: SnapshotStore;
+  /** This host's archive storage (DNAH_ARCHIVE_DIR). */
+  readonly archives: ArchiveStore;
 }

@@ -2,8 +2,10 @@ import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { VmmContext } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
+import { archiveSnapshot } from "./rpc/archive-snapshot.js";
 import { configureVm } from "./rpc/configure-vm.js";
 import { createVm } from "./rpc/create-vm.js";
+import { deleteArchive } from "./rpc/delete-archive.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
 import { deleteVm } from "./rpc/delete-vm.js";
 import { getHostInfo } from "./rpc/get-host-info.js";
@@ -13,6 +15,7 @@ import { pauseVm } from "./rpc/pause-vm.js";
 import { restoreVm } from "./rpc/restore-vm.js";
 import { resumeVm } from "./rpc/resume-vm.js";
 import { snapshotVm } from "./rpc/snapshot-vm.js";
+import { unarchiveSnapshot } from "./rpc/unarchive-snapshot.js";
 
 /** Wraps a handler so domain errors leave as Connect errors, and unexpected ones are logged. */
 function edge<A extends unknown[], R>(ctx: VmmContext, name: string, fn: (...a: A) => Promise<R> | R) {
@@ -40,6 +43,9 @@ export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
     snapshotVm: edge(ctx, "SnapshotVm", (req) => snapshotVm(ctx, req)),
     restoreVm: edge(ctx, "RestoreVm", (req) => restoreVm(ctx, req)),
     deleteSnapshot: edge(ctx, "DeleteSnapshot", (req) => deleteSnapshot(ctx, req)),
+    archiveSnapshot: edge(ctx, "ArchiveSnapshot", (req) => archiveSnapshot(ctx, req)),
+    unarchiveSnapshot: edge(ctx, "UnarchiveSnapshot", (req) => unarchiveSnapshot(ctx, req)),
+    deleteArchive: edge(ctx, "DeleteArchive", (req) => deleteArchive(ctx, req)),
   };
 }
 

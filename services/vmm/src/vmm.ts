@@ -7,6 +7,7 @@ import type { VmmContext } from "./context.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
 import type { Runtime } from "./runtime/runtime.js";
 import { selectRuntime } from "./runtime/select.js";
+import { ArchiveStore } from "./snapshot/archive.js";
 import { SnapshotStore } from "./snapshot/store.js";
 import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
@@ -26,6 +27,7 @@ export interface Vmm {
 /** The per-host VM manager: runtime, Connect API, tunnel, registration with the scheduler. */
 export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOverrides = {}): Promise<Vmm> {
   const runtime = overrides.runtime ?? (await selectRuntime(cfg, logger));
+  const snapshots = new SnapshotStore(cfg.snapshotsDir);
   const ctx: VmmContext = {
     cfg,
     logger,
@@ -33,7 +35,8 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
     vms: new Map(),
     busy: new Set(),
     tunnels: new TunnelRegistry(),
-    snapshots: new SnapshotStore(cfg.snapshotsDir),
+    snapshots,
+    archives: new ArchiveStore(cfg.archiveDir, snapshots, logger),
   };
   runtime.onExit((id) => ctx.vms.delete(id));
   const impl = vmmImpl(ctx);
