@@ -27,6 +27,16 @@ export interface SchedulerConfig {
    * microVMs, save or load the memory (several seconds under TCG), then boot.
    */
   readonly snapshotCallTimeoutMs: number;
+  /** How often the reaper looks for sandboxes to stop, archive or delete. */
+  readonly reaperIntervalMs: number;
+  /**
+   * How long a reaper's claim on a transition lasts: after that, another reaper takes the
+   * row over and resumes the transition (the first one is taken for dead). Longer than any
+   * archive takes.
+   */
+  readonly reaperLeaseMs: number;
+  /** Most rows one reaper pass claims per transition. */
+  readonly reaperBatch: number;
   /** How long SIGTERM waits for in-flight requests and boots before exiting anyway. */
   readonly shutdownTimeoutMs: number;
   readonly logLevel: LogLevel;
@@ -62,6 +72,9 @@ export function configFromEnv(env: Env): SchedulerConfig {
     vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),
     snapshotUrl: httpUrl(r, "DNAH_SNAPSHOT_URL", "http://127.0.0.1:7003"),
     snapshotCallTimeoutMs: r.int("DNAH_SNAPSHOT_CALL_TIMEOUT_MS", 120_000, 1),
+    reaperIntervalMs: r.int("DNAH_REAPER_INTERVAL_MS", 10_000, 10),
+    reaperLeaseMs: r.int("DNAH_REAPER_LEASE_MS", 600_000, 1_000),
+    reaperBatch: r.int("DNAH_REAPER_BATCH", 20, 1, 1_000),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 30_000, 0),
     logLevel: r.oneOf("DNAH_LOG_LEVEL", LOG_LEVELS, "info"),
   };

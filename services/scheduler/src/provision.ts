@@ -2,6 +2,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { Context } from "./context.js";
 import {
   countPool,
+  deleteSnapshotRow,
+  findSnapshot,
   type HostLoadRow,
   hostLoads,
   insertSandbox,
@@ -20,6 +22,7 @@ import {
   VmmUnavailableError,
 } from "./domain/errors.js";
 import { newSandboxId } from "./domain/ids.js";
+import type { LifecycleSettings } from "./domain/lifecycle.js";
 import { chooseHost, isLive, placeMany } from "./domain/placement.js";
 
 /**
@@ -30,6 +33,8 @@ import { chooseHost, isLive, placeMany } from "./domain/placement.js";
 export interface Owner {
   metadata: Record<string, string>;
   envVars: Record<string, string>;
+  /** Persistent (never anything automatic) when not given. */
+  lifecycle?: LifecycleSettings | undefined;
 }
 
 export const logFields = (row: Pick<SandboxRow, "id" | "hostId">) => ({
@@ -104,6 +109,7 @@ function newRow(template: TemplateRow, host: HostLoadRow, pooled: boolean, owner
     pooled,
     metadata: owner.metadata,
     envVars: owner.envVars,
+    lifecycle: owner.lifecycle,
     cpuCount: template.cpuCount,
     memoryMib: template.memoryMib,
     runtime: host.runtime,
@@ -161,6 +167,7 @@ export async function destroy(ctx: Context, row: SandboxRow, hostLive: boolean):
   if (hostLive) {
     try {
       await deleteVm(ctx, row);
+      await dropArchive(ctx, row);
     } catch (err) {
       throw new VmmUnavailableError(
         `host '${row.hostId}' could not delete sandbox '${row.id}' (${codeName(err)}); try again`,
@@ -172,6 +179,29 @@ export async function destroy(ctx: Context, row: SandboxRow, hostLive: boolean):
   }
   await markDeleted(ctx.db, row.id);
   ctx.logger.info({ ...logFields(row), pooled: row.pooled }, "sandbox deleted");
+}
+
+/**
+ * Removes what an archive of the sandbox left (its archive copy, its snapshot's files and
+ * record), whatever step it reached; each call is idempotent. Nothing to do without one.
+ */
+export async function dropArchive(
+  ctx: Context,
+  row: Pick<SandboxRow, "id" | "hostId" | "vmmUrl" | "archiveSnapshotId" | "archiveUri">,
+): Promise<void> {
+  const timeoutMs = ctx.cfg.snapshotCallTimeoutMs;
+  if (row.archiveUri !== null)
+    await ctx.vmm(row.vmmUrl).deleteArchive({ archiveUri: row.archiveUri }, { timeoutMs });
+  if (row.archiveSnapshotId === null) return;
+  const snap = await findSnapshot(ctx.db, row.archiveSnapshotId, ctx.cfg.hostDeadAfterMs);
+  if (snap !== undefined) {
+    await ctx.vmm(snap.vmmUrl).deleteSnapshot({ snapshotId: snap.id }, { timeoutMs });
+    await deleteSnapshotRow(ctx.db, snap.id);
+  }
+  ctx.logger.info(
+    { ...logFields(row), "snapshot.id": row.archiveSnapshotId, archived: row.archiveUri !== null },
+    "archive of the sandbox removed",
+  );
 }
 
 export async function deleteVm(ctx: Context, row: Pick<SandboxRow, "id" | "vmmUrl">): Promise<void> {

@@ -1,11 +1,14 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  LifecycleType,
+  type SandboxEventSchema,
   type SandboxRecordSchema,
   SandboxState,
   type SnapshotRecordSchema,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
-import type { SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
+import type { SandboxEventRow, SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
+import type { LifecycleType as LifecycleTypeName } from "./domain/lifecycle.js";
 
 export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecordSchema> {
   return {
@@ -22,7 +25,37 @@ export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecord
     runtime: row.runtime,
     ...(row.pausedAt !== null ? { pausedAt: timestampFromDate(row.pausedAt) } : {}),
     sourceSnapshotId: row.sourceSnapshotId ?? "",
+    lifecycle: {
+      type: row.lifecycle.type === "ephemeral" ? LifecycleType.EPHEMERAL : LifecycleType.PERSISTENT,
+      autoStopMinutes: row.lifecycle.autoStopMinutes,
+      autoArchiveDays: row.lifecycle.autoArchiveDays,
+      autoDeleteDays: row.lifecycle.autoDeleteDays,
+    },
+    lastActivityAt: timestampFromDate(row.lastActivityAt),
+    ...(row.archivedAt !== null ? { archivedAt: timestampFromDate(row.archivedAt) } : {}),
   };
+}
+
+/** The preset a request names; unspecified is persistent. */
+export function lifecycleTypeOf(t: LifecycleType): LifecycleTypeName {
+  return t === LifecycleType.EPHEMERAL ? "ephemeral" : "persistent";
+}
+
+export function toEventRecord(e: SandboxEventRow): MessageInitShape<typeof SandboxEventSchema> {
+  return {
+    eventId: e.id,
+    sandboxId: e.sandboxId,
+    at: timestampFromDate(e.at),
+    kind: e.kind,
+    fromState: stateOfName(e.fromState),
+    toState: stateOfName(e.toState),
+    actor: e.actor,
+    detail: e.detail,
+  };
+}
+
+function stateOfName(s: string): SandboxState {
+  return s === "" ? SandboxState.UNSPECIFIED : toState(s as SandboxRowState);
 }
 
 /** created_at is the signed millisecond timestamp, so a verifier can rebuild the signed bytes. */
@@ -65,6 +98,8 @@ export function rowStateOf(s: SandboxState): SandboxRowState | undefined {
       return "paused";
     case SandboxState.STOPPED:
       return "stopped";
+    case SandboxState.ARCHIVED:
+      return "archived";
     default:
       return undefined;
   }
@@ -80,6 +115,8 @@ function toState(s: SandboxRowState): SandboxState {
       return SandboxState.PAUSED;
     case "stopped":
       return SandboxState.STOPPED;
+    case "archived":
+      return SandboxState.ARCHIVED;
     // Get and List never return these; a record of one is as good as gone.
     case "deleting":
     case "deleted":

@@ -11,13 +11,16 @@ import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { getSnapshot } from "./rpc/get-snapshot.js";
 import { getTemplate } from "./rpc/get-template.js";
 import { heartbeat } from "./rpc/heartbeat.js";
+import { listSandboxEvents } from "./rpc/list-sandbox-events.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
 import { listSnapshots } from "./rpc/list-snapshots.js";
 import { pauseSandbox } from "./rpc/pause-sandbox.js";
+import { recordActivity } from "./rpc/record-activity.js";
 import { registerHost } from "./rpc/register-host.js";
 import { restoreSnapshot } from "./rpc/restore-snapshot.js";
 import { resumeSandbox } from "./rpc/resume-sandbox.js";
 import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
+import { updateLifecycle } from "./rpc/update-lifecycle.js";
 
 /** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
 export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
@@ -47,5 +50,8 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     getSnapshot: edge("GetSnapshot", getSnapshot),
     listSnapshots: edge("ListSnapshots", listSnapshots),
     deleteSnapshot: edge("DeleteSnapshot", deleteSnapshot),
+    updateLifecycle: edge("UpdateLifecycle", updateLifecycle),
+    listSandboxEvents: edge("ListSandboxEvents", listSandboxEvents),
+    recordActivity: edge("RecordActivity", recordActivity),
   };
 }

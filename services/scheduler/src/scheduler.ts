@@ -15,6 +15,7 @@ import { type Clock, createContext, type SnapshotClient, type VmmClientFactory }
 import { markDeleted, setPoolTarget, takePoolForDrain } from "./db/queries.js";
 import { createRefiller } from "./pool/refill.js";
 import { destroy, logFields } from "./provision.js";
+import { createReaper, type Reaper } from "./reaper/reaper.js";
 import { createRoutes } from "./routes.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations/", import.meta.url));
@@ -42,6 +43,8 @@ export interface Scheduler {
    * returns how many. For `dnah dev` shutdown: a production restart keeps its pool.
    */
   drainPool(): Promise<number>;
+  /** The lifecycle reaper (its loop runs once started); `runOnce` for tests and tools. */
+  readonly reaper: Pick<Reaper, "runOnce">;
   /** Stops accepting calls, lets in-flight ones and boots finish, closes what it opened. */
   close(): Promise<void>;
 }
@@ -68,6 +71,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     kickRefill: () => refiller.kick(),
   });
   const refiller = createRefiller(ctx);
+  const reaper = createReaper(ctx);
   const impl = createRoutes(ctx);
 
   async function doStart(): Promise<string> {
@@ -80,7 +84,11 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     app = await createServiceServer({ routes: (router) => router.service(SchedulerService, impl), logger });
     url = await listen(app, cfg.host, cfg.port);
     refiller.start();
-    logger.info({ url, db: db.kind, poolSize: cfg.poolSize }, "scheduler listening");
+    reaper.start();
+    logger.info(
+      { url, db: db.kind, poolSize: cfg.poolSize, reaperIntervalMs: cfg.reaperIntervalMs },
+      "scheduler listening",
+    );
     return url;
   }
 
@@ -104,6 +112,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
   async function doClose(): Promise<void> {
     await starting?.catch(() => {});
     await app?.close();
+    await reaper.close();
     await refiller.close();
     await ctx.settle();
     if (ownsDb) await db?.close();
@@ -119,6 +128,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
       return url;
     },
     impl,
+    reaper: { runOnce: (nowMs) => reaper.runOnce(nowMs) },
     drainPool,
     close() {
       closing ??= doClose();

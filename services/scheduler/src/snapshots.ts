@@ -46,14 +46,19 @@ export const snapshotFields = (s: Pick<SnapshotRow, "id" | "hostId">) => ({
 export async function takeSnapshot(
   ctx: Context,
   sandboxId: string,
-  opts: { name: string | undefined; metadata: Record<string, string> },
+  opts: {
+    name: string | undefined;
+    metadata: Record<string, string>;
+    /** The id to write it under (the reaper records it before asking); a new one otherwise. */
+    id?: string | undefined;
+  },
 ): Promise<{ snapshot: SnapshotRow; source: SandboxRow }> {
   const source = await getSandbox(ctx.db, sandboxId);
   if (source === undefined) throw new SandboxNotFoundError(sandboxId);
   checkSnapshotable(source);
   const started = ctx.clock.now();
   const created = await insertSnapshot(ctx.db, {
-    id: newSnapshotId(),
+    id: opts.id ?? newSnapshotId(),
     name: opts.name,
     sandboxId,
     templateId: source.templateId,
@@ -179,22 +184,9 @@ export async function restoreSnapshot(
   owner: Owner,
 ): Promise<SandboxRow> {
   const fields = snapshotFields(snap);
-  if (snap.state === "creating")
-    throw new SnapshotRefusedError(`snapshot ${snap.id} is still being written; try again shortly`);
-  if (snap.state === "deleting") throw new SnapshotRefusedError(`snapshot ${snap.id} is being deleted`);
-  if (isUnsigned(snap)) {
-    ctx.logger.warn(fields, "restore refused: snapshot is unsigned");
-    throw unsignedError(snap.id);
-  }
-  const kid = snap.kid!;
   const started = ctx.clock.now();
-  const verdict = await verify(ctx, snap, kid);
+  const kid = await checkSignature(ctx, snap);
   const verifyMs = ctx.clock.now() - started;
-  ctx.logger.info(
-    { ...fields, kid, valid: verdict.valid, reason: verdict.reason, verifyMs },
-    "snapshot signature checked",
-  );
-  if (!verdict.valid) throw verificationError(snap.id, verdict.reason, kid);
 
   // The files are on the disk of the host that wrote them: only that host can restore them.
   if (!snap.hostLive)
@@ -251,6 +243,64 @@ export async function restoreSnapshot(
   return running;
 }
 
+/**
+ * Restores a snapshot under an existing sandbox's own id (an archived sandbox coming back),
+ * after `checkSignature`; the host checks every file before it starts anything. The caller
+ * holds the row and has checked the host's room. On failure the host is asked (in the
+ * background) to remove whatever it got to, and the error says what the caller can do.
+ */
+export async function restoreVmAs(
+  ctx: Context,
+  snap: SnapshotRow,
+  row: Pick<SandboxRow, "id" | "hostId" | "vmmUrl" | "envVars">,
+): Promise<{ runtime: string; filesVerifyMs: number }> {
+  try {
+    const res = await ctx.vmm(row.vmmUrl).restoreVm(
+      {
+        snapshotId: snap.id,
+        sandboxId: row.id,
+        manifestSha256: snap.manifestSha256,
+        sizeBytes: snap.sizeBytes,
+        envVars: row.envVars,
+      },
+      { timeoutMs: ctx.cfg.snapshotCallTimeoutMs },
+    );
+    return { runtime: res.vm?.runtime ?? "", filesVerifyMs: res.verifyMs };
+  } catch (err) {
+    ctx.background("cleanup after a failed restore", logFields(row), () => deleteVm(ctx, row));
+    ctx.logger.warn(
+      { ...snapshotFields(snap), ...logFields(row), err: errorDetail(err) },
+      "restore under the sandbox's own id failed",
+    );
+    throw restoreVmError(err, snap);
+  }
+}
+
+/**
+ * The checks every restore makes before anything is reserved or started: the snapshot is
+ * ready and signed, and the snapshot service verifies its signature over the fields recorded
+ * here (an unknown or retired key fails). Returns the key id.
+ */
+export async function checkSignature(ctx: Context, snap: SnapshotRow): Promise<string> {
+  const fields = snapshotFields(snap);
+  if (snap.state === "creating")
+    throw new SnapshotRefusedError(`snapshot ${snap.id} is still being written; try again shortly`);
+  if (snap.state === "deleting") throw new SnapshotRefusedError(`snapshot ${snap.id} is being deleted`);
+  if (isUnsigned(snap)) {
+    ctx.logger.warn(fields, "restore refused: snapshot is unsigned");
+    throw unsignedError(snap.id);
+  }
+  const kid = snap.kid!;
+  const started = ctx.clock.now();
+  const verdict = await verify(ctx, snap, kid);
+  ctx.logger.info(
+    { ...fields, kid, valid: verdict.valid, reason: verdict.reason, verifyMs: ctx.clock.now() - started },
+    "snapshot signature checked",
+  );
+  if (!verdict.valid) throw verificationError(snap.id, verdict.reason, kid);
+  return kid;
+}
+
 async function verify(
   ctx: Context,
   snap: SnapshotRow,
@@ -282,7 +332,7 @@ async function verify(
   }
 }
 
-function restoreVmError(err: unknown, snap: SnapshotRow): Error {
+export function restoreVmError(err: unknown, snap: SnapshotRow): Error {
   const ce = ConnectError.from(err);
   switch (ce.code) {
     // The host's verdict on the files (which one is missing, changed, truncated) goes to the

@@ -11,6 +11,7 @@ import {
   upsertHost,
 } from "../src/db/queries.js";
 import { newSandboxId } from "../src/domain/ids.js";
+import { PRESETS } from "../src/domain/lifecycle.js";
 import { type DbKind, migratedDb } from "./helpers.js";
 
 const DEAD_MS = 15_000;
@@ -43,6 +44,7 @@ const claim = (db: Db, i: number) =>
   claimPooledSandbox(db, "base", {
     metadata: { n: String(i) },
     envVars: { I: String(i) },
+    lifecycle: PRESETS.persistent,
     hostDeadAfterMs: DEAD_MS,
   });
 

@@ -13,6 +13,9 @@ it("has documented defaults and is frozen", () => {
   assert.equal(cfg.poolRefillIntervalMs, 500);
   assert.equal(cfg.snapshotUrl, "http://127.0.0.1:7003");
   assert.equal(cfg.snapshotCallTimeoutMs, 120_000);
+  assert.equal(cfg.reaperIntervalMs, 10_000);
+  assert.equal(cfg.reaperLeaseMs, 600_000);
+  assert.equal(cfg.reaperBatch, 20);
   assert.ok(Object.isFrozen(cfg));
 });
 
@@ -25,6 +28,9 @@ it("reads every setting", () => {
     DNAH_HOST_DEAD_AFTER_MS: "3000",
     DNAH_SNAPSHOT_URL: "http://snap.internal:7003/",
     DNAH_SNAPSHOT_CALL_TIMEOUT_MS: "5000",
+    DNAH_REAPER_INTERVAL_MS: "250",
+    DNAH_REAPER_LEASE_MS: "60000",
+    DNAH_REAPER_BATCH: "5",
   });
   assert.equal(cfg.databaseUrl, "postgres://u:p@db/x");
   assert.equal(cfg.dbSchema, "sched");
@@ -33,6 +39,9 @@ it("reads every setting", () => {
   assert.equal(cfg.hostDeadAfterMs, 3000);
   assert.equal(cfg.snapshotUrl, "http://snap.internal:7003");
   assert.equal(cfg.snapshotCallTimeoutMs, 5000);
+  assert.equal(cfg.reaperIntervalMs, 250);
+  assert.equal(cfg.reaperLeaseMs, 60_000);
+  assert.equal(cfg.reaperBatch, 5);
 });
 
 it("lists every problem at once and never echoes the database URL", () => {
@@ -43,11 +52,12 @@ it("lists every problem at once and never echoes the database URL", () => {
       DNAH_POOL_SIZE: "-1",
       DNAH_SCHEDULER_PORT: "http",
       DNAH_SNAPSHOT_URL: "ftp://x",
+      DNAH_REAPER_BATCH: "0",
     });
     assert.fail("expected a ConfigError");
   } catch (err) {
     assert.ok(err instanceof ConfigError);
-    assert.equal(err.problems.length, 5);
+    assert.equal(err.problems.length, 6);
     assert.ok(!err.message.includes("hunter2"));
   }
 });

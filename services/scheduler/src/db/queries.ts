@@ -1,4 +1,5 @@
 import type { Db } from "@dnah/platform";
+import type { EventKind, LifecycleSettings, LifecycleType, ReaperOp } from "../domain/lifecycle.js";
 
 /** Anything that runs SQL: the pool or a transaction. */
 export type Queryable = Pick<Db, "query">;
@@ -8,6 +9,7 @@ export type SandboxRowState =
   | "running"
   | "paused"
   | "stopped"
+  | "archived"
   | "deleting"
   | "deleted"
   | "error";
@@ -30,6 +32,16 @@ export interface SandboxRow {
   pausedAt: Date | null;
   /** The snapshot it was restored or forked from. */
   sourceSnapshotId: string | null;
+  lifecycle: LifecycleSettings;
+  /** The idle clock: the last working call. */
+  lastActivityAt: Date;
+  /** Set while archived, with the snapshot holding its state and where that is stored. */
+  archivedAt: Date | null;
+  archiveSnapshotId: string | null;
+  archiveUri: string | null;
+  /** A reaper's transition in flight, and since when (its lease). */
+  reaperOp: ReaperOp | null;
+  reaperOpAt: Date | null;
 }
 
 export interface TemplateRow {
@@ -51,13 +63,15 @@ export interface HostLoadRow {
 }
 
 /** States in which a sandbox is the user's and visible to Get and List. */
-const VISIBLE = "('starting', 'running', 'paused', 'stopped')";
+const VISIBLE = "('starting', 'running', 'paused', 'stopped', 'archived')";
 
 /** States that occupy a slot on their host: a paused sandbox keeps its memory there. */
 const OCCUPYING = "('starting', 'running', 'paused', 'deleting')";
 
 const SANDBOX_COLUMNS = `s.id, s.template_id, s.host_id, h.vmm_url, s.state, s.pooled, s.metadata, s.env_vars,
-  s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at, s.source_snapshot_id`;
+  s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at, s.source_snapshot_id, s.lifecycle_type,
+  s.auto_stop_minutes, s.auto_archive_days, s.auto_delete_days, s.last_activity_at, s.archived_at,
+  s.archive_snapshot_id, s.archive_uri, s.reaper_op, s.reaper_op_at`;
 
 interface RawSandbox {
   id: string;
@@ -74,6 +88,16 @@ interface RawSandbox {
   created_at: Date;
   paused_at: Date | null;
   source_snapshot_id: string | null;
+  lifecycle_type: LifecycleType;
+  auto_stop_minutes: number;
+  auto_archive_days: number;
+  auto_delete_days: number;
+  last_activity_at: Date;
+  archived_at: Date | null;
+  archive_snapshot_id: string | null;
+  archive_uri: string | null;
+  reaper_op: ReaperOp | null;
+  reaper_op_at: Date | null;
 }
 
 function toSandbox(r: RawSandbox): SandboxRow {
@@ -92,6 +116,18 @@ function toSandbox(r: RawSandbox): SandboxRow {
     createdAt: r.created_at,
     pausedAt: r.paused_at,
     sourceSnapshotId: r.source_snapshot_id,
+    lifecycle: {
+      type: r.lifecycle_type,
+      autoStopMinutes: r.auto_stop_minutes,
+      autoArchiveDays: r.auto_archive_days,
+      autoDeleteDays: r.auto_delete_days,
+    },
+    lastActivityAt: r.last_activity_at,
+    archivedAt: r.archived_at,
+    archiveSnapshotId: r.archive_snapshot_id,
+    archiveUri: r.archive_uri,
+    reaperOp: r.reaper_op,
+    reaperOpAt: r.reaper_op_at,
   };
 }
 
@@ -228,6 +264,8 @@ export interface NewSandbox {
   runtime: string;
   /** Set for a sandbox restored from a snapshot. */
   sourceSnapshotId?: string | undefined;
+  /** Persistent (0 / 0 / 0) when not given: a pooled sandbox gets its owner's at claim. */
+  lifecycle?: LifecycleSettings | undefined;
 }
 
 /** Inserts a sandbox in state 'starting'. */
@@ -235,8 +273,8 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
   const { rows } = await db.query<RawSandbox>(
     `WITH s AS (
        INSERT INTO sandboxes (id, template_id, host_id, state, pooled, metadata, env_vars, cpu_count, memory_mib, runtime,
-                              source_snapshot_id)
-       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10)
+                              source_snapshot_id, lifecycle_type, auto_stop_minutes, auto_archive_days, auto_delete_days)
+       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)
        RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
     [
@@ -250,6 +288,10 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
       s.memoryMib,
       s.runtime,
       s.sourceSnapshotId ?? null,
+      s.lifecycle?.type ?? "persistent",
+      s.lifecycle?.autoStopMinutes ?? 0,
+      s.lifecycle?.autoArchiveDays ?? 0,
+      s.lifecycle?.autoDeleteDays ?? 0,
     ],
   );
   return toSandbox(rows[0]!);
@@ -263,11 +305,18 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
 export async function claimPooledSandbox(
   db: Queryable,
   templateId: string,
-  opts: { metadata: Record<string, string>; envVars: Record<string, string>; hostDeadAfterMs: number },
+  opts: {
+    metadata: Record<string, string>;
+    envVars: Record<string, string>;
+    lifecycle: LifecycleSettings;
+    hostDeadAfterMs: number;
+  },
 ): Promise<SandboxRow | undefined> {
   const { rows } = await db.query<RawSandbox>(
     `WITH s AS (
-       UPDATE sandboxes SET pooled = false, claimed_at = now(), metadata = $2::jsonb, env_vars = $3::jsonb
+       UPDATE sandboxes SET pooled = false, claimed_at = now(), metadata = $2::jsonb, env_vars = $3::jsonb,
+         lifecycle_type = $5, auto_stop_minutes = $6, auto_archive_days = $7, auto_delete_days = $8,
+         last_activity_at = now()
        WHERE id = (
          SELECT c.id FROM sandboxes c JOIN hosts ch ON ch.id = c.host_id
          WHERE c.template_id = $1 AND c.pooled AND c.state = 'running'
@@ -277,7 +326,16 @@ export async function claimPooledSandbox(
          FOR UPDATE OF c SKIP LOCKED)
        RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
-    [templateId, JSON.stringify(opts.metadata), JSON.stringify(opts.envVars), opts.hostDeadAfterMs],
+    [
+      templateId,
+      JSON.stringify(opts.metadata),
+      JSON.stringify(opts.envVars),
+      opts.hostDeadAfterMs,
+      opts.lifecycle.type,
+      opts.lifecycle.autoStopMinutes,
+      opts.lifecycle.autoArchiveDays,
+      opts.lifecycle.autoDeleteDays,
+    ],
   );
   return rows[0] && toSandbox(rows[0]);
 }
@@ -439,13 +497,119 @@ export async function markPaused(tx: Queryable, id: string): Promise<SandboxRow>
 export async function markResumed(tx: Queryable, id: string): Promise<SandboxRow> {
   const { rows } = await tx.query<RawSandbox>(
     `WITH s AS (
-       UPDATE sandboxes SET state = 'running', paused_at = NULL
+       UPDATE sandboxes SET state = 'running', paused_at = NULL, last_activity_at = now()
        WHERE id = $1 AND state = 'paused' RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
     [id],
   );
   if (rows[0] === undefined) throw new Error(`sandbox ${id} was not paused when marked resumed`);
   return toSandbox(rows[0]);
+}
+
+// ---- lifecycle
+
+/** Sets a sandbox's lifecycle settings; undefined when it is not a visible sandbox. */
+export async function updateLifecycle(
+  db: Queryable,
+  id: string,
+  l: LifecycleSettings,
+): Promise<SandboxRow | undefined> {
+  const { rows } = await db.query<RawSandbox>(
+    `WITH s AS (
+       UPDATE sandboxes SET auto_stop_minutes = $2, auto_archive_days = $3, auto_delete_days = $4
+       WHERE id = $1 AND NOT pooled AND state IN ${VISIBLE} RETURNING *)
+     SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id, l.autoStopMinutes, l.autoArchiveDays, l.autoDeleteDays],
+  );
+  return rows[0] && toSandbox(rows[0]);
+}
+
+/**
+ * Moves idle clocks forward, never back, for users' live sandboxes (one statement for the
+ * whole batch). Returns how many moved.
+ */
+export async function recordActivity(
+  db: Queryable,
+  marks: readonly { sandboxId: string; at: Date }[],
+): Promise<number> {
+  if (marks.length === 0) return 0;
+  const { rows } = await db.query(
+    `UPDATE sandboxes s SET last_activity_at = m.at
+     FROM (SELECT unnest($1::text[]) AS id, unnest($2::timestamptz[]) AS at) m
+     WHERE s.id = m.id AND NOT s.pooled AND s.state IN ('starting', 'running', 'paused', 'stopped', 'archived')
+       AND s.last_activity_at < m.at
+     RETURNING s.id`,
+    [marks.map((m) => m.sandboxId), marks.map((m) => m.at.toISOString())],
+  );
+  return rows.length;
+}
+
+export interface SandboxEventRow {
+  id: bigint;
+  sandboxId: string;
+  at: Date;
+  kind: EventKind;
+  fromState: string;
+  toState: string;
+  actor: "api" | "reaper";
+  detail: string;
+}
+
+export interface NewSandboxEvent {
+  sandboxId: string;
+  kind: EventKind;
+  fromState?: string;
+  toState?: string;
+  actor: "api" | "reaper";
+  detail?: string;
+}
+
+/** Records one transition (in the caller's transaction when given one). */
+export async function insertEvent(db: Queryable, e: NewSandboxEvent): Promise<void> {
+  await db.query(
+    `INSERT INTO sandbox_events (sandbox_id, kind, from_state, to_state, actor, detail)
+     VALUES ($1, $2, $3, $4, $5, $6)`,
+    [e.sandboxId, e.kind, e.fromState ?? "", e.toState ?? "", e.actor, e.detail ?? ""],
+  );
+}
+
+/** The newest `limit` events of a sandbox, oldest first. */
+export async function listEvents(
+  db: Queryable,
+  sandboxId: string,
+  limit: number,
+): Promise<SandboxEventRow[]> {
+  const { rows } = await db.query<{
+    id: string;
+    sandbox_id: string;
+    at: Date;
+    kind: EventKind;
+    from_state: string;
+    to_state: string;
+    actor: "api" | "reaper";
+    detail: string;
+  }>(
+    `SELECT * FROM (SELECT id, sandbox_id, at, kind, from_state, to_state, actor, detail FROM sandbox_events
+                    WHERE sandbox_id = $1 ORDER BY id DESC LIMIT $2) e
+     ORDER BY id`,
+    [sandboxId, limit],
+  );
+  return rows.map((r) => ({
+    id: BigInt(r.id),
+    sandboxId: r.sandbox_id,
+    at: r.at,
+    kind: r.kind,
+    fromState: r.from_state,
+    toState: r.to_state,
+    actor: r.actor,
+    detail: r.detail,
+  }));
+}
+
+/** True when the scheduler ever had a sandbox of this id (deleted ones included). */
+export async function sandboxEverExisted(db: Queryable, id: string): Promise<boolean> {
+  const { rows } = await db.query(`SELECT 1 FROM sandboxes WHERE id = $1 AND NOT pooled`, [id]);
+  return rows.length > 0;
 }
 
 // ---- snapshots
@@ -657,4 +821,148 @@ export async function beginSnapshotDelete(db: Queryable, id: string): Promise<Sn
 
 export async function deleteSnapshotRow(db: Queryable, id: string): Promise<void> {
   await db.query("DELETE FROM snapshots WHERE id = $1", [id]);
+}
+
+// ---- reaper
+
+/**
+ * The reaper's rule per op, in SQL, at `$2` (the reaper's clock); the same rule as `dueOp` in
+ * domain/lifecycle.ts (test/lifecycle-domain.test.ts checks that both agree).
+ */
+const DUE: Record<ReaperOp, string> = {
+  stop: `c.state = 'running' AND c.auto_stop_minutes > 0
+         AND $2::timestamptz >= c.last_activity_at + c.auto_stop_minutes * interval '1 minute'`,
+  archive: `c.state = 'paused' AND c.paused_at IS NOT NULL AND c.auto_archive_days > 0
+            AND $2::timestamptz >= c.paused_at + c.auto_archive_days * interval '24 hours'`,
+  delete: `c.auto_delete_days > 0 AND (
+             (c.state = 'paused' AND c.paused_at IS NOT NULL AND c.auto_archive_days = 0
+              AND $2::timestamptz >= c.paused_at + c.auto_delete_days * interval '24 hours')
+          OR (c.state = 'archived' AND c.archived_at IS NOT NULL
+              AND $2::timestamptz >= c.archived_at + c.auto_delete_days * interval '24 hours'))`,
+};
+
+/** States in which an op, once claimed, may still be in flight (and be taken over). */
+const IN_FLIGHT: Record<ReaperOp, string> = {
+  stop: "('running', 'paused')",
+  archive: "('paused')",
+  delete: "('paused', 'archived', 'deleting')",
+};
+
+/** A row a reaper claimed for `op`, stamped `claimAt` (its lease), with its host's liveness. */
+export type ReaperClaim = SandboxRow & { hostLive: boolean; claimAt: Date };
+
+/**
+ * Claims up to `batch` users' sandboxes for `op` at `now`, in one statement: rows due by the
+ * rule and not claimed by a live lease, and rows whose `op` lease ran out (a reaper died
+ * mid-transition: the op is resumed, due or not). SKIP LOCKED: two reapers never take one row.
+ */
+export async function claimReaperOps(
+  db: Queryable,
+  op: ReaperOp,
+  now: Date,
+  opts: { leaseMs: number; batch: number; hostDeadAfterMs: number },
+): Promise<ReaperClaim[]> {
+  const { rows } = await db.query<RawSandbox & { host_live: boolean }>(
+    `WITH s AS (
+       UPDATE sandboxes SET reaper_op = $1, reaper_op_at = $2
+       WHERE id IN (
+         SELECT c.id FROM sandboxes c
+         WHERE NOT c.pooled
+           AND ((${DUE[op]} AND (c.reaper_op IS NULL OR c.reaper_op_at < $2::timestamptz - $3 * interval '1 millisecond'))
+             OR (c.reaper_op = $1 AND c.state IN ${IN_FLIGHT[op]}
+                 AND c.reaper_op_at < $2::timestamptz - $3 * interval '1 millisecond'))
+         ORDER BY c.id
+         LIMIT $4
+         FOR UPDATE SKIP LOCKED)
+       RETURNING *)
+     SELECT ${SANDBOX_COLUMNS}, h.last_heartbeat > now() - $5 * interval '1 millisecond' AS host_live
+     FROM s JOIN hosts h ON h.id = s.host_id`,
+    [op, now.toISOString(), opts.leaseMs, opts.batch, opts.hostDeadAfterMs],
+  );
+  return rows.map((r) => ({ ...toSandbox(r), hostLive: r.host_live, claimAt: now }));
+}
+
+/** Ends a claim, if it is still this one (a takeover's newer claim is left alone). */
+export async function releaseReaperOp(db: Queryable, c: Pick<ReaperClaim, "id" | "reaperOp" | "claimAt">) {
+  await db.query(
+    `UPDATE sandboxes SET reaper_op = NULL, reaper_op_at = NULL
+     WHERE id = $1 AND reaper_op = $2 AND reaper_op_at = $3`,
+    [c.id, c.reaperOp, c.claimAt.toISOString()],
+  );
+}
+
+/** Whether the row still carries this claim (false: taken over, or released). */
+export async function holdsClaim(
+  db: Queryable,
+  c: Pick<ReaperClaim, "id" | "reaperOp" | "claimAt">,
+): Promise<boolean> {
+  const { rows } = await db.query(
+    "SELECT 1 FROM sandboxes WHERE id = $1 AND reaper_op = $2 AND reaper_op_at = $3",
+    [c.id, c.reaperOp, c.claimAt.toISOString()],
+  );
+  return rows.length > 0;
+}
+
+/** Records the archive's snapshot id and its archive URI (either may be cleared with null). */
+export async function setArchiveRefs(
+  db: Queryable,
+  id: string,
+  refs: { snapshotId: string | null; uri: string | null },
+): Promise<void> {
+  await db.query("UPDATE sandboxes SET archive_snapshot_id = $2, archive_uri = $3 WHERE id = $1", [
+    id,
+    refs.snapshotId,
+    refs.uri,
+  ]);
+}
+
+/** paused -> archived at `at` (the reaper's clock); the claim ends with it. */
+export async function markArchived(tx: Queryable, id: string, at: Date): Promise<SandboxRow> {
+  const { rows } = await tx.query<RawSandbox>(
+    `WITH s AS (
+       UPDATE sandboxes SET state = 'archived', archived_at = $2, reaper_op = NULL, reaper_op_at = NULL
+       WHERE id = $1 AND state = 'paused' AND archive_snapshot_id IS NOT NULL AND archive_uri IS NOT NULL
+       RETURNING *)
+     SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id, at.toISOString()],
+  );
+  if (rows[0] === undefined)
+    throw new Error(`sandbox ${id} was not paused with an archive when marked archived`);
+  return toSandbox(rows[0]);
+}
+
+/** archived -> running, restored under its own id: the archive references go. */
+export async function markUnarchived(tx: Queryable, id: string, runtime: string): Promise<SandboxRow> {
+  const { rows } = await tx.query<RawSandbox>(
+    `WITH s AS (
+       UPDATE sandboxes SET state = 'running', runtime = COALESCE(NULLIF($2, ''), runtime), archived_at = NULL,
+         archive_snapshot_id = NULL, archive_uri = NULL, paused_at = NULL, last_activity_at = now(),
+         reaper_op = NULL, reaper_op_at = NULL
+       WHERE id = $1 AND state = 'archived' RETURNING *)
+     SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id, runtime],
+  );
+  if (rows[0] === undefined) throw new Error(`sandbox ${id} was not archived when marked unarchived`);
+  return toSandbox(rows[0]);
+}
+
+/**
+ * A reaper's delete: -> 'deleting', only while the row still carries this claim and is in a
+ * state the reaper deletes (a sandbox resumed meanwhile is left alone). Undefined otherwise.
+ */
+export async function beginReaperDelete(
+  db: Queryable,
+  c: Pick<ReaperClaim, "id" | "claimAt">,
+  hostDeadAfterMs: number,
+): Promise<(SandboxRow & { hostLive: boolean }) | undefined> {
+  const { rows } = await db.query<RawSandbox & { host_live: boolean }>(
+    `WITH s AS (
+       UPDATE sandboxes SET state = 'deleting'
+       WHERE id = $1 AND NOT pooled AND state IN ('paused', 'archived', 'deleting')
+         AND reaper_op = 'delete' AND reaper_op_at = $2 RETURNING *)
+     SELECT ${SANDBOX_COLUMNS}, h.last_heartbeat > now() - $3 * interval '1 millisecond' AS host_live
+     FROM s JOIN hosts h ON h.id = s.host_id`,
+    [c.id, c.claimAt.toISOString(), hostDeadAfterMs],
+  );
+  return rows[0] && { ...toSandbox(rows[0]), hostLive: rows[0].host_live };
 }

@@ -7,14 +7,16 @@ import type { Context } from "../context.js";
 import {
   claimPooledSandbox,
   getTemplate,
+  insertEvent,
   markFailed,
   type SandboxRow,
   type TemplateRow,
 } from "../db/queries.js";
 import { TemplateNotFoundError } from "../domain/errors.js";
+import { type LifecycleSettings, PRESETS, resolveLifecycle } from "../domain/lifecycle.js";
 import { checkStringMap, requireId } from "../domain/validate.js";
 import { boot, deleteVm, errorDetail, logFields, type Owner, reserveSandbox } from "../provision.js";
-import { toRecord } from "../records.js";
+import { lifecycleTypeOf, toRecord } from "../records.js";
 
 export async function createSandbox(
   ctx: Context,
@@ -24,10 +26,13 @@ export async function createSandbox(
   checkStringMap("metadata", req.metadata);
   checkStringMap("env_vars", req.envVars, true);
   const template = await resolveTemplate(ctx, templateId);
-  const owner: Owner = { metadata: req.metadata, envVars: req.envVars };
+  const owner: Owner = { metadata: req.metadata, envVars: req.envVars, lifecycle: lifecycleOf(req) };
 
   const warm = await claimWarm(ctx, template, owner);
-  if (warm !== undefined) return { sandbox: toRecord(warm), pooled: true };
+  if (warm !== undefined) {
+    await created(ctx, warm, "from the warm pool");
+    return { sandbox: toRecord(warm), pooled: true };
+  }
 
   const started = ctx.clock.now();
   const row = await reserveSandbox(ctx, template, owner);
@@ -37,6 +42,7 @@ export async function createSandbox(
       { ...logFields(row), "template.id": template.id, bootMs: ctx.clock.now() - started },
       "sandbox started cold",
     );
+    await created(ctx, running, "cold");
     return { sandbox: toRecord(running), pooled: false };
   } catch (err) {
     ctx.logger.warn({ ...logFields(row), err }, "cold start failed");
@@ -51,6 +57,7 @@ export async function createSandbox(
 async function claimWarm(ctx: Context, template: TemplateRow, owner: Owner): Promise<SandboxRow | undefined> {
   const row = await claimPooledSandbox(ctx.db, template.id, {
     ...owner,
+    lifecycle: owner.lifecycle ?? PRESETS.persistent,
     hostDeadAfterMs: ctx.cfg.hostDeadAfterMs,
   });
   if (row === undefined) return undefined;
@@ -72,6 +79,26 @@ async function claimWarm(ctx: Context, template: TemplateRow, owner: Owner): Pro
   }
   ctx.logger.info({ ...logFields(row), "template.id": template.id }, "sandbox claimed from the warm pool");
   return row;
+}
+
+function created(ctx: Context, row: SandboxRow, how: string): Promise<void> {
+  const l = row.lifecycle;
+  return insertEvent(ctx.db, {
+    sandboxId: row.id,
+    kind: "created",
+    toState: "running",
+    actor: "api",
+    detail: `${how}; ${l.type}: auto-stop ${l.autoStopMinutes} min, auto-archive ${l.autoArchiveDays} d, auto-delete ${l.autoDeleteDays} d`,
+  });
+}
+
+/** The request's preset (persistent when unspecified) with its explicit values laid over it. */
+function lifecycleOf(req: CreateSandboxRequest): LifecycleSettings {
+  return resolveLifecycle(lifecycleTypeOf(req.type), {
+    autoStopMinutes: req.autoStopMinutes,
+    autoArchiveDays: req.autoArchiveDays,
+    autoDeleteDays: req.autoDeleteDays,
+  });
 }
 
 const TEMPLATE_CACHE_MS = 2_000;

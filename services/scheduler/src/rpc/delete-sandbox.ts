@@ -4,7 +4,7 @@ import type {
   DeleteSandboxResponseSchema,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { Context } from "../context.js";
-import { beginDelete } from "../db/queries.js";
+import { beginDelete, insertEvent } from "../db/queries.js";
 import { SandboxNotFoundError } from "../domain/errors.js";
 import { requireId } from "../domain/validate.js";
 import { destroy } from "../provision.js";
@@ -21,5 +21,6 @@ export async function deleteSandbox(
   const row = await beginDelete(ctx.db, id, ctx.cfg.hostDeadAfterMs);
   if (row === undefined) throw new SandboxNotFoundError(id);
   await destroy(ctx, row, row.hostLive);
+  await insertEvent(ctx.db, { sandboxId: id, kind: "deleted", toState: "deleted", actor: "api" });
   return {};
 }

@@ -32,6 +32,7 @@ export async function forkSandbox(
   const owner = {
     metadata: Object.keys(req.metadata).length > 0 ? req.metadata : source.metadata,
     envVars: source.envVars,
+    lifecycle: source.lifecycle,
   };
   const results: MessageInitShape<typeof ForkResultSchema>[] = [];
   try {
