@@ -28,6 +28,8 @@ export interface GatewayConfig {
   jsonBodyLimitBytes: number;
   /** How long close() lets in-flight requests finish before cutting connections. */
   shutdownTimeoutMs: number;
+  /** How often coalesced activity (working calls) is sent to the scheduler. */
+  activityFlushMs: number;
   logLevel: string;
 }
 
@@ -44,6 +46,7 @@ export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Obje
   execTimeoutMs: 60_000,
   jsonBodyLimitBytes: 1 * MIB,
   shutdownTimeoutMs: 10_000,
+  activityFlushMs: 2_000,
   logLevel: "info",
 });
 
@@ -83,6 +86,7 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
     execTimeoutMs: r.int("DNAH_EXEC_TIMEOUT_MS", d.execTimeoutMs, 1, 0xffffffff),
     jsonBodyLimitBytes: r.int("DNAH_JSON_BODY_LIMIT_BYTES", d.jsonBodyLimitBytes, 1024, 1024 * MIB),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", d.shutdownTimeoutMs, 0, 600_000),
+    activityFlushMs: r.int("DNAH_ACTIVITY_FLUSH_MS", d.activityFlushMs, 10, 60_000),
     logLevel: r.oneOf(
       "DNAH_LOG_LEVEL",
       ["trace", "debug", "info", "warn", "error", "fatal", "silent"],

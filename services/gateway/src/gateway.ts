@@ -13,6 +13,7 @@ import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_p
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import websocket from "@fastify/websocket";
 import type { FastifyError, FastifyInstance } from "fastify";
+import { installActivityRoutes } from "./activity-routes.js";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
 import { createDaytonaCompat, isDaytonaRequest } from "./compat/daytona/index.js";
@@ -29,6 +30,7 @@ import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
 import { snapshotRoutes } from "./rest/snapshots.js";
 import { sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
+import { ActivityRecorder } from "./sandbox/activity.js";
 import { AgentPool } from "./sandbox/agent-client.js";
 
 /** How long close() waits for commands cut by the shutdown to be killed. */
@@ -53,9 +55,14 @@ export interface Gateway {
   readonly app: FastifyInstance;
   /** The Daytona lifecycle sweeper (tests run a pass with sweepOnce()). */
   readonly daytonaSweeper: Sweeper;
+  /** Coalesced working calls, flushed to the scheduler every cfg.activityFlushMs (tests: flush()). */
+  readonly activity: ActivityRecorder;
   /** The dev key when this start created it or configuration fixed it; else undefined. */
   readonly apiKey: string | undefined;
-  /** Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs, closes tunnels. */
+  /**
+   * Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs, closes
+   * tunnels, then sends the activity still pending.
+   */
   close(): Promise<void>;
 }
 
@@ -77,8 +84,14 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     logger,
     accessToken: (id) => tokens.tokenFor(id),
   });
+  const activity = new ActivityRecorder({
+    scheduler: deps.scheduler,
+    logger,
+    flushMs: cfg.activityFlushMs,
+  });
   const rpcDeps: RpcDeps = {
     scheduler: deps.scheduler,
+    activity,
     snapshot: deps.snapshot ?? createServiceClient(SnapshotService, cfg.snapshotUrl),
     agents,
     logger,
@@ -113,6 +126,8 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     logger,
     bodyLimitBytes: Math.max(cfg.fileLimitBytes, cfg.jsonBodyLimitBytes),
   });
+  // Before any route but Connect's: every route is classified as activity or not.
+  installActivityRoutes(app, activity);
   // Once, at the root: WebSocket routes anywhere below (Daytona PTY, session logs).
   await app.register(websocket);
   // Clients often send `Content-Type: application/json` on bodiless DELETEs and GETs: an
@@ -190,6 +205,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   return {
     app,
     apiKey,
+    activity,
     daytonaSweeper: daytona.sweeper,
     get url() {
       if (url === undefined) throw new Error("gateway not started");
@@ -197,6 +213,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     },
     async start() {
       url = await listen(app, cfg.host, cfg.port);
+      activity.start();
       logger.info({ url }, "gateway listening");
       return url;
     },
@@ -213,6 +230,8 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
         clearTimeout(timer);
         agents.close();
         await e2b.close();
+        // Last: the calls that just finished are in it.
+        await activity.close();
       }
     },
   };

@@ -1,3 +1,4 @@
+export { ACTIVITY_ROUTES, type ActivityRule, activityRule } from "./activity-routes.js";
 export {
   ApiKeyVerifier,
   createApiKey,

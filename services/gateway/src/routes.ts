@@ -1,5 +1,6 @@
 import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { activityRule } from "./activity-routes.js";
 import { toConnectError } from "./errors.js";
 import { requestIdOf } from "./request-id.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
@@ -13,6 +14,7 @@ import { getSandbox } from "./rpc/get-sandbox.js";
 import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { getSnapshot } from "./rpc/get-snapshot.js";
 import { listFiles } from "./rpc/list-files.js";
+import { listSandboxEvents } from "./rpc/list-sandbox-events.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
 import { listSnapshotKeys } from "./rpc/list-snapshot-keys.js";
 import { listSnapshots } from "./rpc/list-snapshots.js";
@@ -21,6 +23,7 @@ import { readFile } from "./rpc/read-file.js";
 import { restoreSnapshot } from "./rpc/restore-snapshot.js";
 import { resumeSandbox } from "./rpc/resume-sandbox.js";
 import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
+import { updateLifecycle } from "./rpc/update-lifecycle.js";
 import { writeFile } from "./rpc/write-file.js";
 
 /** Response header set when Exec dropped output over the limit (the proto has no field). */
@@ -33,49 +36,87 @@ export const TRUNCATED_HEADER = "dnah-output-truncated";
 export function sandboxRoutes(deps: RpcDeps): (router: ConnectRouter) => void {
   const fail = (err: unknown, ctx: HandlerContext) =>
     toConnectError(err, { logger: deps.logger, requestId: requestIdOf(ctx.requestHeader) });
+  /**
+   * Holds the request's sandbox active for the call when ACTIVITY_ROUTES counts the method
+   * (after validation: the field must name a sandbox); else a no-op release.
+   */
+  const held = (method: Method, req: object): (() => void) => {
+    const param = counted[method];
+    if (param === undefined) return () => {};
+    const id = (req as Record<string, unknown>)[param];
+    return typeof id === "string" ? deps.activity.hold(id) : () => {};
+  };
   const unary =
-    <Req, Res>(fn: (deps: RpcDeps, req: Req, opts: { signal: AbortSignal }) => Promise<Res>) =>
+    <Req extends object, Res>(
+      method: Method,
+      fn: (deps: RpcDeps, req: Req, opts: { signal: AbortSignal }) => Promise<Res>,
+    ) =>
     async (req: Req, ctx: HandlerContext): Promise<Res> => {
+      const release = held(method, req);
       try {
         return await fn(deps, req, { signal: ctx.signal });
       } catch (err) {
         throw fail(err, ctx);
+      } finally {
+        release();
       }
     };
   const impl: ServiceImpl<typeof SandboxService> = {
-    createSandbox: unary(createSandbox),
-    getSandbox: unary(getSandbox),
-    listSandboxes: unary(listSandboxes),
-    deleteSandbox: unary(deleteSandbox),
+    createSandbox: unary("createSandbox", createSandbox),
+    getSandbox: unary("getSandbox", getSandbox),
+    listSandboxes: unary("listSandboxes", listSandboxes),
+    deleteSandbox: unary("deleteSandbox", deleteSandbox),
     async exec(req, ctx) {
+      const release = held("exec", req);
       try {
         const res = await exec(deps, req, { signal: ctx.signal });
         if (res.truncated) ctx.responseHeader.set(TRUNCATED_HEADER, "true");
         return res.response;
       } catch (err) {
         throw fail(err, ctx);
+      } finally {
+        release();
       }
     },
     async *execStream(req, ctx) {
+      const release = held("execStream", req);
       try {
         yield* execStream(deps, req, { signal: ctx.signal });
       } catch (err) {
         throw fail(err, ctx);
+      } finally {
+        release();
       }
     },
-    writeFile: unary(writeFile),
-    readFile: unary(readFile),
-    listFiles: unary(listFiles),
-    pauseSandbox: unary(pauseSandbox),
-    resumeSandbox: unary(resumeSandbox),
-    getSandboxMetrics: unary(getSandboxMetrics),
-    snapshotSandbox: unary(snapshotSandbox),
-    restoreSnapshot: unary(restoreSnapshot),
-    forkSandbox: unary(forkSandbox),
-    getSnapshot: unary(getSnapshot),
-    listSnapshots: unary(listSnapshots),
-    deleteSnapshot: unary(deleteSnapshot),
-    listSnapshotKeys: unary(listSnapshotKeys),
+    writeFile: unary("writeFile", writeFile),
+    readFile: unary("readFile", readFile),
+    listFiles: unary("listFiles", listFiles),
+    pauseSandbox: unary("pauseSandbox", pauseSandbox),
+    resumeSandbox: unary("resumeSandbox", resumeSandbox),
+    getSandboxMetrics: unary("getSandboxMetrics", getSandboxMetrics),
+    snapshotSandbox: unary("snapshotSandbox", snapshotSandbox),
+    restoreSnapshot: unary("restoreSnapshot", restoreSnapshot),
+    forkSandbox: unary("forkSandbox", forkSandbox),
+    getSnapshot: unary("getSnapshot", getSnapshot),
+    listSnapshots: unary("listSnapshots", listSnapshots),
+    deleteSnapshot: unary("deleteSnapshot", deleteSnapshot),
+    listSnapshotKeys: unary("listSnapshotKeys", listSnapshotKeys),
+    updateLifecycle: unary("updateLifecycle", updateLifecycle),
+    listSandboxEvents: unary("listSandboxEvents", listSandboxEvents),
   };
   return (router) => router.service(SandboxService, impl);
 }
+
+type Method = keyof typeof SandboxService.method;
+
+/** Each counted method's sandbox field, from ACTIVITY_ROUTES; a method it lacks fails at load. */
+const counted: Partial<Record<Method, string>> = (() => {
+  const out: Partial<Record<Method, string>> = {};
+  for (const [local, m] of Object.entries(SandboxService.method) as [Method, { name: string }][]) {
+    const rule = activityRule("POST", `/${SandboxService.typeName}/${m.name}`);
+    if (rule === undefined) throw new Error(`${SandboxService.typeName}/${m.name} is not in ACTIVITY_ROUTES`);
+    if (rule === "handler") throw new Error(`${m.name}: Connect methods name their sandbox by a field`);
+    if (rule !== false) out[local] = rule.param;
+  }
+  return out;
+})();

@@ -30,12 +30,15 @@ describe("configFromEnv", () => {
       DNAH_EXEC_OUTPUT_LIMIT_BYTES: "2048",
       DNAH_FILE_LIMIT_BYTES: "4096",
       DNAH_EXEC_TIMEOUT_MS: "1000",
+      DNAH_ACTIVITY_FLUSH_MS: "250",
     });
     assert.deepEqual(
       [cfg.host, cfg.port, cfg.databaseUrl, cfg.dbSchema, cfg.apiKey, cfg.schedulerUrl],
       ["127.0.0.1", 8080, "postgres://x@db/y", "gw", "k".repeat(20), "http://sched:3001"],
     );
     assert.deepEqual([cfg.execOutputLimitBytes, cfg.fileLimitBytes, cfg.execTimeoutMs], [2048, 4096, 1000]);
+    assert.equal(cfg.activityFlushMs, 250);
+    assert.equal(configFromEnv({ DNAH_SCHEDULER_URL: "http://s" }).activityFlushMs, 2000);
   });
 
   it("reads the API key from DNAH_API_KEY_FILE", () => {
@@ -57,6 +60,7 @@ describe("configFromEnv", () => {
         DNAH_DB_SCHEMA: "Bad-Schema",
         DNAH_API_KEY: "short secret",
         DNAH_EXEC_TIMEOUT_MS: "soon",
+        DNAH_ACTIVITY_FLUSH_MS: "0",
       });
       assert.fail("expected a ConfigError");
     } catch (err) {
@@ -68,6 +72,7 @@ describe("configFromEnv", () => {
         "DNAH_API_KEY",
         "DNAH_SCHEDULER_URL",
         "DNAH_EXEC_TIMEOUT_MS",
+        "DNAH_ACTIVITY_FLUSH_MS",
       ]) {
         assert.match(text, new RegExp(name));
       }

@@ -4,10 +4,13 @@ import {
   DeleteSandboxRequestSchema,
   GetSandboxMetricsRequestSchema,
   GetSandboxRequestSchema,
+  LifecycleType,
+  ListSandboxEventsRequestSchema,
   ListSandboxesRequestSchema,
   PauseSandboxRequestSchema,
   ResumeSandboxRequestSchema,
   SandboxState,
+  UpdateLifecycleRequestSchema,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyInstance } from "fastify";
 import { InvalidArgumentError } from "../errors.js";
@@ -15,12 +18,14 @@ import { createSandbox } from "../rpc/create-sandbox.js";
 import { deleteSandbox } from "../rpc/delete-sandbox.js";
 import { getSandbox } from "../rpc/get-sandbox.js";
 import { getSandboxMetrics } from "../rpc/get-sandbox-metrics.js";
+import { listSandboxEvents, MAX_EVENTS_LIMIT } from "../rpc/list-sandbox-events.js";
 import { listSandboxes } from "../rpc/list-sandboxes.js";
 import { pauseSandbox } from "../rpc/pause-sandbox.js";
 import { resumeSandbox } from "../rpc/resume-sandbox.js";
-import { objectBody, optString, optStringMap } from "./body.js";
+import { updateLifecycle } from "../rpc/update-lifecycle.js";
+import { type Json, objectBody, optString, optStringMap, optUint32, queryParam } from "./body.js";
 import type { RestOptions } from "./common.js";
-import { metricsJson, sandboxJson } from "./views.js";
+import { eventJson, metricsJson, sandboxJson } from "./views.js";
 
 const METADATA_QUERY_PREFIX = "metadata.";
 /** `?state=` values, as the views spell states. */
@@ -29,7 +34,32 @@ const LISTABLE_STATES: Readonly<Record<string, SandboxState>> = {
   running: SandboxState.RUNNING,
   paused: SandboxState.PAUSED,
   stopped: SandboxState.STOPPED,
+  archived: SandboxState.ARCHIVED,
 };
+const LIFECYCLE_TYPES: Readonly<Record<string, LifecycleType>> = {
+  persistent: LifecycleType.PERSISTENT,
+  ephemeral: LifecycleType.EPHEMERAL,
+};
+const LIFECYCLE_FIELDS = ["autoStopMinutes", "autoArchiveDays", "autoDeleteDays"] as const;
+
+/** The explicit lifecycle values of a body (integers ≥ 0; the scheduler checks the upper bounds). */
+function lifecycleValues(body: Json): Partial<Record<(typeof LIFECYCLE_FIELDS)[number], number>> {
+  const out: Partial<Record<(typeof LIFECYCLE_FIELDS)[number], number>> = {};
+  for (const f of LIFECYCLE_FIELDS) {
+    const v = optUint32(body, f);
+    if (v !== undefined) out[f] = v;
+  }
+  return out;
+}
+
+function lifecycleType(body: Json): LifecycleType {
+  const t = optString(body, "type");
+  if (t === undefined) return LifecycleType.UNSPECIFIED;
+  const type = LIFECYCLE_TYPES[t];
+  if (type === undefined)
+    throw new InvalidArgumentError(`'type' must be one of ${Object.keys(LIFECYCLE_TYPES).join(", ")}`);
+  return type;
+}
 const MAX_STATE_VALUES = 16;
 
 /** `state=a&state=b` or `state=a,b` (or both) as a set of states; unknown names are a 400. */
@@ -51,19 +81,21 @@ function parseStates(raw: unknown): SandboxState[] {
 
 /**
  * POST/GET /v1/sandboxes, GET/DELETE /v1/sandboxes/:id, POST /v1/sandboxes/:id/{pause,resume},
- * GET /v1/sandboxes/:id/metrics
+ * GET /v1/sandboxes/:id/metrics, PATCH /v1/sandboxes/:id/lifecycle, GET /v1/sandboxes/:id/events
  */
 export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
   const { deps } = opts;
 
   app.post("/sandboxes", { bodyLimit: opts.jsonBodyLimitBytes }, async (req, reply) => {
-    const body = objectBody(req.body, ["templateId", "metadata", "envVars"]);
+    const body = objectBody(req.body, ["templateId", "metadata", "envVars", "type", ...LIFECYCLE_FIELDS]);
     const res = await createSandbox(
       deps,
       create(CreateSandboxRequestSchema, {
         templateId: optString(body, "templateId") ?? "",
         metadata: optStringMap(body, "metadata") ?? {},
         envVars: optStringMap(body, "envVars") ?? {},
+        type: lifecycleType(body),
+        ...lifecycleValues(body),
       }),
     );
     return reply.code(201).send(sandboxJson(res.sandbox!));
@@ -111,6 +143,39 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
       create(GetSandboxMetricsRequestSchema, { sandboxId: req.params.id }),
     );
     return metricsJson(res.metrics!);
+  });
+
+  app.patch<{ Params: { id: string } }>(
+    "/sandboxes/:id/lifecycle",
+    { bodyLimit: opts.jsonBodyLimitBytes },
+    async (req) => {
+      const body = objectBody(req.body, LIFECYCLE_FIELDS);
+      const res = await updateLifecycle(
+        deps,
+        create(UpdateLifecycleRequestSchema, { sandboxId: req.params.id, ...lifecycleValues(body) }),
+      );
+      return sandboxJson(res.sandbox!);
+    },
+  );
+
+  app.get<{ Params: { id: string } }>("/sandboxes/:id/events", async (req) => {
+    for (const k of Object.keys((req.query ?? {}) as Record<string, unknown>))
+      if (k !== "limit")
+        throw new InvalidArgumentError(`unknown query parameter '${k.slice(0, 64)}'; use limit`);
+    const raw = queryParam(req.query, "limit");
+    let limit = 0;
+    if (raw !== undefined) {
+      if (!/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_EVENTS_LIMIT)
+        throw new InvalidArgumentError(
+          `query parameter 'limit' must be an integer from 1 to ${MAX_EVENTS_LIMIT}`,
+        );
+      limit = Number(raw);
+    }
+    const res = await listSandboxEvents(
+      deps,
+      create(ListSandboxEventsRequestSchema, { sandboxId: req.params.id, limit }),
+    );
+    return { events: res.events.map(eventJson) };
   });
 
   app.delete<{ Params: { id: string } }>("/sandboxes/:id", async (req, reply) => {

@@ -2,7 +2,9 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   type FileEntry,
   type ForkResult,
+  LifecycleType,
   type Sandbox,
+  type SandboxEvent,
   type SandboxMetrics,
   SandboxState,
   type Snapshot,
@@ -14,7 +16,7 @@ export function sandboxJson(s: Sandbox) {
   return {
     sandboxId: s.sandboxId,
     templateId: s.templateId,
-    state: (SandboxState[s.state] ?? "UNSPECIFIED").toLowerCase(),
+    state: stateName(s.state),
     metadata: s.metadata,
     createdAt: s.createdAt !== undefined ? timestampDate(s.createdAt).toISOString() : null,
     cpuCount: s.cpuCount,
@@ -24,6 +26,34 @@ export function sandboxJson(s: Sandbox) {
     pausedAt: s.pausedAt !== undefined ? timestampDate(s.pausedAt).toISOString() : null,
     /** The snapshot it was restored or forked from; null for a fresh sandbox. */
     sourceSnapshotId: s.sourceSnapshotId === "" ? null : s.sourceSnapshotId,
+    lifecycle: {
+      type: s.lifecycle?.type === LifecycleType.EPHEMERAL ? "ephemeral" : "persistent",
+      autoStopMinutes: s.lifecycle?.autoStopMinutes ?? 0,
+      autoArchiveDays: s.lifecycle?.autoArchiveDays ?? 0,
+      autoDeleteDays: s.lifecycle?.autoDeleteDays ?? 0,
+    },
+    /** The last working call (the idle clock of auto-stop). */
+    lastActivityAt: iso(s.lastActivityAt),
+    archivedAt: iso(s.archivedAt),
+  };
+}
+
+const iso = (t: Sandbox["createdAt"]): string | null =>
+  t !== undefined ? timestampDate(t).toISOString() : null;
+
+const stateName = (s: SandboxState): string => (SandboxState[s] ?? "UNSPECIFIED").toLowerCase();
+
+/** One recorded transition; `eventId` is a string (a 64-bit counter), states as in Sandbox. */
+export function eventJson(e: SandboxEvent) {
+  return {
+    eventId: e.eventId.toString(),
+    sandboxId: e.sandboxId,
+    at: iso(e.at),
+    kind: e.kind,
+    fromState: e.fromState === SandboxState.UNSPECIFIED ? null : stateName(e.fromState),
+    toState: e.toState === SandboxState.UNSPECIFIED ? null : stateName(e.toState),
+    actor: e.actor,
+    detail: e.detail,
   };
 }
 

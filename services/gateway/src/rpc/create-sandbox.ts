@@ -7,12 +7,16 @@ import {
 import { TemplateNotFoundError } from "../errors.js";
 import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
 import type { CallOptions, RpcDeps } from "./deps.js";
-import { toSandbox } from "./sandbox-view.js";
+import { toSandbox, toSchedulerLifecycleType } from "./sandbox-view.js";
 import { checkEnvVars, checkMetadata, checkTemplateId } from "./validate.js";
 
 export const DEFAULT_TEMPLATE_ID = "base";
 
-/** CreateSandbox: validates, then the scheduler claims a pooled sandbox or places a new one. */
+/**
+ * CreateSandbox: validates, then the scheduler claims a pooled sandbox or places a new one.
+ * The lifecycle preset (unspecified = persistent) and explicit values go to the scheduler,
+ * which lays the explicit ones over the preset and checks their ranges.
+ */
 export async function createSandbox(
   deps: RpcDeps,
   req: CreateSandboxRequest,
@@ -25,7 +29,15 @@ export async function createSandbox(
   let res: Awaited<ReturnType<RpcDeps["scheduler"]["createSandbox"]>>;
   try {
     res = await deps.scheduler.createSandbox(
-      { templateId, metadata: req.metadata, envVars: req.envVars },
+      {
+        templateId,
+        metadata: req.metadata,
+        envVars: req.envVars,
+        type: toSchedulerLifecycleType(req.type),
+        ...(req.autoStopMinutes !== undefined ? { autoStopMinutes: req.autoStopMinutes } : {}),
+        ...(req.autoArchiveDays !== undefined ? { autoArchiveDays: req.autoArchiveDays } : {}),
+        ...(req.autoDeleteDays !== undefined ? { autoDeleteDays: req.autoDeleteDays } : {}),
+      },
       { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
     );
   } catch (err) {

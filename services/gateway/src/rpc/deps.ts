@@ -2,6 +2,7 @@ import type { Client } from "@connectrpc/connect";
 import type { Logger } from "@dnah/platform";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
+import type { ActivitySink } from "../sandbox/activity.js";
 import type { AgentPool } from "../sandbox/agent-client.js";
 
 export interface Limits {
@@ -18,6 +19,12 @@ export interface RpcDeps {
   agents: AgentPool;
   logger: Logger;
   limits: Limits;
+  /**
+   * Working calls reset the sandbox's idle clock here (coalesced, flushed to the scheduler).
+   * Routes marked `{param}` in ACTIVITY_ROUTES are counted by the gateway; handlers of
+   * `"handler"` routes call this themselves.
+   */
+  activity: ActivitySink;
 }
 
 export interface CallOptions {

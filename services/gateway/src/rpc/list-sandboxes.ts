@@ -27,7 +27,7 @@ export async function listSandboxes(
     const mapped = toSchedulerState(s);
     if (mapped === undefined)
       throw new InvalidArgumentError(
-        `states: ${SandboxState[s] ?? String(s)} cannot be listed; use STARTING, RUNNING, PAUSED or STOPPED`,
+        `states: ${SandboxState[s] ?? String(s)} cannot be listed; use STARTING, RUNNING, PAUSED, STOPPED or ARCHIVED`,
       );
     states.add(mapped);
   }

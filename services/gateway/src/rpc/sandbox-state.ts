@@ -1,6 +1,10 @@
 import type { Sandbox } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { SandboxNotFoundError } from "../errors.js";
-import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
+import {
+  fromScheduler,
+  SCHEDULER_CREATE_TIMEOUT_MS,
+  SCHEDULER_SNAPSHOT_TIMEOUT_MS,
+} from "../sandbox/scheduler.js";
 import type { CallOptions, RpcDeps } from "./deps.js";
 import { toSandbox } from "./sandbox-view.js";
 import { checkSandboxId } from "./validate.js";
@@ -9,7 +13,8 @@ import { checkSandboxId } from "./validate.js";
  * Pause or resume through the scheduler, which freezes or thaws the sandbox on its host. Our
  * kept-alive tunnels and cached lookup of the sandbox are dropped either way: after a pause,
  * later calls find it paused (409) instead of waiting on a frozen agent; after a resume, the
- * next call sees it running.
+ * next call sees it running. Resuming an archived sandbox restores it from archive storage
+ * first, so a resume gets the restore's deadline.
  */
 export async function changeSandboxState(
   deps: RpcDeps,
@@ -23,7 +28,10 @@ export async function changeSandboxState(
   try {
     res = await call(
       { sandboxId },
-      { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
+      {
+        timeoutMs: to === "resume" ? SCHEDULER_SNAPSHOT_TIMEOUT_MS : SCHEDULER_CREATE_TIMEOUT_MS,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      },
     );
   } catch (err) {
     throw fromScheduler(err, (cause) => new SandboxNotFoundError(sandboxId, { cause }));

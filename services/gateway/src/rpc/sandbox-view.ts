@@ -1,7 +1,16 @@
 import { create } from "@bufbuild/protobuf";
-import { type Sandbox, SandboxSchema, SandboxState } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import {
+  LifecycleType,
+  type Sandbox,
+  type SandboxEvent,
+  SandboxEventSchema,
+  SandboxSchema,
+  SandboxState,
+} from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import {
   type SandboxRecord,
+  LifecycleType as SchedulerLifecycleType,
+  type SandboxEvent as SchedulerSandboxEvent,
   SandboxState as SchedulerSandboxState,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 
@@ -12,7 +21,26 @@ const STATES: Readonly<Record<SchedulerSandboxState, SandboxState>> = {
   [SchedulerSandboxState.PAUSED]: SandboxState.PAUSED,
   [SchedulerSandboxState.STOPPED]: SandboxState.STOPPED,
   [SchedulerSandboxState.DELETED]: SandboxState.DELETED,
+  [SchedulerSandboxState.ARCHIVED]: SandboxState.ARCHIVED,
 };
+
+const LIFECYCLE_TYPES: Readonly<Record<SchedulerLifecycleType, LifecycleType>> = {
+  [SchedulerLifecycleType.UNSPECIFIED]: LifecycleType.UNSPECIFIED,
+  [SchedulerLifecycleType.PERSISTENT]: LifecycleType.PERSISTENT,
+  [SchedulerLifecycleType.EPHEMERAL]: LifecycleType.EPHEMERAL,
+};
+
+/** The scheduler's preset for a public one (unspecified stays unspecified: persistent there). */
+export function toSchedulerLifecycleType(t: LifecycleType): SchedulerLifecycleType {
+  switch (t) {
+    case LifecycleType.PERSISTENT:
+      return SchedulerLifecycleType.PERSISTENT;
+    case LifecycleType.EPHEMERAL:
+      return SchedulerLifecycleType.EPHEMERAL;
+    default:
+      return SchedulerLifecycleType.UNSPECIFIED;
+  }
+}
 
 /**
  * The public view of a scheduler record. Deliberately leaves out `env_vars` (they may hold
@@ -31,6 +59,32 @@ export function toSandbox(r: SandboxRecord): Sandbox {
     runtime: r.runtime,
     ...(r.pausedAt !== undefined ? { pausedAt: r.pausedAt } : {}),
     sourceSnapshotId: r.sourceSnapshotId,
+    ...(r.lifecycle !== undefined
+      ? {
+          lifecycle: {
+            type: LIFECYCLE_TYPES[r.lifecycle.type] ?? LifecycleType.UNSPECIFIED,
+            autoStopMinutes: r.lifecycle.autoStopMinutes,
+            autoArchiveDays: r.lifecycle.autoArchiveDays,
+            autoDeleteDays: r.lifecycle.autoDeleteDays,
+          },
+        }
+      : {}),
+    ...(r.lastActivityAt !== undefined ? { lastActivityAt: r.lastActivityAt } : {}),
+    ...(r.archivedAt !== undefined ? { archivedAt: r.archivedAt } : {}),
+  });
+}
+
+/** The public view of one recorded transition. */
+export function toSandboxEvent(e: SchedulerSandboxEvent): SandboxEvent {
+  return create(SandboxEventSchema, {
+    eventId: e.eventId,
+    sandboxId: e.sandboxId,
+    ...(e.at !== undefined ? { at: e.at } : {}),
+    kind: e.kind,
+    fromState: STATES[e.fromState] ?? SandboxState.UNSPECIFIED,
+    toState: STATES[e.toState] ?? SandboxState.UNSPECIFIED,
+    actor: e.actor,
+    detail: e.detail,
   });
 }
 
@@ -48,6 +102,8 @@ export function toSchedulerState(s: SandboxState): SchedulerSandboxState | undef
       return SchedulerSandboxState.PAUSED;
     case SandboxState.STOPPED:
       return SchedulerSandboxState.STOPPED;
+    case SandboxState.ARCHIVED:
+      return SchedulerSandboxState.ARCHIVED;
     default:
       return undefined;
   }

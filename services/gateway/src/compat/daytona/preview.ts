@@ -68,7 +68,13 @@ async function serve(ctx: DaytonaContext, req: FastifyRequest, res: ServerRespon
   const qs = query.toString();
   const path = (m[3] ?? "/") + (qs === "" ? "" : `?${qs}`);
   ctx.touch(sandboxId);
-  await proxy(ctx, sandboxId, port, path, req.raw, res);
+  // Counted (ACTIVITY_ROUTES "handler"): active for as long as the request is proxied.
+  const release = ctx.deps.activity.hold(sandboxId);
+  try {
+    await proxy(ctx, sandboxId, port, path, req.raw, res);
+  } finally {
+    release();
+  }
 }
 
 function tokenMatches(row: DaytonaRow, headers: IncomingHttpHeaders, fromQuery: string | null): boolean {

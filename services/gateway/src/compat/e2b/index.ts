@@ -76,7 +76,7 @@ export async function createE2bCompat(deps: {
     candidates: (limit) => e2bSandboxIds(deps.db, limit),
   });
   return {
-    proxyHook: createProxyHook(tunnels, deps.logger, (url, method) => {
+    proxyHook: createProxyHook(tunnels, deps.logger, deps.rpc.activity, (url, method) => {
       const signed = parseSignedFileRequest(url, method);
       return signed === undefined ? undefined : signedFiles.sandboxFor(signed);
     }),

@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { type Logger, TunnelError } from "@dnah/platform";
 import type { onRequestHookHandler } from "fastify";
 import { findCause } from "../../errors.js";
+import type { ActivitySink } from "../../sandbox/activity.js";
 import { pipeThroughAgent, sendJson } from "../../sandbox/http-proxy.js";
 import {
   BAD_SANDBOX_ID_STATUS,
@@ -55,6 +56,7 @@ export function sandboxTarget(headers: IncomingHttpHeaders): SandboxTarget | und
 export function createProxyHook(
   tunnels: SandboxTunnels,
   logger: Logger,
+  activity: ActivitySink,
   /**
    * Routes a request that names no sandbox (a signed `/files` URL): undefined when it is not
    * one (the request continues to the API), else a promise of its sandbox (undefined: none).
@@ -64,7 +66,7 @@ export function createProxyHook(
   return (req, reply, done) => {
     const target = sandboxTarget(req.headers);
     const send = (t: { sandboxId: string; port: number }) =>
-      proxy(tunnels, logger, t, req.raw, reply.raw, req.requestId).catch((err: unknown) => {
+      proxy(tunnels, logger, activity, t, req.raw, reply.raw, req.requestId).catch((err: unknown) => {
         logger.warn({ err, "sandbox.id": t.sandboxId, requestId: req.requestId }, "sandbox proxy failed");
         if (!reply.raw.headersSent)
           sendJson(reply.raw, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(t.sandboxId));
@@ -104,6 +106,7 @@ export function createProxyHook(
 async function proxy(
   tunnels: SandboxTunnels,
   logger: Logger,
+  activity: ActivitySink,
   target: { sandboxId: string; port: number },
   req: IncomingMessage,
   res: ServerResponse,
@@ -115,6 +118,8 @@ async function proxy(
     sendJson(res, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(target.sandboxId));
     return;
   }
+  // Counted ("PROXY e2b sandbox traffic" in ACTIVITY_ROUTES): active while the request is open.
+  const release = activity.hold(target.sandboxId);
   try {
     await pipeThroughAgent(agent, req, res, {
       path: req.url ?? "/",
@@ -125,6 +130,8 @@ async function proxy(
     const tunnel = findCause(err, (e): e is TunnelError => e instanceof TunnelError);
     if (tunnel?.status === 404) tunnels.forget(target.sandboxId);
     throw err;
+  } finally {
+    release();
   }
 }
 

@@ -42,6 +42,7 @@ export async function forkRoute(app: FastifyInstance, ctx: DaytonaContext): Prom
     const source = await ownedSandbox(ctx, req, req.params.idOrName);
     if (!FORKABLE.has(source.state))
       throw new FailedPreconditionError(`Sandbox ${source.sandbox_id} is ${source.state}; cannot fork it`);
+    ctx.deps.activity.touch(source.sandbox_id);
     const owner = req.daytonaOwner;
     // Checked before the (slow) fork; the insert below settles races.
     if (name !== undefined && (await nameTaken(ctx.db, owner, name)))

@@ -60,6 +60,7 @@ export async function settingsRoutes(app: FastifyInstance, ctx: DaytonaContext):
   app.post<IdParams>("/sandbox/:idOrName/last-activity", async (req, reply) => {
     const row = await ownedSandbox(ctx, req, req.params.idOrName);
     await touchActivity(ctx.db, row.sandbox_id);
+    ctx.deps.activity.touch(row.sandbox_id);
     return reply.code(201).send();
   });
 }

@@ -49,6 +49,7 @@ export async function metricsRoute(app: FastifyInstance, ctx: E2bContext): Promi
         ids.slice(i, i + BATCH_CONCURRENCY).map(async (id) => {
           try {
             sandboxes[id] = sandboxMetricJson(await measure(ctx, id));
+            ctx.deps.activity.touch(id); // counted ("handler" in ACTIVITY_ROUTES): ids from the query
           } catch (err) {
             if (err instanceof SandboxNotFoundError || err instanceof FailedPreconditionError) return;
             if (err instanceof InvalidArgumentError) return; // not a sandbox id: unknown

@@ -1,0 +1,600 @@
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Daytona, type Sandbox as DaytonaSandbox } from "@daytonaio/sdk";
+import { ACTIVITY_ROUTES, configFromEnv, createGateway } from "@dnah/gateway";
+import { createServiceClient, silentLogger } from "@dnah/platform";
+import { ExecStreamRequestSchema } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import { Sandbox as E2bSandbox } from "e2b";
+import { eventually, sandboxClient, startTestStack, type TestStack } from "./harness.js";
+
+type Json = Record<string, unknown>;
+const CONNECT = "POST /dnah.sandbox.v1.SandboxService";
+
+/**
+ * Lifecycle through the real stack: presets and explicit values, PATCH, the event log, and
+ * activity tracking — every route of the gateway's ACTIVITY_ROUTES table is called once and
+ * must move (counted) or leave (not counted) the sandbox's `lastActivityAt`.
+ */
+describe("lifecycle: presets, updates, events and activity tracking", () => {
+  let s: TestStack;
+
+  before(async () => {
+    s = await startTestStack({ DNAH_ACTIVITY_FLUSH_MS: "100", DNAH_POOL_SIZE: "3" });
+  });
+  after(async () => {
+    await s?.close();
+  });
+
+  const post = (path: string, body: unknown = {}) =>
+    s.json(path, { method: "POST", body: JSON.stringify(body) });
+  const created = async (body: unknown = {}) => {
+    const r = await post("/v1/sandboxes", body);
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    return r.body as Json;
+  };
+  const del = (id: string) => s.api(`/v1/sandboxes/${id}`, { method: "DELETE" }).then((r) => r.status);
+
+  test("presets, explicit values winning, PATCH, and the event log in order", async () => {
+    const persistent = await created({});
+    assert.deepEqual(persistent.lifecycle, {
+      type: "persistent",
+      autoStopMinutes: 0,
+      autoArchiveDays: 0,
+      autoDeleteDays: 0,
+    });
+    assert.equal(typeof persistent.lastActivityAt, "string");
+    assert.equal(persistent.archivedAt, null);
+    const ephemeral = await created({ type: "ephemeral" });
+    assert.deepEqual(ephemeral.lifecycle, {
+      type: "ephemeral",
+      autoStopMinutes: 15,
+      autoArchiveDays: 7,
+      autoDeleteDays: 30,
+    });
+    const explicit = await created({ type: "ephemeral", autoStopMinutes: 0, autoDeleteDays: 3 });
+    assert.deepEqual(explicit.lifecycle, {
+      type: "ephemeral",
+      autoStopMinutes: 0,
+      autoArchiveDays: 7,
+      autoDeleteDays: 3,
+    });
+    const explicitPersistent = await created({ autoStopMinutes: 5 });
+    assert.deepEqual(explicitPersistent.lifecycle, {
+      type: "persistent",
+      autoStopMinutes: 5,
+      autoArchiveDays: 0,
+      autoDeleteDays: 0,
+    });
+
+    // Input rules: no coercion, unknown fields and types refused.
+    for (const bad of [{ type: "forever" }, { autoStopMinutes: "5" }, { autoStopMinutes: -1 }, { ttl: 3 }]) {
+      const r = await post("/v1/sandboxes", bad);
+      assert.equal(r.status, 400, JSON.stringify(bad));
+      assert.equal((r.body as Json).code, "invalid_argument");
+    }
+
+    const id = persistent.sandboxId as string;
+    assert.equal((await post(`/v1/sandboxes/${id}/pause`)).status, 200);
+    assert.equal((await post(`/v1/sandboxes/${id}/resume`)).status, 200);
+    const patched = await s.json(`/v1/sandboxes/${id}/lifecycle`, {
+      method: "PATCH",
+      body: JSON.stringify({ autoStopMinutes: 30, autoDeleteDays: 2 }),
+    });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    const want = { type: "persistent", autoStopMinutes: 30, autoArchiveDays: 0, autoDeleteDays: 2 };
+    assert.deepEqual((patched.body as Json).lifecycle, want);
+    assert.deepEqual((await s.json<Json>(`/v1/sandboxes/${id}`)).body.lifecycle, want);
+    const empty = await s.json(`/v1/sandboxes/${id}/lifecycle`, { method: "PATCH", body: "{}" });
+    assert.equal(empty.status, 400);
+    const unknown = await s.json(`/v1/sandboxes/${id}/lifecycle`, {
+      method: "PATCH",
+      body: JSON.stringify({ type: "ephemeral" }),
+    });
+    assert.equal(unknown.status, 400);
+
+    const ev = await s.json<{ events: Json[] }>(`/v1/sandboxes/${id}/events`);
+    assert.equal(ev.status, 200);
+    assert.deepEqual(
+      ev.body.events.map((e) => [e.kind, e.fromState, e.toState, e.actor]),
+      [
+        ["created", null, "running", "api"],
+        ["paused", "running", "paused", "api"],
+        ["resumed", "paused", "running", "api"],
+        ["lifecycle_updated", null, null, "api"],
+      ],
+    );
+    const ids = ev.body.events.map((e) => BigInt(e.eventId as string));
+    assert.deepEqual(
+      ids,
+      [...ids].sort((a, b) => (a < b ? -1 : 1)),
+    );
+    assert.match(String(ev.body.events[3]!.detail), /auto_stop_minutes 0 -> 30/);
+    const last = await s.json<{ events: Json[] }>(`/v1/sandboxes/${id}/events?limit=1`);
+    assert.deepEqual(
+      last.body.events.map((e) => e.kind),
+      ["lifecycle_updated"],
+    );
+    assert.equal((await s.json(`/v1/sandboxes/${id}/events?limit=0`)).status, 400);
+    assert.equal((await s.json(`/v1/sandboxes/${id}/events?since=1`)).status, 400);
+    assert.equal((await s.json("/v1/sandboxes/nosuchsandbox/events")).status, 404);
+
+    const listed = await s.json<{ sandboxes: Json[] }>("/v1/sandboxes?state=archived");
+    assert.equal(listed.status, 200);
+    assert.deepEqual(listed.body.sandboxes, []);
+
+    for (const x of [persistent, ephemeral, explicit, explicitPersistent]) await del(x.sandboxId as string);
+  });
+
+  test("every route of ACTIVITY_ROUTES moves lastActivityAt (counted) or leaves it (not counted)", async () => {
+    const rpc = sandboxClient(s);
+    const e2bOpts = { apiKey: s.key, apiUrl: s.url, sandboxUrl: s.url };
+    const daytona = new Daytona({ apiKey: s.key, apiUrl: `${s.url}/api` });
+    const nat = (await created({ metadata: { role: "target" } })).sandboxId as string;
+    const sentinel = (await created({ metadata: { role: "sentinel" } })).sandboxId as string;
+    const e2b = await E2bSandbox.create(e2bOpts);
+    const day: DaytonaSandbox = await daytona.create({});
+    const cleanup: string[] = [nat, sentinel, e2b.sandboxId, day.id];
+
+    const e2bApi = (path: string, init: RequestInit & { body?: string } = {}) =>
+      fetch(s.url + path, {
+        ...init,
+        headers: {
+          "x-api-key": s.key,
+          ...(init.body !== undefined ? { "content-type": "application/json" } : {}),
+        },
+      }).then(async (r) => ({ status: r.status, body: (await r.text()) || "" }));
+    const dayApi = (path: string, init: RequestInit & { body?: string } = {}) => s.json(`/api${path}`, init);
+
+    const activityOf = async (id: string): Promise<number> => {
+      const r = await s.json<Json>(`/v1/sandboxes/${id}`);
+      assert.equal(r.status, 200, `GET ${id}: ${JSON.stringify(r.body)}`);
+      return Date.parse(r.body.lastActivityAt as string);
+    };
+    const allActivity = async (): Promise<Map<string, number>> => {
+      const r = await s.json<{ sandboxes: Json[] }>("/v1/sandboxes");
+      return new Map(
+        r.body.sandboxes.map((x) => [x.sandboxId as string, Date.parse(x.lastActivityAt as string)]),
+      );
+    };
+    /**
+     * Every mark made before this call has reached the scheduler once it returns: one flush
+     * sends all pending marks together, and the sentinel's own mark is made after them.
+     */
+    const barrier = async () => {
+      const before = await activityOf(sentinel);
+      assert.equal((await s.api(`/v1/sandboxes/${sentinel}/metrics`)).status, 200);
+      await eventually(async () => (await activityOf(sentinel)) > before, 20_000);
+    };
+
+    let snapCounter = 0;
+    const snapshotOf = async (id: string): Promise<string> => {
+      const r = await post(`/v1/sandboxes/${id}/snapshot`, { name: `walk-${++snapCounter}` });
+      assert.equal(r.status, 201, JSON.stringify(r.body));
+      return ((r.body as Json).snapshot as Json).snapshotId as string;
+    };
+    const ok = (status: number, want: number | number[], what: string) =>
+      assert.ok((Array.isArray(want) ? want : [want]).includes(status), `${what}: status ${status}`);
+
+    /** One request per route. `target` is the sandbox a counted route must move. */
+    interface Step {
+      target?: string;
+      /** The scheduler moves the clock itself (a resume): left out of the unchanged check. */
+      resumes?: string;
+      run: () => Promise<unknown>;
+    }
+    const steps: Record<string, Step> = {
+      "GET /health": { run: async () => ok((await fetch(`${s.url}/health`)).status, 200, "health") },
+
+      // native REST
+      "POST /v1/sandboxes": {
+        run: async () => cleanup.push((await created({})).sandboxId as string),
+      },
+      "GET /v1/sandboxes": { run: async () => ok((await s.api("/v1/sandboxes")).status, 200, "list") },
+      "GET /v1/sandboxes/:id": {
+        run: async () => ok((await s.api(`/v1/sandboxes/${nat}`)).status, 200, "get"),
+      },
+      "DELETE /v1/sandboxes/:id": {
+        run: async () => ok(await del((await created({})).sandboxId as string), 204, "delete"),
+      },
+      "POST /v1/sandboxes/:id/pause": {
+        run: async () => ok((await post(`/v1/sandboxes/${nat}/pause`)).status, 200, "pause"),
+      },
+      "POST /v1/sandboxes/:id/resume": {
+        resumes: nat,
+        run: async () => ok((await post(`/v1/sandboxes/${nat}/resume`)).status, 200, "resume"),
+      },
+      "PATCH /v1/sandboxes/:id/lifecycle": {
+        run: async () =>
+          ok(
+            (
+              await s.json(`/v1/sandboxes/${nat}/lifecycle`, {
+                method: "PATCH",
+                body: JSON.stringify({ autoArchiveDays: 9 }),
+              })
+            ).status,
+            200,
+            "patch",
+          ),
+      },
+      "GET /v1/sandboxes/:id/events": {
+        run: async () => ok((await s.api(`/v1/sandboxes/${nat}/events`)).status, 200, "events"),
+      },
+      "GET /v1/sandboxes/:id/metrics": {
+        target: nat,
+        run: async () => ok((await s.api(`/v1/sandboxes/${nat}/metrics`)).status, 200, "metrics"),
+      },
+      "POST /v1/sandboxes/:id/exec": {
+        target: nat,
+        run: async () =>
+          ok((await post(`/v1/sandboxes/${nat}/exec`, { command: "true" })).status, 200, "exec"),
+      },
+      "POST /v1/sandboxes/:id/exec/stream": {
+        target: nat,
+        run: async () => {
+          const r = await s.api(`/v1/sandboxes/${nat}/exec/stream`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ command: "echo hi" }),
+          });
+          ok(r.status, 200, "exec stream");
+          await r.text();
+        },
+      },
+      "PUT /v1/sandboxes/:id/files": {
+        target: nat,
+        run: async () =>
+          ok(
+            (await s.api(`/v1/sandboxes/${nat}/files?path=a.txt`, { method: "PUT", body: "x" })).status,
+            200,
+            "put",
+          ),
+      },
+      "GET /v1/sandboxes/:id/files": {
+        target: nat,
+        run: async () => {
+          const r = await s.api(`/v1/sandboxes/${nat}/files?path=a.txt`);
+          ok(r.status, 200, "read");
+          await r.arrayBuffer();
+        },
+      },
+      "GET /v1/sandboxes/:id/files/list": {
+        target: nat,
+        run: async () => ok((await s.api(`/v1/sandboxes/${nat}/files/list`)).status, 200, "list files"),
+      },
+      "POST /v1/sandboxes/:id/snapshot": { target: nat, run: () => snapshotOf(nat) },
+      "POST /v1/sandboxes/:id/fork": {
+        target: nat,
+        run: async () => {
+          const r = await post(`/v1/sandboxes/${nat}/fork`, {});
+          ok(r.status, 201, `fork ${JSON.stringify(r.body)}`);
+          for (const x of (r.body as { results: { sandbox?: Json }[] }).results)
+            if (x.sandbox) await del(x.sandbox.sandboxId as string);
+        },
+      },
+      "GET /v1/snapshots": { run: async () => ok((await s.api("/v1/snapshots")).status, 200, "snapshots") },
+      "GET /v1/snapshots/:idOrName": {
+        run: async () =>
+          ok((await s.api(`/v1/snapshots/${await snapshotOf(sentinel)}`)).status, 200, "snapshot"),
+      },
+      "DELETE /v1/snapshots/:idOrName": {
+        run: async () =>
+          ok(
+            (await s.api(`/v1/snapshots/${await snapshotOf(sentinel)}`, { method: "DELETE" })).status,
+            204,
+            "del snap",
+          ),
+      },
+      "POST /v1/snapshots/:idOrName/restore": {
+        run: async () => {
+          const r = await post(`/v1/snapshots/${await snapshotOf(sentinel)}/restore`, {});
+          ok(r.status, 201, "restore");
+          await del(((r.body as Json).sandbox as Json).sandboxId as string);
+        },
+      },
+      "GET /v1/snapshot-keys": {
+        run: async () => ok((await s.api("/v1/snapshot-keys")).status, 200, "keys"),
+      },
+
+      // Connect
+      [`${CONNECT}/CreateSandbox`]: {
+        run: async () => cleanup.push((await rpc.createSandbox({})).sandbox!.sandboxId),
+      },
+      [`${CONNECT}/GetSandbox`]: { run: () => rpc.getSandbox({ sandboxId: nat }) },
+      [`${CONNECT}/ListSandboxes`]: { run: () => rpc.listSandboxes({}) },
+      [`${CONNECT}/DeleteSandbox`]: {
+        run: async () => rpc.deleteSandbox({ sandboxId: (await rpc.createSandbox({})).sandbox!.sandboxId }),
+      },
+      [`${CONNECT}/PauseSandbox`]: { run: () => rpc.pauseSandbox({ sandboxId: nat }) },
+      [`${CONNECT}/ResumeSandbox`]: { resumes: nat, run: () => rpc.resumeSandbox({ sandboxId: nat }) },
+      [`${CONNECT}/UpdateLifecycle`]: {
+        run: () => rpc.updateLifecycle({ sandboxId: nat, autoStopMinutes: 45 }),
+      },
+      [`${CONNECT}/ListSandboxEvents`]: { run: () => rpc.listSandboxEvents({ sandboxId: nat }) },
+      [`${CONNECT}/GetSnapshot`]: {
+        run: async () => rpc.getSnapshot({ snapshotId: await snapshotOf(sentinel) }),
+      },
+      [`${CONNECT}/ListSnapshots`]: { run: () => rpc.listSnapshots({}) },
+      [`${CONNECT}/DeleteSnapshot`]: {
+        run: async () => rpc.deleteSnapshot({ snapshotId: await snapshotOf(sentinel) }),
+      },
+      [`${CONNECT}/RestoreSnapshot`]: {
+        run: async () => {
+          const r = await rpc.restoreSnapshot({ snapshotId: await snapshotOf(sentinel) });
+          await del(r.sandbox!.sandboxId);
+        },
+      },
+      [`${CONNECT}/ListSnapshotKeys`]: { run: () => rpc.listSnapshotKeys({}) },
+      [`${CONNECT}/Exec`]: { target: nat, run: () => rpc.exec({ sandboxId: nat, command: "true" }) },
+      [`${CONNECT}/ExecStream`]: {
+        target: nat,
+        run: async () => {
+          for await (const _ of rpc.execStream(
+            create(ExecStreamRequestSchema, { sandboxId: nat, command: "true" }),
+          ));
+        },
+      },
+      [`${CONNECT}/WriteFile`]: {
+        target: nat,
+        run: () => rpc.writeFile({ sandboxId: nat, path: "b.txt", content: new Uint8Array([1]) }),
+      },
+      [`${CONNECT}/ReadFile`]: { target: nat, run: () => rpc.readFile({ sandboxId: nat, path: "b.txt" }) },
+      [`${CONNECT}/ListFiles`]: { target: nat, run: () => rpc.listFiles({ sandboxId: nat, path: "" }) },
+      [`${CONNECT}/GetSandboxMetrics`]: { target: nat, run: () => rpc.getSandboxMetrics({ sandboxId: nat }) },
+      [`${CONNECT}/SnapshotSandbox`]: { target: nat, run: () => rpc.snapshotSandbox({ sandboxId: nat }) },
+      [`${CONNECT}/ForkSandbox`]: {
+        target: nat,
+        run: async () => {
+          const r = await rpc.forkSandbox({ sandboxId: nat, count: 1 });
+          for (const x of r.results) if (x.sandbox) await del(x.sandbox.sandboxId);
+        },
+      },
+
+      // E2B: the SDK's commands.run goes through the sandbox proxy
+      "PROXY e2b sandbox traffic": {
+        target: e2b.sandboxId,
+        run: async () => {
+          const sbx = await E2bSandbox.connect(e2b.sandboxId, e2bOpts);
+          assert.equal((await sbx.commands.run("echo hi")).stdout, "hi\n");
+        },
+      },
+      "POST /sandboxes": {
+        run: async () => {
+          const r = await e2bApi("/sandboxes", {
+            method: "POST",
+            body: JSON.stringify({ templateID: "base" }),
+          });
+          ok(r.status, 201, `e2b create ${r.body}`);
+          cleanup.push((JSON.parse(r.body) as Json).sandboxID as string);
+        },
+      },
+      "POST /v2/sandboxes": {
+        run: async () => {
+          const r = await e2bApi("/v2/sandboxes", {
+            method: "POST",
+            body: JSON.stringify({ templateID: "base" }),
+          });
+          ok(r.status, 201, `e2b create v2 ${r.body}`);
+          cleanup.push((JSON.parse(r.body) as Json).sandboxID as string);
+        },
+      },
+      "GET /sandboxes": { run: async () => ok((await e2bApi("/sandboxes")).status, 200, "e2b list") },
+      "GET /v2/sandboxes": {
+        run: async () => ok((await e2bApi("/v2/sandboxes")).status, 200, "e2b list v2"),
+      },
+      "GET /sandboxes/:id": {
+        run: async () => ok((await e2bApi(`/sandboxes/${e2b.sandboxId}`)).status, 200, "e2b get"),
+      },
+      "DELETE /sandboxes/:id": {
+        run: async () => {
+          const x = await E2bSandbox.create(e2bOpts);
+          ok((await e2bApi(`/sandboxes/${x.sandboxId}`, { method: "DELETE" })).status, 204, "e2b kill");
+        },
+      },
+      "POST /sandboxes/:id/timeout": {
+        run: async () =>
+          ok(
+            (await e2bApi(`/sandboxes/${e2b.sandboxId}/timeout`, { method: "POST", body: '{"timeout":600}' }))
+              .status,
+            204,
+            "e2b timeout",
+          ),
+      },
+      "POST /sandboxes/:id/pause": {
+        run: async () =>
+          ok((await e2bApi(`/sandboxes/${e2b.sandboxId}/pause`, { method: "POST" })).status, 204, "pause"),
+      },
+      "POST /sandboxes/:id/connect": {
+        resumes: e2b.sandboxId,
+        run: async () =>
+          ok(
+            (await e2bApi(`/sandboxes/${e2b.sandboxId}/connect`, { method: "POST", body: '{"timeout":600}' }))
+              .status,
+            [200, 201],
+            "connect",
+          ),
+      },
+      "POST /v2/sandboxes/:id/connect": {
+        run: async () =>
+          ok(
+            (
+              await e2bApi(`/v2/sandboxes/${e2b.sandboxId}/connect`, {
+                method: "POST",
+                body: '{"timeout":600}',
+              })
+            ).status,
+            200,
+            "connect v2 (running)",
+          ),
+      },
+      "POST /sandboxes/:id/resume": {
+        resumes: e2b.sandboxId,
+        run: async () => {
+          ok((await e2bApi(`/sandboxes/${e2b.sandboxId}/pause`, { method: "POST" })).status, 204, "pause");
+          const r = await e2bApi(`/sandboxes/${e2b.sandboxId}/resume`, {
+            method: "POST",
+            body: '{"timeout":600}',
+          });
+          ok(r.status, 201, `legacy resume ${r.body}`);
+        },
+      },
+      "GET /sandboxes/:id/metrics": {
+        target: e2b.sandboxId,
+        run: async () => ok((await e2bApi(`/sandboxes/${e2b.sandboxId}/metrics`)).status, 200, "e2b metrics"),
+      },
+      "GET /sandboxes/metrics": {
+        target: e2b.sandboxId,
+        run: async () =>
+          ok((await e2bApi(`/sandboxes/metrics?sandbox_ids=${e2b.sandboxId}`)).status, 200, "e2b metrics v1"),
+      },
+      "POST /sandboxes/:id/snapshots": {
+        target: e2b.sandboxId,
+        run: async () =>
+          ok(
+            (await e2bApi(`/sandboxes/${e2b.sandboxId}/snapshots`, { method: "POST", body: "{}" })).status,
+            [200, 201],
+            "e2b snapshot",
+          ),
+      },
+      "GET /snapshots": { run: async () => ok((await e2bApi("/snapshots")).status, 200, "e2b snapshots") },
+      "DELETE /templates/:id": {
+        run: async () =>
+          ok(
+            (await e2bApi(`/templates/${await snapshotOf(sentinel)}`, { method: "DELETE" })).status,
+            [200, 204],
+            "e2b del snap",
+          ),
+      },
+      "POST /sandboxes/:id/fork": {
+        target: e2b.sandboxId,
+        run: async () => {
+          const r = await e2bApi(`/sandboxes/${e2b.sandboxId}/fork`, { method: "POST", body: "{}" });
+          ok(r.status, [200, 201], `e2b fork ${r.body}`);
+          for (const x of JSON.parse(r.body) as { sandbox?: Json }[])
+            if (x.sandbox) cleanup.push(x.sandbox.sandboxID as string);
+        },
+      },
+
+      // Daytona
+      "POST /api/sandbox": { run: async () => cleanup.push((await daytona.create({})).id) },
+      "GET /api/sandbox": { run: async () => ok((await dayApi("/sandbox")).status, 200, "daytona list") },
+      "GET /api/sandbox/:idOrName": {
+        run: async () => ok((await dayApi(`/sandbox/${day.id}`)).status, 200, "get"),
+      },
+      "GET /api/sandbox/:idOrName/toolbox-proxy-url": {
+        run: async () =>
+          ok((await dayApi(`/sandbox/${day.id}/toolbox-proxy-url`)).status, 200, "toolbox url"),
+      },
+      "DELETE /api/sandbox/:idOrName": {
+        run: async () =>
+          ok(
+            (await dayApi(`/sandbox/${(await daytona.create({})).id}`, { method: "DELETE" })).status,
+            [200, 204],
+            "daytona delete",
+          ),
+      },
+      "POST /api/sandbox/:idOrName/autostop/:interval": { run: () => day.setAutostopInterval(30) },
+      "POST /api/sandbox/:idOrName/autoarchive/:interval": { run: () => day.setAutoArchiveInterval(60) },
+      "POST /api/sandbox/:idOrName/autodelete/:interval": { run: () => day.setAutoDeleteInterval(-1) },
+      "PUT /api/sandbox/:idOrName/labels": { run: () => day.setLabels({ walk: "yes" }) },
+      "GET /api/sandbox/:idOrName/ports/:port/preview-url": { run: () => day.getPreviewLink(49983) },
+      "POST /api/sandbox/:idOrName/last-activity": { target: day.id, run: () => day.refreshActivity() },
+      "POST /api/sandbox/:idOrName/fork": {
+        target: day.id,
+        run: async () => {
+          const r = await dayApi(`/sandbox/${day.id}/fork`, { method: "POST", body: "{}" });
+          ok(r.status, [200, 201], `daytona fork ${JSON.stringify(r.body)}`);
+          cleanup.push((r.body as Json).id as string);
+        },
+      },
+      "* /toolbox/:sandboxId/*": {
+        target: day.id,
+        run: async () => assert.equal((await day.process.executeCommand("echo hi")).result, "hi\n"),
+      },
+      "* /preview/*": {
+        target: day.id,
+        run: async () => {
+          const link = await day.getPreviewLink(49983);
+          const r = await fetch(`${link.url}health`, { headers: { "x-daytona-preview-token": link.token } });
+          await r.arrayBuffer();
+        },
+      },
+      // Last, in this order: the Daytona sandbox ends paused (deleted below).
+      "POST /api/sandbox/:idOrName/stop": { run: () => day.stop() },
+      "POST /api/sandbox/:idOrName/archive": { run: () => day.archive() },
+      "POST /api/sandbox/:idOrName/start": { resumes: day.id, run: () => day.start() },
+      "POST /api/sandbox/:idOrName/pause": {
+        run: async () =>
+          ok((await dayApi(`/sandbox/${day.id}/pause`, { method: "POST" })).status, [200, 201], "pause"),
+      },
+    };
+
+    // The walk covers the table exactly.
+    assert.deepEqual(Object.keys(steps).sort(), Object.keys(ACTIVITY_ROUTES).sort());
+
+    // In the order written: pause before resume, stop before archive before start.
+    const results: string[] = [];
+    for (const key of Object.keys(steps)) {
+      const step = steps[key]!;
+      const rule = ACTIVITY_ROUTES[key];
+      const before = await allActivity();
+      await step.run();
+      await barrier();
+      const afterAll = await allActivity();
+      if (rule === false) {
+        assert.equal(step.target, undefined, `${key}: a not-counted step names no target`);
+        for (const [id, t] of before) {
+          if (id === sentinel || id === step.resumes || !afterAll.has(id)) continue;
+          assert.equal(afterAll.get(id), t, `${key} moved ${id}'s lastActivityAt`);
+        }
+        results.push(`${key}: not counted`);
+      } else {
+        assert.ok(step.target, `${key}: a counted step names its target`);
+        const was = before.get(step.target!);
+        assert.ok(was !== undefined, `${key}: target ${step.target} not live before`);
+        const now = await activityOf(step.target!);
+        assert.ok(now > was, `${key} did not move ${step.target}'s lastActivityAt`);
+        results.push(`${key}: counted`);
+      }
+    }
+    assert.equal(results.length, Object.keys(ACTIVITY_ROUTES).length);
+
+    for (const id of cleanup) await del(id);
+    await daytona[Symbol.asyncDispose]();
+  });
+
+  test("a gateway's close() flushes the marks it still holds", async () => {
+    const id = (await created({})).sandboxId as string;
+    // A second gateway on the same stack whose timer never fires during the test.
+    const cfg = configFromEnv({
+      DNAH_SCHEDULER_URL: s.schedulerUrl,
+      DNAH_SNAPSHOT_URL: s.snapshotUrl,
+      DNAH_API_KEY: s.key,
+      DNAH_PORT: "0",
+      DNAH_GATEWAY_HOST: "127.0.0.1",
+      DNAH_ACTIVITY_FLUSH_MS: "60000",
+    });
+    const gw = await createGateway(cfg, {
+      db: s.db,
+      scheduler: createServiceClient(SchedulerService, s.schedulerUrl),
+      logger: silentLogger(),
+    });
+    const url = await gw.start();
+    const before = Date.parse((await s.json<Json>(`/v1/sandboxes/${id}`)).body.lastActivityAt as string);
+    const r = await fetch(`${url}/v1/sandboxes/${id}/metrics`, {
+      headers: { authorization: `Bearer ${s.key}` },
+    });
+    assert.equal(r.status, 200);
+    assert.equal(gw.activity.pending, 1);
+    assert.equal(
+      Date.parse((await s.json<Json>(`/v1/sandboxes/${id}`)).body.lastActivityAt as string),
+      before,
+      "nothing is written before a flush",
+    );
+    await gw.close();
+    const afterClose = Date.parse((await s.json<Json>(`/v1/sandboxes/${id}`)).body.lastActivityAt as string);
+    assert.ok(afterClose > before, "close() sent the pending mark");
+    await del(id);
+  });
+});
