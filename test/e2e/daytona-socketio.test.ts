@@ -48,6 +48,8 @@ describe("Daytona socket.io events", () => {
 
   function connected(sock: Socket): Promise<void> {
     return new Promise((resolve, reject) => {
+      // It may have connected already (while the test awaited something else).
+      if (sock.connected) return resolve();
       sock.once("connect", () => resolve());
       sock.once("connect_error", reject);
     });
