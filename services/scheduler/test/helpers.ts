@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -132,4 +133,34 @@ export async function startVmmTestDouble(): Promise<VmmTestDouble> {
   });
   const url = await listen(app, "127.0.0.1", 0);
   return Object.assign(double, { url, close: () => app.close() });
+}
+
+/** Runs a service's main.ts in a child process (stderr shown, stdout dropped). */
+export function spawnService(main: string, env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, ["--import", "tsx", main], {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+}
+
+/** SIGTERM, then waits for the exit (nothing when it already ended). */
+export async function stopService(child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+/** Polls `ready` every 100 ms for up to 60 s; fails at once when the child exits. */
+export async function waitUntil(
+  what: string,
+  child: ChildProcess,
+  ready: () => Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!(await ready().catch(() => false))) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not start within 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

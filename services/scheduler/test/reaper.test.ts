@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,7 +13,17 @@ import { LifecycleType, SandboxState, SchedulerService } from "@dnah/proto/dnah/
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { createScheduler, type Scheduler } from "../src/index.js";
-import { connectError, DATABASE_URL, logger, migratedDb, testConfig, waitFor } from "./helpers.js";
+import {
+  connectError,
+  DATABASE_URL,
+  logger,
+  migratedDb,
+  spawnService,
+  stopService as stop,
+  testConfig,
+  waitFor,
+  waitUntil,
+} from "./helpers.js";
 
 /**
  * The lifecycle reaper against real parts: Postgres (own schema, shared by two schedulers), a
@@ -27,29 +37,6 @@ const SNAPSHOT_MAIN = fileURLToPath(new URL("../../snapshot/src/main.ts", import
 const MIN = 60_000;
 const DAY = 24 * 60 * MIN;
 const LEASE_MS = 10 * MIN;
-
-function spawnService(main: string, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", main], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await exited;
-}
-
-async function waitUntil(what: string, child: ChildProcess, ready: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!(await ready().catch(() => false))) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not start within 60 s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("scheduler lifecycle reaper", () => {
   const suffix = randomBytes(4).toString("hex");

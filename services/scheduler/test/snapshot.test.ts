@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { createHash, createPublicKey, randomBytes, randomInt, verify } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +16,15 @@ import {
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { createScheduler, type Scheduler } from "../src/index.js";
-import { connectError, logger, migratedDb, testConfig } from "./helpers.js";
+import {
+  connectError,
+  logger,
+  migratedDb,
+  spawnService,
+  stopService as stop,
+  testConfig,
+  waitUntil,
+} from "./helpers.js";
 
 /**
  * Snapshots, restore and fork through the scheduler against real parts: Postgres (own
@@ -55,29 +63,6 @@ function ed25519PublicKey(raw: Uint8Array) {
     key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(raw).toString("base64url") },
     format: "jwk",
   });
-}
-
-function spawnService(main: string, env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", main], {
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-}
-
-async function stop(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  child.kill("SIGTERM");
-  await exited;
-}
-
-async function waitUntil(what: string, child: ChildProcess, ready: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!(await ready().catch(() => false))) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not start within 60 s`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("scheduler snapshots / restore / fork", () => {
