@@ -98,7 +98,7 @@ describe("Daytona control API with the real @daytonaio/sdk 0.218.0", () => {
     assert.equal(rest.body.nextCursor, null);
   });
 
-  test("stop → stopped (toolbox refused) → start → started with the filesystem kept; archive", async () => {
+  test("stop → stopped (toolbox refused) → start → started with the filesystem kept; archive → start", async () => {
     const sb = await make({ labels: { suite: tag } });
     await sb.process.executeCommand("echo kept > /tmp/marker");
     await sb.stop();
@@ -114,6 +114,9 @@ describe("Daytona control API with the real @daytonaio/sdk 0.218.0", () => {
     await sb.archive();
     assert.equal(sb.state, "archived");
     assert.equal((await daytona.get(sb.id)).state, "archived");
+    // A real archive: a signed snapshot in archive storage, the sandbox off its host.
+    const native = await s.json<{ state: string }>(`/v1/sandboxes/${sb.id}`);
+    assert.equal(native.body.state, "archived");
     await sb.start();
     assert.equal(sb.state, "started");
     assert.equal((await sb.process.executeCommand("cat /tmp/marker")).result.trim(), "kept");

@@ -201,6 +201,14 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       "POST /v1/sandboxes/:id/pause": {
         run: async () => ok((await post(`/v1/sandboxes/${nat}/pause`)).status, 200, "pause"),
       },
+      // A paused sandbox archived on request: off its host; the resume below restores it.
+      "POST /v1/sandboxes/:id/archive": {
+        run: async () => {
+          const r = await post(`/v1/sandboxes/${nat}/archive`);
+          ok(r.status, 200, "archive");
+          assert.equal((await s.json<Json>(`/v1/sandboxes/${nat}`)).body.state, "archived");
+        },
+      },
       "POST /v1/sandboxes/:id/resume": {
         resumes: nat,
         run: async () => ok((await post(`/v1/sandboxes/${nat}/resume`)).status, 200, "resume"),
@@ -307,6 +315,7 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
         run: async () => rpc.deleteSandbox({ sandboxId: (await rpc.createSandbox({})).sandbox!.sandboxId }),
       },
       [`${CONNECT}/PauseSandbox`]: { run: () => rpc.pauseSandbox({ sandboxId: nat }) },
+      [`${CONNECT}/ArchiveSandbox`]: { run: () => rpc.archiveSandbox({ sandboxId: nat }) },
       [`${CONNECT}/ResumeSandbox`]: { resumes: nat, run: () => rpc.resumeSandbox({ sandboxId: nat }) },
       [`${CONNECT}/UpdateLifecycle`]: {
         run: () => rpc.updateLifecycle({ sandboxId: nat, autoStopMinutes: 45 }),

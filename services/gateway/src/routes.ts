@@ -3,6 +3,7 @@ import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { activityRule } from "./activity-routes.js";
 import { toConnectError } from "./errors.js";
 import { requestIdOf } from "./request-id.js";
+import { archiveSandbox } from "./rpc/archive-sandbox.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
@@ -92,6 +93,7 @@ export function sandboxRoutes(deps: RpcDeps): (router: ConnectRouter) => void {
     readFile: unary("readFile", readFile),
     listFiles: unary("listFiles", listFiles),
     pauseSandbox: unary("pauseSandbox", pauseSandbox),
+    archiveSandbox: unary("archiveSandbox", archiveSandbox),
     resumeSandbox: unary("resumeSandbox", resumeSandbox),
     getSandboxMetrics: unary("getSandboxMetrics", getSandboxMetrics),
     snapshotSandbox: unary("snapshotSandbox", snapshotSandbox),

@@ -140,7 +140,12 @@ export function stopSandbox(ctx: Context, c: ReaperClaim, nowMs: number): Promis
  *  3. vmm DeleteVm and 4. state 'archived', in one transaction under the row lock, so a
  *     resume that came first wins (the archive is then dropped).
  */
-export async function archiveSandbox(ctx: Context, c: ReaperClaim, nowMs: number): Promise<OpOutcome> {
+export async function archiveSandbox(
+  ctx: Context,
+  c: ReaperClaim,
+  nowMs: number,
+  actor: Actor = "reaper",
+): Promise<OpOutcome> {
   const fields = logFields(c);
   if (c.state !== "paused") {
     await releaseReaperOp(ctx.db, c);
@@ -151,7 +156,7 @@ export async function archiveSandbox(ctx: Context, c: ReaperClaim, nowMs: number
     kind: "archiving",
     fromState: "paused",
     toState: "paused",
-    actor: "reaper",
+    actor,
     detail: c.archiveSnapshotId === null ? "" : `resuming (snapshot ${c.archiveSnapshotId})`,
   });
   const recorded =
@@ -210,7 +215,7 @@ export async function archiveSandbox(ctx: Context, c: ReaperClaim, nowMs: number
       kind: "archived",
       fromState: "paused",
       toState: "archived",
-      actor: "reaper",
+      actor,
       detail,
     });
     return { done: true, detail };

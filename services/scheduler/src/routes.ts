@@ -2,6 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { Context } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
+import { archiveSandbox } from "./rpc/archive-sandbox.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
@@ -53,5 +54,6 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     updateLifecycle: edge("UpdateLifecycle", updateLifecycle),
     listSandboxEvents: edge("ListSandboxEvents", listSandboxEvents),
     recordActivity: edge("RecordActivity", recordActivity),
+    archiveSandbox: edge("ArchiveSandbox", archiveSandbox),
   };
 }

@@ -251,6 +251,41 @@ describe("scheduler lifecycle reaper", () => {
     await client.deleteSandbox({ sandboxId: id }, long);
   });
 
+  it("ArchiveSandbox archives a paused sandbox on request (api event); running is refused; resume restores", async () => {
+    nowMs = Date.now();
+    const { sandbox: s } = await client.createSandbox({ templateId: "base" }, long);
+    const id = s!.sandboxId;
+    made.push(id);
+    writeFileSync(shareFile(id), "archived on request\n");
+    await assert.rejects(
+      client.archiveSandbox({ sandboxId: id }, long),
+      connectError(Code.FailedPrecondition, /pause it before archiving/),
+    );
+    await assert.rejects(
+      client.archiveSandbox({ sandboxId: "nosuchsandbox" }, long),
+      connectError(Code.NotFound),
+    );
+    await client.pauseSandbox({ sandboxId: id });
+    const { sandbox: archived } = await client.archiveSandbox({ sandboxId: id }, long);
+    assert.equal(archived!.state, SandboxState.ARCHIVED);
+    assert.equal(await vmOf(id), undefined, "off its host");
+    assert.equal((await row(id)).reaper_op, null, "the lease is released");
+    // Archiving an archived sandbox is a no-op answer.
+    assert.equal(
+      (await client.archiveSandbox({ sandboxId: id }, long)).sandbox!.state,
+      SandboxState.ARCHIVED,
+    );
+    const ev = (await events(id)).filter((e) => e.kind === "archiving" || e.kind === "archived");
+    assert.deepEqual(
+      ev.map((e) => `${e.kind}:${e.actor}`),
+      ["archiving:api", "archived:api"],
+    );
+    const { sandbox } = await client.resumeSandbox({ sandboxId: id }, long);
+    assert.equal(sandbox!.state, SandboxState.RUNNING);
+    assert.equal(readFileSync(shareFile(id), "utf8"), "archived on request\n");
+    await client.deleteSandbox({ sandboxId: id }, long);
+  });
+
   it("two reapers at once act once on each transition, through to the delete of the archive", async () => {
     nowMs = Date.now();
     const s = await create({ autoArchiveDays: 1, autoDeleteDays: 2 });

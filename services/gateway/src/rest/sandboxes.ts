@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import {
+  ArchiveSandboxRequestSchema,
   CreateSandboxRequestSchema,
   DeleteSandboxRequestSchema,
   GetSandboxMetricsRequestSchema,
@@ -14,6 +15,7 @@ import {
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyInstance } from "fastify";
 import { InvalidArgumentError } from "../errors.js";
+import { archiveSandbox } from "../rpc/archive-sandbox.js";
 import { createSandbox } from "../rpc/create-sandbox.js";
 import { deleteSandbox } from "../rpc/delete-sandbox.js";
 import { getSandbox } from "../rpc/get-sandbox.js";
@@ -129,6 +131,11 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
 
   app.post<{ Params: { id: string } }>("/sandboxes/:id/pause", async (req) => {
     const res = await pauseSandbox(deps, create(PauseSandboxRequestSchema, { sandboxId: req.params.id }));
+    return sandboxJson(res.sandbox!);
+  });
+
+  app.post<{ Params: { id: string } }>("/sandboxes/:id/archive", async (req) => {
+    const res = await archiveSandbox(deps, create(ArchiveSandboxRequestSchema, { sandboxId: req.params.id }));
     return sandboxJson(res.sandbox!);
   });
 

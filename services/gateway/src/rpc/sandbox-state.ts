@@ -14,22 +14,27 @@ import { checkSandboxId } from "./validate.js";
  * kept-alive tunnels and cached lookup of the sandbox are dropped either way: after a pause,
  * later calls find it paused (409) instead of waiting on a frozen agent; after a resume, the
  * next call sees it running. Resuming an archived sandbox restores it from archive storage
- * first, so a resume gets the restore's deadline.
+ * first, and archiving writes a snapshot and moves it: both get the restore's deadline.
  */
 export async function changeSandboxState(
   deps: RpcDeps,
   sandboxId: string,
-  to: "pause" | "resume",
+  to: "pause" | "resume" | "archive",
   opts: CallOptions,
 ): Promise<Sandbox> {
   checkSandboxId(sandboxId);
-  const call = to === "pause" ? deps.scheduler.pauseSandbox : deps.scheduler.resumeSandbox;
+  const call =
+    to === "pause"
+      ? deps.scheduler.pauseSandbox
+      : to === "resume"
+        ? deps.scheduler.resumeSandbox
+        : deps.scheduler.archiveSandbox;
   let res: Awaited<ReturnType<typeof call>>;
   try {
     res = await call(
       { sandboxId },
       {
-        timeoutMs: to === "resume" ? SCHEDULER_SNAPSHOT_TIMEOUT_MS : SCHEDULER_CREATE_TIMEOUT_MS,
+        timeoutMs: to === "pause" ? SCHEDULER_CREATE_TIMEOUT_MS : SCHEDULER_SNAPSHOT_TIMEOUT_MS,
         ...(opts.signal ? { signal: opts.signal } : {}),
       },
     );
@@ -39,6 +44,6 @@ export async function changeSandboxState(
     deps.agents.forget(sandboxId);
   }
   if (res.sandbox === undefined) throw new SandboxNotFoundError(sandboxId);
-  deps.logger.info({ "sandbox.id": sandboxId }, to === "pause" ? "sandbox paused" : "sandbox resumed");
+  deps.logger.info({ "sandbox.id": sandboxId }, `sandbox ${to === "pause" ? "paused" : `${to}d`}`);
   return toSandbox(res.sandbox);
 }

@@ -882,6 +882,35 @@ export async function claimReaperOps(
   return rows.map((r) => ({ ...toSandbox(r), hostLive: r.host_live, claimAt: now }));
 }
 
+/**
+ * Claims one user's sandbox for `op` on a caller's behalf (an explicit archive): like the
+ * reaper's claim, due or not, when the row is in `states` and no live lease holds it.
+ * Undefined when it is not there, in another state, or held.
+ */
+export async function claimSandboxOp(
+  db: Queryable,
+  id: string,
+  op: ReaperOp,
+  states: readonly SandboxRowState[],
+  now: Date,
+  opts: { leaseMs: number; hostDeadAfterMs: number },
+): Promise<ReaperClaim | undefined> {
+  const { rows } = await db.query<RawSandbox & { host_live: boolean }>(
+    `WITH s AS (
+       UPDATE sandboxes SET reaper_op = $2, reaper_op_at = $3
+       WHERE id = (
+         SELECT c.id FROM sandboxes c
+         WHERE c.id = $1 AND NOT c.pooled AND c.state = ANY($4::text[])
+           AND (c.reaper_op IS NULL OR c.reaper_op_at < $3::timestamptz - $5 * interval '1 millisecond')
+         FOR UPDATE SKIP LOCKED)
+       RETURNING *)
+     SELECT ${SANDBOX_COLUMNS}, h.last_heartbeat > now() - $6 * interval '1 millisecond' AS host_live
+     FROM s JOIN hosts h ON h.id = s.host_id`,
+    [id, op, now.toISOString(), states, opts.leaseMs, opts.hostDeadAfterMs],
+  );
+  return rows[0] && { ...toSandbox(rows[0]), hostLive: rows[0].host_live, claimAt: now };
+}
+
 /** Ends a claim, if it is still this one (a takeover's newer claim is left alone). */
 export async function releaseReaperOp(db: Queryable, c: Pick<ReaperClaim, "id" | "reaperOp" | "claimAt">) {
   await db.query(

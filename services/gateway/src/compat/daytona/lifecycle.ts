@@ -6,7 +6,9 @@
  * | started       | running                                   |
  * | stopping      | PauseSandbox in flight                    |
  * | stopped       | paused (memory and filesystem kept)       |
- * | archived      | paused, too (nothing is moved off-host)   |
+ * | archiving     | ArchiveSandbox in flight                  |
+ * | archived      | archived: a signed snapshot in archive    |
+ * |               | storage, nothing on a host (start restores) |
  * | pausing       | PauseSandbox in flight (SDK `pause()`)    |
  * | paused        | paused (memory and filesystem kept)       |
  * | starting      | ResumeSandbox in flight                   |
@@ -19,6 +21,7 @@ export type DaytonaState =
   | "stopping"
   | "stopped"
   | "archived"
+  | "archiving"
   | "pausing"
   | "paused"
   | "starting"
@@ -56,6 +59,7 @@ export function desiredStateOf(s: DaytonaState): string {
     case "stopping":
     case "stopped":
       return "stopped";
+    case "archiving":
     case "archived":
       return "archived";
     case "pausing":
@@ -76,6 +80,7 @@ export const LISTABLE_STATES: ReadonlySet<string> = new Set([
   "stopping",
   "stopped",
   "archived",
+  "archiving",
   "pausing",
   "paused",
   "starting",
@@ -88,7 +93,6 @@ export const LISTABLE_STATES: ReadonlySet<string> = new Set([
   "pending_build",
   "building_snapshot",
   "build_failed",
-  "archiving",
   "resizing",
   "snapshotting",
   "forking",

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import {
+  ArchiveSandboxRequestSchema,
   DeleteSandboxRequestSchema,
   GetSandboxRequestSchema,
   PauseSandboxRequestSchema,
@@ -7,6 +8,7 @@ import {
   SandboxState,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { FailedPreconditionError, SandboxNotFoundError } from "../../errors.js";
+import { archiveSandbox as archiveNative } from "../../rpc/archive-sandbox.js";
 import { deleteSandbox } from "../../rpc/delete-sandbox.js";
 import { getSandbox } from "../../rpc/get-sandbox.js";
 import { pauseSandbox } from "../../rpc/pause-sandbox.js";
@@ -139,16 +141,32 @@ export async function startSandbox(
   return moved(ctx, origin, done);
 }
 
-/** stopped → archived. Nothing moves: the sandbox stays paused on its host. */
+/**
+ * stopped → archiving → archived: the native archive (a signed snapshot moved to archive
+ * storage; the sandbox leaves its host). A failed archive leaves it stopped (still paused on
+ * its host, unharmed) and the error goes to the caller.
+ */
 export async function archiveSandbox(
   ctx: DaytonaContext,
   row: DaytonaRow,
   origin: string | undefined,
 ): Promise<DaytonaRow> {
   if (row.state === "archived") return row;
-  const t = await transition(ctx.db, row.sandbox_id, ["stopped"], "archived");
+  const t = await transition(ctx.db, row.sandbox_id, ["stopped"], "archiving");
   if (t === undefined) throw wrongState(row, "archive (stop it first)");
-  return moved(ctx, origin, t);
+  moved(ctx, origin, t);
+  try {
+    await archiveNative(ctx.deps, create(ArchiveSandboxRequestSchema, { sandboxId: row.sandbox_id }));
+  } catch (err) {
+    if (isNotFound(err)) return vanished(ctx, t.row, origin);
+    ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, "daytona archive failed; left stopped");
+    const back = await transition(ctx.db, row.sandbox_id, ["archiving"], "stopped");
+    if (back !== undefined) moved(ctx, origin, back);
+    throw err;
+  }
+  const done = await transition(ctx.db, row.sandbox_id, ["archiving"], "archived");
+  if (done === undefined) return (await daytonaSandboxById(ctx.db, row.sandbox_id)) ?? t.row;
+  return moved(ctx, origin, done);
 }
 
 /** any → destroying → gone (row deleted; GET answers 404 afterwards). */
@@ -193,7 +211,7 @@ export async function reconcile(
   row: DaytonaRow,
   origin: string | undefined,
 ): Promise<DaytonaRow> {
-  if (!["started", "stopped", "archived", "paused"].includes(row.state)) return row;
+  if (!["started", "stopped", "archived", "paused", "archiving"].includes(row.state)) return row;
   try {
     await getSandbox(ctx.deps, create(GetSandboxRequestSchema, { sandboxId: row.sandbox_id }));
   } catch (err) {
