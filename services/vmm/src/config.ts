@@ -28,6 +28,16 @@ export interface VmmConfig {
   readonly snapshotsDir: string;
   /** Archive storage: archived snapshot folders, `<archiveDir>/<snapshot id>/`. */
   readonly archiveDir: string;
+  /** When set, archive storage is this S3-compatible bucket instead of `archiveDir`. */
+  readonly archiveS3:
+    | {
+        readonly bucket: string;
+        readonly prefix: string;
+        readonly endpoint: string | undefined;
+        readonly region: string;
+        readonly forcePathStyle: boolean;
+      }
+    | undefined;
   readonly cacheDir: string;
   readonly debianMirror: string;
   /** Folder with the bundled guest agent (`agent.mjs`). */
@@ -52,6 +62,7 @@ export const DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian";
 export function configFromEnv(env: Env): VmmConfig {
   const r = new EnvReader(env);
   const stateDir = r.str("DNAH_STATE_DIR", DEFAULT_STATE_DIR);
+  const s3Bucket = r.optStr("DNAH_ARCHIVE_S3_BUCKET");
   const cfg: VmmConfig = Object.freeze({
     hostId: r.str("DNAH_HOST_ID", hostname()),
     listenHost: r.str("DNAH_VMM_HOST", "127.0.0.1"),
@@ -65,6 +76,16 @@ export function configFromEnv(env: Env): VmmConfig {
     stateDir,
     snapshotsDir: join(stateDir, "snapshots"),
     archiveDir: r.str("DNAH_ARCHIVE_DIR", join(stateDir, "archive")),
+    archiveS3:
+      s3Bucket === undefined
+        ? undefined
+        : {
+            bucket: s3Bucket,
+            prefix: r.str("DNAH_ARCHIVE_S3_PREFIX", "dnah-archive/"),
+            endpoint: r.optStr("DNAH_ARCHIVE_S3_ENDPOINT"),
+            region: r.str("DNAH_ARCHIVE_S3_REGION", "us-east-1"),
+            forcePathStyle: r.bool("DNAH_ARCHIVE_S3_PATH_STYLE", false),
+          },
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
     agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),

@@ -7,6 +7,8 @@ import type { VmmContext } from "./context.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
 import type { Runtime } from "./runtime/runtime.js";
 import { selectRuntime } from "./runtime/select.js";
+import { FolderArchive } from "./snapshot/archive/folder.js";
+import { S3Archive } from "./snapshot/archive/s3.js";
 import { ArchiveStore } from "./snapshot/archive.js";
 import { SnapshotStore } from "./snapshot/store.js";
 import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
@@ -36,7 +38,11 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
     busy: new Set(),
     tunnels: new TunnelRegistry(),
     snapshots,
-    archives: new ArchiveStore(cfg.archiveDir, snapshots, logger),
+    archives: new ArchiveStore(
+      cfg.archiveS3 !== undefined ? new S3Archive(cfg.archiveS3) : new FolderArchive(cfg.archiveDir),
+      snapshots,
+      logger,
+    ),
   };
   runtime.onExit((id) => ctx.vms.delete(id));
   const impl = vmmImpl(ctx);

@@ -1,23 +1,14 @@
-import { createReadStream, createWriteStream } from "node:fs";
-import { lstat, mkdir, open, readdir, rename, rm } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
-import { Transform } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { mkdir, rename, rm } from "node:fs/promises";
 import type { Logger } from "@dnah/platform";
-import {
-  checkSnapshotId,
-  InvalidArgumentError,
-  SnapshotExistsError,
-  SnapshotNotFoundError,
-} from "../domain/errors.js";
+import { checkSnapshotId, SnapshotExistsError, SnapshotNotFoundError } from "../domain/errors.js";
+import type { ArchiveBackend } from "./archive/backend.js";
+import { fsync, isDir, plainFiles } from "./archive/files.js";
 import type { SnapshotStore } from "./store.js";
 
-/** Suffix of a copy in progress; a snapshot id never holds a '.', so it never names a snapshot. */
-const PARTIAL = ".partial";
 /** A copy logs its progress this often (only copies that last that long say anything midway). */
 const PROGRESS_EVERY_MS = 2_000;
-const COPY_CHUNK = 1024 * 1024;
+/** Suffix of a local copy in progress (a snapshot id never holds a '.'). */
+const PARTIAL = ".partial";
 
 /** Archive storage has no such snapshot (NotFound at the edge). */
 export class ArchiveNotFoundError extends SnapshotNotFoundError {
@@ -34,139 +25,109 @@ export interface CopyResult {
 }
 
 /**
- * A host's archive storage: a folder (`DNAH_ARCHIVE_DIR`) holding `<snapshot id>/`, each a
- * byte-for-byte copy of a snapshot folder. Every copy goes to `<name>.partial/`, is fsynced,
- * then renamed into place, so a folder under its own name is complete; a `.partial` left by a
- * crash is removed when the copy is tried again. One lock per snapshot id, shared with the
- * snapshot store, so archive, unarchive, delete and a restore of one id take turns.
- *
- * Archived folders are addressed by `file://` URIs; only a folder directly inside the archive
- * folder, named after the snapshot, is ever read or removed (see `pathOf`).
+ * A host's archive storage, in front of its backend (a folder, `archive/folder.ts`, or an
+ * S3-compatible bucket, `archive/s3.ts`): moves snapshot folders there and back. One lock per
+ * snapshot id, shared with the snapshot store, so archive, unarchive, delete and a restore of
+ * one id take turns. Both directions are whole or nothing: the backend's put is atomic for
+ * readers, and an unarchive writes `<id>.partial/` in the snapshots folder, fsyncs it and
+ * renames it into place.
  */
 export class ArchiveStore {
-  readonly root: string;
-
   constructor(
-    root: string,
+    readonly backend: ArchiveBackend,
     private readonly snapshots: SnapshotStore,
     private readonly logger: Logger,
-  ) {
-    this.root = resolve(root);
-  }
-
-  uriOf(id: string): string {
-    return pathToFileURL(join(this.root, id)).href;
-  }
+  ) {}
 
   /**
-   * The archived folder a URI names, refusing (InvalidArgumentError) anything but a
-   * `file://` URI of a folder directly inside the archive folder, named `expectId` when given.
-   */
-  pathOf(uri: string, expectId?: string): { id: string; dir: string } {
-    let path: string;
-    try {
-      const url = new URL(uri);
-      if (url.protocol !== "file:") throw new Error(`scheme '${url.protocol}'`);
-      if (url.search !== "" || url.hash !== "") throw new Error("query or fragment");
-      path = fileURLToPath(url);
-    } catch (err) {
-      throw new InvalidArgumentError(
-        `archive_uri must be a file:// URI inside this host's archive (${(err as Error).message})`,
-      );
-    }
-    // URL parsing already folded any '..'; resolve makes the comparison exact.
-    const dir = resolve(path);
-    const id = basename(dir);
-    if (dirname(dir) !== this.root || !/^[a-z0-9_-]{1,64}$/.test(id))
-      throw new InvalidArgumentError(`archive_uri ${JSON.stringify(uri)} is not inside this host's archive`);
-    if (expectId !== undefined && id !== expectId)
-      throw new InvalidArgumentError(
-        `archive_uri ${JSON.stringify(uri)} does not hold snapshot '${expectId}'`,
-      );
-    return { id, dir };
-  }
-
-  /**
-   * Moves snapshot `id` into the archive: copy, fsync, rename, then remove the local folder.
-   * Idempotent: a snapshot already archived (local folder gone, or left by a crash after the
-   * rename) answers its archive again.
+   * Moves snapshot `id` into the archive, then removes the local folder. Idempotent: a
+   * snapshot already archived (local folder gone, or left by a crash after the archive was
+   * complete) answers its archive again.
    */
   archive(id: string): Promise<CopyResult & { uri: string }> {
     checkSnapshotId(id);
     return this.snapshots.withLock(id, async () => {
       const started = performance.now();
       const local = this.snapshots.dirOf(id);
-      const dest = join(this.root, id);
       const haveLocal = await isDir(local);
-      const archived = await isDir(dest);
+      const archived = await this.backend.has(id);
       if (!haveLocal) {
-        if (!archived) throw new ArchiveNotFoundError(id, this.root);
-        return { uri: this.uriOf(id), sizeBytes: await folderSize(dest), durationMs: 0 };
+        if (!archived) throw new ArchiveNotFoundError(id, this.backend.where);
+        return { uri: this.backend.uriOf(id), sizeBytes: await this.backend.sizeOf(id), durationMs: 0 };
       }
-      let sizeBytes: number;
-      if (archived) {
-        // A crash between the rename and the removal of the local folder: the copy is whole.
-        sizeBytes = await folderSize(dest);
-      } else {
-        await mkdir(this.root, { recursive: true, mode: 0o700 });
-        sizeBytes = await this.copyInto(local, dest, { "snapshot.id": id, what: "archive" });
-      }
+      const sizeBytes = archived
+        ? // A crash between a complete archive and the removal of the local folder.
+          await this.backend.sizeOf(id)
+        : await this.moved("archive", id, local, (p) => this.backend.put(id, local, p));
       await rm(local, { recursive: true, force: true });
       const durationMs = Math.round(performance.now() - started);
-      this.logger.info({ "snapshot.id": id, sizeBytes, durationMs, archive: this.root }, "snapshot archived");
-      return { uri: this.uriOf(id), sizeBytes, durationMs };
+      this.logger.info(
+        { "snapshot.id": id, sizeBytes, durationMs, archive: this.backend.where },
+        "snapshot archived",
+      );
+      return { uri: this.backend.uriOf(id), sizeBytes, durationMs };
     });
   }
 
   /**
-   * Copies archived snapshot `id` back into the snapshots folder (temp folder + rename). The
-   * archive keeps its copy until DeleteArchive. A local folder already there is refused.
+   * Copies archived snapshot `id` back into the snapshots folder. The archive keeps its copy
+   * until DeleteArchive. A local folder already there is refused.
    */
   unarchive(id: string, uri: string): Promise<CopyResult> {
     checkSnapshotId(id);
-    const { dir } = this.pathOf(uri, id);
+    this.backend.idOf(uri, id);
     return this.snapshots.withLock(id, async () => {
       const started = performance.now();
       const local = this.snapshots.dirOf(id);
       if (await isDir(local)) throw new SnapshotExistsError(id);
-      if (!(await isDir(dir))) throw new ArchiveNotFoundError(id, this.root);
+      if (!(await this.backend.has(id))) throw new ArchiveNotFoundError(id, this.backend.where);
+      const partial = `${local}${PARTIAL}`;
       await mkdir(this.snapshots.root, { recursive: true, mode: 0o700 });
-      const sizeBytes = await this.copyInto(dir, local, { "snapshot.id": id, what: "unarchive" });
+      await rm(partial, { recursive: true, force: true });
+      await mkdir(partial, { mode: 0o700 });
+      let sizeBytes: number;
+      try {
+        sizeBytes = await this.moved("unarchive", id, local, (p) => this.backend.get(id, partial, p));
+        await fsync(partial);
+        await rename(partial, local);
+        await fsync(this.snapshots.root);
+      } catch (err) {
+        await rm(partial, { recursive: true, force: true });
+        throw err;
+      }
       const durationMs = Math.round(performance.now() - started);
       this.logger.info({ "snapshot.id": id, sizeBytes, durationMs }, "snapshot unarchived");
       return { sizeBytes, durationMs };
     });
   }
 
-  /** Removes an archived snapshot (and any partial copy of it); true when there was one. */
+  /** Removes an archived snapshot (and any incomplete copy of it); true when there was one. */
   delete(uri: string): Promise<boolean> {
-    const { id, dir } = this.pathOf(uri);
+    const id = this.backend.idOf(uri);
     return this.snapshots.withLock(id, async () => {
-      const had = await isDir(dir);
-      await rm(`${dir}${PARTIAL}`, { recursive: true, force: true });
-      await rm(dir, { recursive: true, force: true });
+      const had = await this.backend.remove(id);
       if (had) this.logger.info({ "snapshot.id": id }, "archived snapshot deleted");
       return had;
     });
   }
 
-  /**
-   * Copies the plain files of `src` to `dest` through `<dest>.partial/` (a stale one is
-   * removed first), fsyncing every file and both folders, so `dest` appears whole or not at
-   * all. Returns the bytes copied.
-   */
-  private async copyInto(src: string, dest: string, fields: Record<string, string>): Promise<number> {
-    const partial = `${dest}${PARTIAL}`;
-    await rm(partial, { recursive: true, force: true });
-    const entries = await readdir(src, { withFileTypes: true });
-    const odd = entries.filter((e) => !e.isFile()).map((e) => e.name);
-    if (odd.length > 0) throw new Error(`${src} holds entries that are not plain files: ${odd.join(", ")}`);
-    const sizes = await Promise.all(entries.map(async (e) => (await lstat(join(src, e.name))).size));
-    const total = sizes.reduce((a, b) => a + b, 0);
+  /** Runs one transfer with progress logs (every PROGRESS_EVERY_MS) and a summary line. */
+  private async moved(
+    what: "archive" | "unarchive",
+    id: string,
+    local: string,
+    transfer: (progress: (bytes: number) => void) => Promise<number>,
+  ): Promise<number> {
+    const fields = { "snapshot.id": id, what, archive: this.backend.where };
+    const total =
+      what === "archive"
+        ? (await plainFiles(local)).reduce((n, f) => n + f.size, 0)
+        : await this.backend.sizeOf(id);
     const started = performance.now();
     let copied = 0;
     let lastLog = started;
-    const progress = () => {
+    const bytes = await transfer((n) => {
+      copied += n;
       const now = performance.now();
       if (now - lastLog < PROGRESS_EVERY_MS) return;
       lastLog = now;
@@ -174,70 +135,16 @@ export class ArchiveStore {
         { ...fields, copiedBytes: copied, totalBytes: total, mbPerS: mbPerS(copied, now - started) },
         "copying snapshot",
       );
-    };
-    await mkdir(partial, { mode: 0o700 });
-    try {
-      for (const e of entries) {
-        const to = join(partial, e.name);
-        await pipeline(
-          createReadStream(join(src, e.name), { highWaterMark: COPY_CHUNK }),
-          new Transform({
-            transform(chunk: Buffer, _enc, cb) {
-              copied += chunk.length;
-              progress();
-              cb(null, chunk);
-            },
-          }),
-          createWriteStream(to, { flags: "wx", mode: 0o600 }),
-        );
-        await fsync(to);
-      }
-      await fsync(partial);
-      await rename(partial, dest);
-      await fsync(dirname(dest));
-    } catch (err) {
-      await rm(partial, { recursive: true, force: true });
-      throw err;
-    }
+    });
     const ms = performance.now() - started;
     this.logger.info(
-      {
-        ...fields,
-        copiedBytes: copied,
-        files: entries.length,
-        durationMs: Math.round(ms),
-        mbPerS: mbPerS(copied, ms),
-      },
+      { ...fields, copiedBytes: bytes, durationMs: Math.round(ms), mbPerS: mbPerS(bytes, ms) },
       "snapshot copied",
     );
-    return copied;
+    return bytes;
   }
 }
 
 function mbPerS(bytes: number, ms: number): number {
   return ms <= 0 ? 0 : Math.round((bytes / (1024 * 1024) / (ms / 1000)) * 10) / 10;
-}
-
-async function fsync(path: string): Promise<void> {
-  const fh = await open(path, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await lstat(path)).isDirectory();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw err;
-  }
-}
-
-async function folderSize(dir: string): Promise<number> {
-  const entries = await readdir(dir, { withFileTypes: true });
-  const sizes = await Promise.all(entries.map(async (e) => (await lstat(join(dir, e.name))).size));
-  return sizes.reduce((a, b) => a + b, 0);
 }
