@@ -264,11 +264,17 @@ describe("Daytona lifecycle sweeper", () => {
     await s?.close();
   });
 
-  test("auto-stop after autoStopInterval idle minutes, then auto-archive; autostop 0 never stops", async () => {
+  test("auto-stop after autoStopInterval idle minutes, then auto-archive; autostop 0 never stops; autoDelete deletes a stopped one", async () => {
     const idle = await daytona.create({ autoStopInterval: 1, labels: { sweep: tag } }, { timeout: 120 });
     created.push(idle);
     const never = await daytona.create({ autoStopInterval: 0, labels: { sweep: tag } }, { timeout: 120 });
     created.push(never);
+    const doomed = await daytona.create(
+      { autoStopInterval: 0, autoDeleteInterval: 5, labels: { sweep: tag } },
+      { timeout: 120 },
+    );
+    created.push(doomed);
+    await doomed.stop();
     // Not idle long enough yet: a few sweeps leave it alone.
     await second!.daytonaSweeper.sweepOnce();
     assert.equal((await daytona.get(idle.id)).state, "started");
@@ -281,5 +287,14 @@ describe("Daytona lifecycle sweeper", () => {
     skewMs = 8 * 24 * 60 * 60_000;
     await eventually(async () => (await daytona.get(idle.id)).state === "archived", 30_000);
     assert.equal((await daytona.get(never.id)).state, "started");
+    // Stopped for more than autoDeleteInterval (5 min) → deleted: Daytona's not-found.
+    await eventually(
+      async () =>
+        await daytona.get(doomed.id).then(
+          () => false,
+          (e: unknown) => e instanceof DaytonaNotFoundError,
+        ),
+      30_000,
+    );
   });
 });
