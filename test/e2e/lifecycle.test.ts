@@ -272,6 +272,29 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
         run: async () => ok((await s.api(`/v1/sandboxes/${nat}/files/list`)).status, 200, "list files"),
       },
       "POST /v1/sandboxes/:id/snapshot": { target: nat, run: () => snapshotOf(nat) },
+      "PUT /v1/sandboxes/:id/share/*": {
+        target: nat,
+        run: async () =>
+          ok(
+            (
+              await s.api(`/v1/sandboxes/${nat}/share/walk.txt`, {
+                method: "PUT",
+                body: "x",
+                headers: { "content-type": "application/octet-stream" },
+              })
+            ).status,
+            200,
+            "share put",
+          ),
+      },
+      "GET /v1/sandboxes/:id/share/*": {
+        target: nat,
+        run: async () => {
+          const r = await s.api(`/v1/sandboxes/${nat}/share/walk.txt`);
+          ok(r.status, 200, "share get");
+          await r.arrayBuffer();
+        },
+      },
       "POST /v1/sandboxes/:id/fork": {
         target: nat,
         run: async () => {

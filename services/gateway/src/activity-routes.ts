@@ -44,6 +44,8 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "GET /v1/sandboxes/:id/files": ID,
   "GET /v1/sandboxes/:id/files/list": ID,
   "POST /v1/sandboxes/:id/snapshot": ID,
+  "GET /v1/sandboxes/:id/share/*": ID,
+  "PUT /v1/sandboxes/:id/share/*": ID,
   "POST /v1/sandboxes/:id/fork": ID,
   "GET /v1/snapshots": false,
   "GET /v1/snapshots/:idOrName": false,

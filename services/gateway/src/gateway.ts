@@ -27,6 +27,7 @@ import type { RestOptions } from "./rest/common.js";
 import { execRoutes } from "./rest/exec.js";
 import { fileRoutes } from "./rest/files.js";
 import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
+import { shareRoutes } from "./rest/share.js";
 import { snapshotRoutes } from "./rest/snapshots.js";
 import { sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
@@ -194,6 +195,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       await v1.register(execRoutes, restOpts);
       await v1.register(fileRoutes, restOpts);
       await v1.register(snapshotRoutes, restOpts);
+      await v1.register(shareRoutes, restOpts);
     },
     { prefix: "/v1" },
   );

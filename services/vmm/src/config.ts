@@ -38,6 +38,8 @@ export interface VmmConfig {
         readonly forcePathStyle: boolean;
       }
     | undefined;
+  /** Largest file one upload to a share may write (`PUT /share/...`). */
+  readonly shareUploadMaxBytes: number;
   readonly cacheDir: string;
   readonly debianMirror: string;
   /** Folder with the bundled guest agent (`agent.mjs`). */
@@ -86,6 +88,7 @@ export function configFromEnv(env: Env): VmmConfig {
             region: r.str("DNAH_ARCHIVE_S3_REGION", "us-east-1"),
             forcePathStyle: r.bool("DNAH_ARCHIVE_S3_PATH_STYLE", false),
           },
+    shareUploadMaxBytes: r.int("DNAH_SHARE_UPLOAD_MAX_BYTES", 16 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
     agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),

@@ -7,6 +7,7 @@ import type { VmmContext } from "./context.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
 import type { Runtime } from "./runtime/runtime.js";
 import { selectRuntime } from "./runtime/select.js";
+import { shareRoutes } from "./share/routes.js";
 import { FolderArchive } from "./snapshot/archive/folder.js";
 import { S3Archive } from "./snapshot/archive/s3.js";
 import { ArchiveStore } from "./snapshot/archive.js";
@@ -89,6 +90,11 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       if (reclaimed.length > 0)
         logger.warn({ count: reclaimed.length }, "removed sandboxes left by an earlier run");
       app = await createServiceServer({ routes: vmmRoutes(ctx), logger });
+      await shareRoutes(app, {
+        shareDirOf: (id) => (ctx.vms.has(id) ? runtime.shareDir(id) : undefined),
+        maxUploadBytes: cfg.shareUploadMaxBytes,
+        logger,
+      });
       app.server.on(
         "upgrade",
         createTunnelHandler(

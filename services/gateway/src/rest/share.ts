@@ -1,0 +1,105 @@
+import { request } from "node:http";
+import { pipeline } from "node:stream/promises";
+import { SandboxState } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { FastifyInstance } from "fastify";
+import { FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError } from "../errors.js";
+import { checkSandboxId } from "../rpc/validate.js";
+import { sendJson } from "../sandbox/http-proxy.js";
+import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
+import type { RestOptions } from "./common.js";
+
+type ShareRoute = { Params: { id: string; "*": string }; Querystring: Record<string, unknown> };
+
+/** Request headers passed to the vmm, and response headers passed back. */
+const REQUEST_HEADERS = ["content-length", "range", "x-dnah-sha256"] as const;
+const RESPONSE_HEADERS = [
+  "content-type",
+  "content-length",
+  "content-range",
+  "accept-ranges",
+  "last-modified",
+] as const;
+
+/**
+ * `GET|PUT /v1/sandboxes/:id/share/<path>`: bulk transfer to and from the sandbox's share
+ * (`/mnt/dnah-share` inside it), streamed straight between this HTTP connection and the vmm
+ * that holds the share folder, which streams to and from the file: no JSON, no base64, nothing
+ * buffered whole. Works while the sandbox is paused. GET takes `Range` (206) and `?sha256`
+ * (`{sizeBytes, sha256}` instead of the bytes); PUT takes `x-dnah-sha256` (a mismatch is 422
+ * and nothing is written) and answers `{path, sizeBytes, sha256}`. The vmm confines paths to
+ * the share (no `..`, no links followed) and never shows a partial file.
+ */
+export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
+  const { deps } = opts;
+  // Bodies stay raw streams, whatever their type.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
+
+  const proxy =
+    (method: "GET" | "PUT") =>
+    async (req: import("fastify").FastifyRequest<ShareRoute>, reply: import("fastify").FastifyReply) => {
+      const id = req.params.id;
+      checkSandboxId(id);
+      let record: Awaited<ReturnType<typeof deps.scheduler.getSandbox>>["sandbox"];
+      try {
+        record = (
+          await deps.scheduler.getSandbox({ sandboxId: id }, { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS })
+        ).sandbox;
+      } catch (err) {
+        throw fromScheduler(err, (cause) => new SandboxNotFoundError(id, { cause }));
+      }
+      if (record === undefined || record.state === SandboxState.DELETED) throw new SandboxNotFoundError(id);
+      if (record.state !== SandboxState.RUNNING && record.state !== SandboxState.PAUSED)
+        throw new FailedPreconditionError(
+          `sandbox '${id}' is ${SandboxState[record.state]?.toLowerCase()}; its share is reachable while it runs or is paused`,
+        );
+      const segs = req.params["*"].split("/");
+      // The vmm refuses these too; here they would be folded by URL parsing before it sees them.
+      if (segs.some((x) => x === "." || x === ".."))
+        throw new InvalidArgumentError("path must not contain '.' or '..' segments");
+      const path = segs.map(encodeURIComponent).join("/");
+      const query = method === "GET" && req.query.sha256 !== undefined ? "?sha256=1" : "";
+      const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+      for (const h of REQUEST_HEADERS) {
+        const v = req.headers[h];
+        if (typeof v === "string") headers[h] = v;
+      }
+      reply.hijack();
+      const res = reply.raw;
+      const upstream = request(`${record.vmmUrl}/share/${encodeURIComponent(id)}/${path}${query}`, {
+        method,
+        headers,
+      });
+      upstream.on("response", (up) => {
+        const out: Record<string, string> = {};
+        for (const h of RESPONSE_HEADERS) {
+          const v = up.headers[h];
+          if (typeof v === "string") out[h] = v;
+        }
+        // A refusal (413, 422…) can come before the whole body was sent: stop forwarding it
+        // but keep reading it, so the client gets this answer, not a reset connection.
+        if (method === "PUT" && (up.statusCode ?? 502) >= 400 && !req.raw.readableEnded) {
+          req.raw.unpipe(upstream);
+          req.raw.resume();
+        }
+        res.writeHead(up.statusCode ?? 502, out);
+        pipeline(up, res).catch(() => res.destroy());
+      });
+      upstream.on("error", (err) => {
+        deps.logger.warn({ "sandbox.id": id, err: err.message }, "share transfer to the vmm failed");
+        if (!res.headersSent)
+          sendJson(res, 502, { code: "unavailable", message: "the sandbox's host did not answer" });
+        else res.destroy();
+      });
+      // The client going away ends the upstream request too (the vmm then discards the upload).
+      res.on("close", () => {
+        if (!res.writableFinished) upstream.destroy();
+      });
+      // pipe, not pipeline: an upstream refusal must not destroy the client's socket.
+      if (method === "PUT") req.raw.pipe(upstream);
+      else upstream.end();
+    };
+
+  app.get<ShareRoute>("/sandboxes/:id/share/*", proxy("GET"));
+  app.put<ShareRoute>("/sandboxes/:id/share/*", proxy("PUT"));
+}
