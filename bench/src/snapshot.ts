@@ -208,7 +208,7 @@ export async function snapshotBenchMain(env: NodeJS.ProcessEnv, argv: readonly s
         const dir = join(stateDir, "snapshots", snap.snapshotId);
         const names = parseManifest(readFileSync(join(dir, "MANIFEST"))).map((f) => f.name);
         copy.push(await copyFloor(dir, names, join(scratch, String(i))));
-        const store = new SnapshotStore(join(stateDir, "snapshots"));
+        const store = new SnapshotStore(join(stateDir, "snapshots"), HOST_PATH);
         await sha256sum(dir, names); // warm the page cache for both
         for (let k = 0; k < 3; k++) {
           const t = performance.now();

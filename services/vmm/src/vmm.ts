@@ -30,7 +30,7 @@ export interface Vmm {
 /** The per-host VM manager: runtime, Connect API, tunnel, registration with the scheduler. */
 export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOverrides = {}): Promise<Vmm> {
   const runtime = overrides.runtime ?? (await selectRuntime(cfg, logger));
-  const snapshots = new SnapshotStore(cfg.snapshotsDir);
+  const snapshots = new SnapshotStore(cfg.snapshotsDir, cfg.hostPath);
   const ctx: VmmContext = {
     cfg,
     logger,

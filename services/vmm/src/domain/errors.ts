@@ -123,7 +123,8 @@ export function checkSandboxId(id: string): string {
   return id;
 }
 
-const SNAPSHOT_ID_RE = /^[a-z0-9_-]{1,64}$/;
+/** Snapshot ids, which also name their folders and archives. */
+export const SNAPSHOT_ID_RE = /^[a-z0-9_-]{1,64}$/;
 
 export function checkSnapshotId(id: string): string {
   if (!SNAPSHOT_ID_RE.test(id)) throw new InvalidArgumentError(`invalid snapshot id ${JSON.stringify(id)}`);

@@ -105,7 +105,11 @@ function parseMeta(bytes: Buffer): SnapshotMeta {
 export class SnapshotStore {
   private readonly locks = new KeyedSerial();
 
-  constructor(readonly root: string) {}
+  /** `hostPath`: the PATH for GNU tar (the vmm config's `hostPath`). */
+  constructor(
+    readonly root: string,
+    private readonly hostPath: string,
+  ) {}
 
   dirOf(id: string): string {
     return join(this.root, id);
@@ -134,7 +138,7 @@ export class SnapshotStore {
         let shareArchived = false;
         const rs = await runtime.snapshot(sandboxId, dir, {
           whileStopped: async (shareDir) => {
-            await tarCreate(shareDir, join(dir, SHARE_TAR));
+            await tarCreate(shareDir, join(dir, SHARE_TAR), this.hostPath);
             shareArchived = true;
           },
         });
@@ -251,7 +255,7 @@ export class SnapshotStore {
 
   /** Fills a new sandbox's (empty) share from a verified folder's share.tar. */
   extractShare(dir: string, shareDir: string): Promise<void> {
-    return tarExtract(join(dir, SHARE_TAR), shareDir);
+    return tarExtract(join(dir, SHARE_TAR), shareDir, this.hostPath);
   }
 
   /** Removes folder `id`; false when there was none. */

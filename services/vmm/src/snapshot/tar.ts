@@ -7,11 +7,12 @@ import { spawn } from "node:child_process";
  */
 const KEEP = ["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls"];
 
-function tar(args: string[]): Promise<void> {
+/** `hostPath`: the PATH host tools run with (the vmm config's `hostPath`). */
+function tar(args: string[], hostPath: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const p = spawn("tar", args, {
       stdio: ["ignore", "ignore", "pipe"],
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LC_ALL: "C" },
+      env: { PATH: hostPath, LC_ALL: "C" },
     });
     let err = "";
     p.stderr.on("data", (c: Buffer) => {
@@ -26,8 +27,8 @@ function tar(args: string[]): Promise<void> {
 }
 
 /** Archives the contents of `dir` (not the folder's own name) into `file`. */
-export function tarCreate(dir: string, file: string): Promise<void> {
-  return tar(["--create", "--file", file, ...KEEP, "--sparse", "--directory", dir, "."]);
+export function tarCreate(dir: string, file: string, hostPath: string): Promise<void> {
+  return tar(["--create", "--file", file, ...KEEP, "--sparse", "--directory", dir, "."], hostPath);
 }
 
 /**
@@ -36,15 +37,9 @@ export function tarCreate(dir: string, file: string): Promise<void> {
  * `..` are skipped, and links whose targets could be followed by later members are made as
  * placeholders until the end. The archive was checked against the signed listing before.
  */
-export function tarExtract(file: string, dir: string): Promise<void> {
-  return tar([
-    "--extract",
-    "--file",
-    file,
-    ...KEEP,
-    "--same-owner",
-    "--same-permissions",
-    "--directory",
-    dir,
-  ]);
+export function tarExtract(file: string, dir: string, hostPath: string): Promise<void> {
+  return tar(
+    ["--extract", "--file", file, ...KEEP, "--same-owner", "--same-permissions", "--directory", dir],
+    hostPath,
+  );
 }

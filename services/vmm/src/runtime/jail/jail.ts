@@ -364,7 +364,7 @@ export class JailRuntime implements Runtime {
       const wasPaused = jail.paused;
       if (!wasPaused) await jail.cgroup.freeze(this.freezeTimeoutMs);
       try {
-        await tarCreate(join(jail.dir, "upper"), join(destDir, DISK_TAR));
+        await tarCreate(join(jail.dir, "upper"), join(destDir, DISK_TAR), this.opts.hostPath);
         const info: JailSnapshotInfo = {
           runtime: "jail",
           templateId: jail.vm.templateId,
@@ -405,7 +405,7 @@ export class JailRuntime implements Runtime {
         `snapshot is of template '${info.templateId}', restore asked for '${spec.template.templateId}'`,
       );
     return this.launch(spec, {
-      upper: (upper) => tarExtract(join(snapshotDir, DISK_TAR), upper),
+      upper: (upper) => tarExtract(join(snapshotDir, DISK_TAR), upper, this.opts.hostPath),
       share: (share) => hooks.beforeStart(share),
     });
   }

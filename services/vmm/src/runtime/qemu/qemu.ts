@@ -337,11 +337,9 @@ export class QemuRuntime implements Runtime {
   }
 
   /** The VM's vsock backend (its host sockets `vhu.sock` and `vm.vsock` in `dir`). */
-  private startVsock(dir: string, cgroupProcs: readonly string[], binary?: string): Promise<Supervised> {
-    const bin = binary ?? findVsockBackend(this.opts.cacheDir, this.opts.vsockBackend);
-    if (!bin) throw new Error("qemu runtime: missing vhost-device-vsock");
+  private startVsock(dir: string, cgroupProcs: readonly string[], binary: string): Promise<Supervised> {
     return startVsockBackend({
-      binary: bin,
+      binary,
       socketPath: join(dir, "vhu.sock"),
       udsPath: join(dir, "vm.vsock"),
       logFile: join(dir, "vsock.log"),

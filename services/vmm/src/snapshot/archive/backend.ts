@@ -27,6 +27,3 @@ export interface ArchiveBackend {
 
 /** Called with every chunk's size as it is moved (for progress logs). */
 export type Progress = (bytes: number) => void;
-
-/** Archive names are snapshot ids: lower-case letters, digits, '_' and '-'. */
-export const ARCHIVE_ID_RE = /^[a-z0-9_-]{1,64}$/;

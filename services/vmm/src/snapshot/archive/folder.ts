@@ -1,8 +1,8 @@
 import { mkdir, rename, rm } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { InvalidArgumentError } from "../../domain/errors.js";
-import { ARCHIVE_ID_RE, type ArchiveBackend, type Progress } from "./backend.js";
+import { InvalidArgumentError, SNAPSHOT_ID_RE } from "../../domain/errors.js";
+import type { ArchiveBackend, Progress } from "./backend.js";
 import { copyFiles, fsync, isDir, plainFiles } from "./files.js";
 
 /** Suffix of a copy in progress; a snapshot id never holds a '.', so it never names an archive. */
@@ -44,7 +44,7 @@ export class FolderArchive implements ArchiveBackend {
     // URL parsing already folded any '..'; resolve makes the comparison exact.
     const dir = resolve(path);
     const id = basename(dir);
-    if (dirname(dir) !== this.root || !ARCHIVE_ID_RE.test(id))
+    if (dirname(dir) !== this.root || !SNAPSHOT_ID_RE.test(id))
       throw new InvalidArgumentError(`archive_uri ${JSON.stringify(uri)} is not inside this host's archive`);
     if (expectId !== undefined && id !== expectId)
       throw new InvalidArgumentError(

@@ -9,9 +9,9 @@ import {
   S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
-import { InvalidArgumentError } from "../../domain/errors.js";
+import { InvalidArgumentError, SNAPSHOT_ID_RE } from "../../domain/errors.js";
 import { MANIFEST_NAME, SNAPSHOT_FILE_NAME_RE } from "../manifest.js";
-import { ARCHIVE_ID_RE, type ArchiveBackend, type Progress } from "./backend.js";
+import type { ArchiveBackend, Progress } from "./backend.js";
 import { counting, plainFiles, writeNewFile } from "./files.js";
 
 export interface S3ArchiveOptions {
@@ -69,7 +69,7 @@ export class S3Archive implements ArchiveBackend {
   idOf(uri: string, expectId?: string): string {
     const head = `s3://${this.opts.bucket}/${this.opts.prefix}`;
     const id = uri.startsWith(head) ? uri.slice(head.length) : "";
-    if (!ARCHIVE_ID_RE.test(id))
+    if (!SNAPSHOT_ID_RE.test(id))
       throw new InvalidArgumentError(
         `archive_uri ${JSON.stringify(uri)} is not inside this host's archive (${head})`,
       );
