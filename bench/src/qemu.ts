@@ -23,6 +23,7 @@ import { Qmp } from "../../services/vmm/src/runtime/qemu/qmp.js";
 import { findVmImage } from "../../services/vmm/src/runtime/vm/image.js";
 import { fileContains } from "../../services/vmm/src/runtime/vm/process.js";
 import { agentRequest, waitForAgent } from "../../services/vmm/src/vsock/agent-http.js";
+import { cleanUpOnInterrupt } from "./interrupt.js";
 import { type Summary, summarize } from "./stats.js";
 
 export interface QemuBenchOptions {
@@ -266,12 +267,7 @@ export async function runQemuBench(
     await runtime.dispose();
     rmSync(stateDir, { recursive: true, force: true });
   };
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(`${sig}: removing VMs`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const release = cleanUpOnInterrupt(log, "removing VMs", cleanup);
 
   const bare: number[] = [];
   const bareStop: number[] = [];
@@ -356,8 +352,7 @@ export async function runQemuBench(
       );
     }
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    release();
     await cleanup();
   }
 

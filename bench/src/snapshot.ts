@@ -24,6 +24,7 @@ import pg from "pg";
 import { QemuRuntime } from "../../services/vmm/src/runtime/qemu/qemu.js";
 import { parseManifest } from "../../services/vmm/src/snapshot/manifest.js";
 import { SnapshotStore } from "../../services/vmm/src/snapshot/store.js";
+import { cleanUpOnInterrupt } from "./interrupt.js";
 import { accelFromEnv } from "./qemu.js";
 import { type Summary, summarize } from "./stats.js";
 
@@ -157,12 +158,7 @@ export async function snapshotBenchMain(env: NodeJS.ProcessEnv, argv: readonly s
     await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
     await c.end();
   };
-  const onSignal = (sig: NodeJS.Signals) => {
-    log(`${sig}: deleting sandboxes and snapshots`);
-    void teardown().finally(() => process.exit(130));
-  };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
+  const release = cleanUpOnInterrupt(log, "deleting sandboxes and snapshots", teardown);
 
   const create: number[] = [];
   const execRtt: number[] = [];
@@ -238,8 +234,7 @@ export async function snapshotBenchMain(env: NodeJS.ProcessEnv, argv: readonly s
       }
     }
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    release();
     await teardown();
   }
 
