@@ -72,7 +72,7 @@ export function configFromEnv(env: Env): SchedulerConfig {
     vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),
     snapshotUrl: httpUrl(r, "DNAH_SNAPSHOT_URL", "http://127.0.0.1:7003"),
     snapshotCallTimeoutMs: r.int("DNAH_SNAPSHOT_CALL_TIMEOUT_MS", 120_000, 1),
-    reaperIntervalMs: r.int("DNAH_REAPER_INTERVAL_MS", 10_000, 10),
+    reaperIntervalMs: r.int("DNAH_REAPER_INTERVAL_MS", 1_000, 10),
     reaperLeaseMs: r.int("DNAH_REAPER_LEASE_MS", 600_000, 1_000),
     reaperBatch: r.int("DNAH_REAPER_BATCH", 20, 1, 1_000),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 30_000, 0),

@@ -122,7 +122,11 @@ export function stopSandbox(ctx: Context, c: ReaperClaim, nowMs: number): Promis
     let out: OpOutcome = { done: false, why: `it is ${cur.state}` };
     if (cur.state === "running" && dueOp({ ...cur.lifecycle, ...cur }, nowMs) === "stop") {
       const idleMin = Math.floor((nowMs - cur.lastActivityAt.getTime()) / 60_000);
-      const detail = `idle ${idleMin} min (auto-stop ${cur.lifecycle.autoStopMinutes} min)`;
+      const { expiresAt, autoStopMinutes } = cur.lifecycle;
+      const detail =
+        expiresAt !== null && nowMs >= expiresAt.getTime()
+          ? `deadline ${expiresAt.toISOString()} passed`
+          : `idle ${idleMin} min (auto-stop ${autoStopMinutes} min)`;
       await pauseLocked(ctx, tx, cur, "reaper", detail);
       out = { done: true, detail };
     } else if (cur.state === "running") out = { done: false, why: "no longer idle" };
@@ -248,11 +252,13 @@ export async function deleteByReaper(ctx: Context, c: ReaperClaim): Promise<OpOu
   await destroy(ctx, row, row.hostLive);
   const l = c.lifecycle;
   const detail =
-    c.state === "archived"
-      ? `archived for ${l.autoDeleteDays} d`
-      : c.state === "paused"
-        ? `stopped for ${l.autoDeleteDays} d`
-        : "delete resumed";
+    c.state === "running"
+      ? `deadline ${l.expiresAt?.toISOString() ?? ""} passed`
+      : c.state === "paused" && l.deleteOnStop
+        ? "delete on stop"
+        : c.state === "archived" || c.state === "paused"
+          ? `${c.state === "archived" ? "archived" : "stopped"}; auto-delete ${l.autoDeleteDays} d${l.clock === "last_activity" ? " after the last activity" : ""}`
+          : "delete resumed";
   await insertEvent(ctx.db, {
     sandboxId: c.id,
     kind: "deleted",
@@ -314,16 +320,34 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
       detail: `${snap.sizeBytes} bytes from ${cur.archiveUri}`,
     });
     try {
-      const res = await ctx
+      const stream = ctx
         .vmm(cur.vmmUrl)
         .unarchiveSnapshot(
           { snapshotId: snap.id, archiveUri: cur.archiveUri! },
           { timeoutMs: ctx.cfg.snapshotCallTimeoutMs },
         );
-      ctx.logger.info(
-        { ...fields, sizeBytes: Number(res.sizeBytes), copyMs: res.durationMs },
-        "archive copied back",
-      );
+      // Progress as events a caller can list while the resume runs: every tenth.
+      let reportedTenth = 0;
+      for await (const m of stream) {
+        if (m.done) {
+          ctx.logger.info(
+            { ...fields, sizeBytes: Number(m.sizeBytes), copyMs: m.durationMs },
+            "archive copied back",
+          );
+          break;
+        }
+        const tenth = m.totalBytes === 0n ? 0 : Number((m.copiedBytes * 10n) / m.totalBytes);
+        if (tenth <= reportedTenth || tenth >= 10) continue;
+        reportedTenth = tenth;
+        await insertEvent(ctx.db, {
+          sandboxId: id,
+          kind: "unarchiving",
+          fromState: "archived",
+          toState: "archived",
+          actor: "api",
+          detail: `${tenth * 10}% (${m.copiedBytes} of ${m.totalBytes} bytes)`,
+        });
+      }
     } catch (err) {
       // A copy left by an earlier attempt is as good: RestoreVm checks every file of it.
       if (ConnectError.from(err).code !== Code.AlreadyExists)

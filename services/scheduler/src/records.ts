@@ -1,6 +1,9 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  ExpireAction,
+  LifecycleClock,
+  type LifecycleSchema,
   LifecycleType,
   type SandboxEventSchema,
   type SandboxRecordSchema,
@@ -8,7 +11,11 @@ import {
   type SnapshotRecordSchema,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { SandboxEventRow, SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
-import type { LifecycleType as LifecycleTypeName } from "./domain/lifecycle.js";
+import type {
+  LifecycleOverrides,
+  LifecycleSettings,
+  LifecycleType as LifecycleTypeName,
+} from "./domain/lifecycle.js";
 
 export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecordSchema> {
   return {
@@ -25,14 +32,53 @@ export function toRecord(row: SandboxRow): MessageInitShape<typeof SandboxRecord
     runtime: row.runtime,
     ...(row.pausedAt !== null ? { pausedAt: timestampFromDate(row.pausedAt) } : {}),
     sourceSnapshotId: row.sourceSnapshotId ?? "",
-    lifecycle: {
-      type: row.lifecycle.type === "ephemeral" ? LifecycleType.EPHEMERAL : LifecycleType.PERSISTENT,
-      autoStopMinutes: row.lifecycle.autoStopMinutes,
-      autoArchiveDays: row.lifecycle.autoArchiveDays,
-      autoDeleteDays: row.lifecycle.autoDeleteDays,
-    },
+    lifecycle: toLifecycleRecord(row.lifecycle),
     lastActivityAt: timestampFromDate(row.lastActivityAt),
     ...(row.archivedAt !== null ? { archivedAt: timestampFromDate(row.archivedAt) } : {}),
+  };
+}
+
+function toLifecycleRecord(l: LifecycleSettings): MessageInitShape<typeof LifecycleSchema> {
+  return {
+    type: l.type === "ephemeral" ? LifecycleType.EPHEMERAL : LifecycleType.PERSISTENT,
+    autoStopMinutes: l.autoStopMinutes,
+    autoArchiveDays: l.autoArchiveDays,
+    autoDeleteDays: l.autoDeleteDays,
+    clock: l.clock === "last_activity" ? LifecycleClock.LAST_ACTIVITY : LifecycleClock.STATE_CHANGE,
+    deleteOnStop: l.deleteOnStop,
+    ...(l.expiresAt !== null ? { expiresAt: timestampFromDate(l.expiresAt) } : {}),
+    onExpire: l.onExpire === "stop" ? ExpireAction.STOP : ExpireAction.DELETE,
+  };
+}
+
+/** The explicit lifecycle values of a create or update request (unset fields stay unset). */
+export function lifecycleOverridesOf(req: {
+  autoStopMinutes?: number | undefined;
+  autoArchiveDays?: number | undefined;
+  autoDeleteDays?: number | undefined;
+  clock?: LifecycleClock | undefined;
+  deleteOnStop?: boolean | undefined;
+  expiresInSeconds?: number | undefined;
+  onExpire?: ExpireAction | undefined;
+}): LifecycleOverrides {
+  return {
+    autoStopMinutes: req.autoStopMinutes,
+    autoArchiveDays: req.autoArchiveDays,
+    autoDeleteDays: req.autoDeleteDays,
+    clock:
+      req.clock === undefined || req.clock === LifecycleClock.UNSPECIFIED
+        ? undefined
+        : req.clock === LifecycleClock.LAST_ACTIVITY
+          ? "last_activity"
+          : "state_change",
+    deleteOnStop: req.deleteOnStop,
+    expiresInSeconds: req.expiresInSeconds,
+    onExpire:
+      req.onExpire === undefined || req.onExpire === ExpireAction.UNSPECIFIED
+        ? undefined
+        : req.onExpire === ExpireAction.STOP
+          ? "stop"
+          : "delete",
   };
 }
 

@@ -13,7 +13,7 @@ it("has documented defaults and is frozen", () => {
   assert.equal(cfg.poolRefillIntervalMs, 500);
   assert.equal(cfg.snapshotUrl, "http://127.0.0.1:7003");
   assert.equal(cfg.snapshotCallTimeoutMs, 120_000);
-  assert.equal(cfg.reaperIntervalMs, 10_000);
+  assert.equal(cfg.reaperIntervalMs, 1_000);
   assert.equal(cfg.reaperLeaseMs, 600_000);
   assert.equal(cfg.reaperBatch, 20);
   assert.ok(Object.isFrozen(cfg));

@@ -9,7 +9,13 @@ import { fileURLToPath } from "node:url";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { type Client, Code } from "@connectrpc/connect";
 import { createServiceClient, type Db, openDb } from "@dnah/platform";
-import { LifecycleType, SandboxState, SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import {
+  ExpireAction,
+  LifecycleClock,
+  LifecycleType,
+  SandboxState,
+  SchedulerService,
+} from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { createScheduler, type Scheduler } from "../src/index.js";
@@ -204,6 +210,93 @@ describe("scheduler lifecycle reaper", () => {
     assert.equal(readFileSync(shareFile(id), "utf8"), "kept through a stop\n");
     assert.deepEqual(await kinds(id), ["created", "stopped", "resumed"]);
     await client.deleteSandbox({ sandboxId: id }, long);
+  });
+
+  it("E2B's deadline: deletes or stops (autoPause) whatever the activity; a pause clears it; UpdateLifecycle moves it", async () => {
+    nowMs = Date.now();
+    const t0 = nowMs;
+    const mk = async (onExpire: ExpireAction) => {
+      const { sandbox } = await client.createSandbox(
+        { templateId: "base", expiresInSeconds: 300, onExpire },
+        long,
+      );
+      made.push(sandbox!.sandboxId);
+      return sandbox!;
+    };
+    const killed = await mk(ExpireAction.DELETE);
+    const paused = await mk(ExpireAction.STOP);
+    assert.equal(killed.lifecycle?.expiresAt?.seconds, BigInt(Math.floor((t0 + 300_000) / 1000)));
+    assert.equal(paused.lifecycle?.onExpire, ExpireAction.STOP);
+    // Busy all along: activity does not move a deadline.
+    nowMs = t0 + 299_000;
+    await client.recordActivity({
+      marks: [killed, paused].map((x) => ({ sandboxId: x.sandboxId, at: timestampFromMs(nowMs) })),
+    });
+    assert.deepEqual(await a.reaper.runOnce(), { stop: 0, archive: 0, delete: 0, failed: 0 });
+    // setTimeout: a new deadline from now.
+    const { sandbox: moved } = await client.updateLifecycle({
+      sandboxId: killed.sandboxId,
+      expiresInSeconds: 60,
+    });
+    assert.equal(moved!.lifecycle?.expiresAt?.seconds, BigInt(Math.floor((nowMs + 60_000) / 1000)));
+    nowMs = t0 + 301_000;
+    assert.deepEqual(await a.reaper.runOnce(), { stop: 1, archive: 0, delete: 0, failed: 0 });
+    const p = await get(paused.sandboxId);
+    assert.equal(p.state, SandboxState.PAUSED);
+    assert.equal(p.lifecycle?.expiresAt, undefined, "a pause clears the deadline");
+    assert.match((await events(paused.sandboxId)).at(-1)!.detail, /^deadline .* passed$/);
+    assert.equal((await get(killed.sandboxId)).state, SandboxState.RUNNING, "moved by UpdateLifecycle");
+    nowMs += 60_000;
+    assert.deepEqual(await a.reaper.runOnce(), { stop: 0, archive: 0, delete: 1, failed: 0 });
+    await assert.rejects(get(killed.sandboxId), connectError(Code.NotFound));
+    assert.equal(await vmOf(killed.sandboxId), undefined);
+    // 0 removes a deadline.
+    await client.resumeSandbox({ sandboxId: paused.sandboxId });
+    await client.updateLifecycle({ sandboxId: paused.sandboxId, expiresInSeconds: 1 });
+    const { sandbox: cleared } = await client.updateLifecycle({
+      sandboxId: paused.sandboxId,
+      expiresInSeconds: 0,
+    });
+    assert.equal(cleared!.lifecycle?.expiresAt, undefined);
+    nowMs += DAY;
+    assert.deepEqual(await a.reaper.runOnce(), { stop: 0, archive: 0, delete: 0, failed: 0 });
+    await client.deleteSandbox({ sandboxId: paused.sandboxId }, long);
+  });
+
+  it("Daytona's rules: delete on stop, and archive/delete counted from the last activity", async () => {
+    nowMs = Date.now();
+    const t0 = nowMs;
+    const daytona = {
+      type: LifecycleType.PERSISTENT,
+      clock: LifecycleClock.LAST_ACTIVITY,
+      autoStopMinutes: 15,
+    };
+    const { sandbox: eph } = await client.createSandbox(
+      { templateId: "base", ...daytona, autoArchiveDays: 30, deleteOnStop: true },
+      long,
+    );
+    const { sandbox: kept } = await client.createSandbox(
+      { templateId: "base", ...daytona, autoArchiveDays: 120 / 1440, autoDeleteDays: 240 / 1440 },
+      long,
+    );
+    made.push(eph!.sandboxId, kept!.sandboxId);
+    assert.equal(kept!.lifecycle?.autoArchiveDays, 120 / 1440);
+    assert.equal(kept!.lifecycle?.clock, LifecycleClock.LAST_ACTIVITY);
+    nowMs = t0 + 16 * MIN;
+    assert.equal((await a.reaper.runOnce()).stop, 2);
+    // Delete on stop: the next pass deletes it.
+    assert.equal((await a.reaper.runOnce()).delete, 1);
+    await assert.rejects(get(eph!.sandboxId), connectError(Code.NotFound));
+    assert.equal((await events(eph!.sandboxId)).at(-1)!.detail, "delete on stop");
+    // Archive 120 min after the last activity (not after the stop at 16 min).
+    nowMs = t0 + 119 * MIN;
+    assert.equal((await a.reaper.runOnce()).archive, 0);
+    nowMs = t0 + 121 * MIN;
+    assert.equal((await a.reaper.runOnce()).archive, 1);
+    assert.equal((await get(kept!.sandboxId)).state, SandboxState.ARCHIVED);
+    nowMs = t0 + 241 * MIN;
+    assert.equal((await a.reaper.runOnce()).delete, 1);
+    await assert.rejects(get(kept!.sandboxId), connectError(Code.NotFound));
   });
 
   it("archives a stopped sandbox; ResumeSandbox brings it back under the same id", async () => {

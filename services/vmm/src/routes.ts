@@ -30,6 +30,23 @@ function edge<A extends unknown[], R>(ctx: VmmContext, name: string, fn: (...a: 
   };
 }
 
+/** edge for a server-streaming handler: errors thrown while streaming are mapped the same way. */
+function edgeStream<A extends unknown[], R>(
+  ctx: VmmContext,
+  name: string,
+  fn: (...a: A) => AsyncIterable<R>,
+) {
+  return async function* (...a: A): AsyncGenerator<R> {
+    try {
+      yield* fn(...a);
+    } catch (err) {
+      const ce = toConnectError(err);
+      if (ce.code === 13) ctx.logger.error({ rpc: name, err }, "internal error");
+      throw ce;
+    }
+  };
+}
+
 export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
   return {
     createVm: edge(ctx, "CreateVm", (req) => createVm(ctx, req)),
@@ -44,7 +61,7 @@ export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
     restoreVm: edge(ctx, "RestoreVm", (req) => restoreVm(ctx, req)),
     deleteSnapshot: edge(ctx, "DeleteSnapshot", (req) => deleteSnapshot(ctx, req)),
     archiveSnapshot: edge(ctx, "ArchiveSnapshot", (req) => archiveSnapshot(ctx, req)),
-    unarchiveSnapshot: edge(ctx, "UnarchiveSnapshot", (req) => unarchiveSnapshot(ctx, req)),
+    unarchiveSnapshot: edgeStream(ctx, "UnarchiveSnapshot", (req) => unarchiveSnapshot(ctx, req)),
     deleteArchive: edge(ctx, "DeleteArchive", (req) => deleteArchive(ctx, req)),
   };
 }

@@ -19,6 +19,7 @@ import S3rver from "s3rver";
 import { configFromEnv, createVmm, type Vmm } from "../src/index.js";
 import { S3Archive } from "../src/snapshot/archive/s3.js";
 import { agentRequest } from "../src/vsock/agent-http.js";
+import { unarchive } from "./unarchive.js";
 
 /**
  * Archive storage in an S3-compatible bucket, through the vmm's Connect API with the jail
@@ -138,7 +139,7 @@ describe("vmm archive storage in an S3-compatible bucket", () => {
     assert.equal(again.sizeBytes, res.sizeBytes);
 
     // Back, byte for byte, and RestoreVm verifies and starts it.
-    await client.unarchiveSnapshot({ snapshotId: "s3a", archiveUri: res.archiveUri }, long);
+    await unarchive(client, { snapshotId: "s3a", archiveUri: res.archiveUri }, long);
     assert.deepEqual(contents(local), before);
     const clone = `c${suffix}`;
     const restored = await client.restoreVm(
@@ -158,7 +159,7 @@ describe("vmm archive storage in an S3-compatible bucket", () => {
     const { archiveUri } = await client.archiveSnapshot({ snapshotId: "s3b" }, long);
     await s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}s3b/MANIFEST` }));
     await assert.rejects(
-      client.unarchiveSnapshot({ snapshotId: "s3b", archiveUri }, long),
+      unarchive(client, { snapshotId: "s3b", archiveUri }, long),
       rejectsWith(Code.NotFound, /neither on this host nor in its archive/),
     );
     assert.equal(existsSync(`${stateDir}/snapshots/s3b`), false, "nothing half-copied is left");
@@ -169,7 +170,7 @@ describe("vmm archive storage in an S3-compatible bucket", () => {
       `file://${stateDir}/archive/s3b`,
     ])
       await assert.rejects(
-        client.unarchiveSnapshot({ snapshotId: "s3b", archiveUri: uri }, long),
+        unarchive(client, { snapshotId: "s3b", archiveUri: uri }, long),
         rejectsWith(Code.InvalidArgument),
       );
     await client.deleteArchive({ archiveUri });
@@ -185,7 +186,7 @@ describe("vmm archive storage in an S3-compatible bucket", () => {
     );
     body[Math.floor(body.length / 2)]! ^= 0x01;
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
-    await client.unarchiveSnapshot({ snapshotId: "s3c", archiveUri }, long);
+    await unarchive(client, { snapshotId: "s3c", archiveUri }, long);
     await assert.rejects(
       client.restoreVm({ snapshotId: "s3c", sandboxId: `t${suffix}`, ...signed.get("s3c")! }, long),
       rejectsWith(Code.FailedPrecondition, /disk\.tar: changed \(sha256 differs\)/),

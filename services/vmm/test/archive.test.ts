@@ -17,6 +17,7 @@ import { createServiceClient, silentLogger } from "@dnah/platform";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { configFromEnv, createVmm, type Vmm } from "../src/index.js";
 import { agentRequest } from "../src/vsock/agent-http.js";
+import { unarchive } from "./unarchive.js";
 
 const code = (e: unknown) => ConnectError.from(e).code;
 const rejectsWith = (c: Code, message?: RegExp) => (e: unknown) => {
@@ -135,7 +136,7 @@ describe("vmm archive storage (folder) with the jail runtime", () => {
     ];
     for (const uri of bad) {
       await assert.rejects(
-        client.unarchiveSnapshot({ snapshotId: "arch1", archiveUri: uri }),
+        unarchive(client, { snapshotId: "arch1", archiveUri: uri }),
         rejectsWith(Code.InvalidArgument),
         uri,
       );
@@ -143,11 +144,11 @@ describe("vmm archive storage (folder) with the jail runtime", () => {
     }
     // The URI must hold the snapshot it is asked for.
     await assert.rejects(
-      client.unarchiveSnapshot({ snapshotId: "arch2", archiveUri: `file://${archiveDir}/arch1` }),
+      unarchive(client, { snapshotId: "arch2", archiveUri: `file://${archiveDir}/arch1` }),
       rejectsWith(Code.InvalidArgument, /does not hold snapshot 'arch2'/),
     );
     await assert.rejects(
-      client.unarchiveSnapshot({ snapshotId: "gone", archiveUri: `file://${archiveDir}/gone` }),
+      unarchive(client, { snapshotId: "gone", archiveUri: `file://${archiveDir}/gone` }),
       rejectsWith(Code.NotFound),
     );
     assert.ok(existsSync(`${archiveDir}/arch1`), "nothing was removed");
@@ -156,12 +157,26 @@ describe("vmm archive storage (folder) with the jail runtime", () => {
   test("UnarchiveSnapshot brings the files back and RestoreVm verifies and starts them", async () => {
     const uri = `file://${archiveDir}/arch1`;
     const archived = contents(`${archiveDir}/arch1`);
-    const res = await client.unarchiveSnapshot({ snapshotId: "arch1", archiveUri: uri }, long);
-    assert.equal(res.sizeBytes, stored(`${archiveDir}/arch1`));
+    const messages = await unarchive(client, { snapshotId: "arch1", archiveUri: uri }, long);
+    const size = stored(`${archiveDir}/arch1`);
+    const res = messages.at(-1)!;
+    assert.equal(res.done, true);
+    assert.equal(res.sizeBytes, size);
+    // Progress first: from 0 of the total, never backwards, then the totals.
+    assert.deepEqual(
+      [messages[0]!.copiedBytes, messages[0]!.totalBytes, messages[0]!.done],
+      [0n, size, false],
+    );
+    const copied = messages.map((m) => m.copiedBytes);
+    assert.deepEqual(
+      copied,
+      [...copied].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+    );
+    assert.equal(res.copiedBytes, size);
     assert.deepEqual(contents(`${snapshots}/arch1`), archived);
     assert.equal(existsSync(`${snapshots}/arch1.partial`), false);
     await assert.rejects(
-      client.unarchiveSnapshot({ snapshotId: "arch1", archiveUri: uri }),
+      unarchive(client, { snapshotId: "arch1", archiveUri: uri }),
       rejectsWith(Code.AlreadyExists),
     );
     const clone = `r${suffix}`;
@@ -181,7 +196,7 @@ describe("vmm archive storage (folder) with the jail runtime", () => {
     const bytes = readFileSync(f);
     bytes[bytes.length - 1] = (bytes[bytes.length - 1]! + 1) % 256;
     writeFileSync(f, bytes);
-    await client.unarchiveSnapshot({ snapshotId: "arch2", archiveUri: uri }, long);
+    await unarchive(client, { snapshotId: "arch2", archiveUri: uri }, long);
     const victim = `t${suffix}`;
     await assert.rejects(
       client.restoreVm({ snapshotId: "arch2", sandboxId: victim, ...signed.get("arch2")! }, long),

@@ -3,8 +3,10 @@ import {
   ArchiveSandboxRequestSchema,
   CreateSandboxRequestSchema,
   DeleteSandboxRequestSchema,
+  ExpireAction,
   GetSandboxMetricsRequestSchema,
   GetSandboxRequestSchema,
+  LifecycleClock,
   LifecycleType,
   ListSandboxEventsRequestSchema,
   ListSandboxesRequestSchema,
@@ -42,16 +44,60 @@ const LIFECYCLE_TYPES: Readonly<Record<string, LifecycleType>> = {
   persistent: LifecycleType.PERSISTENT,
   ephemeral: LifecycleType.EPHEMERAL,
 };
-const LIFECYCLE_FIELDS = ["autoStopMinutes", "autoArchiveDays", "autoDeleteDays"] as const;
+const LIFECYCLE_FIELDS = [
+  "autoStopMinutes",
+  "autoArchiveDays",
+  "autoDeleteDays",
+  "clock",
+  "deleteOnStop",
+  "expiresInSeconds",
+  "onExpire",
+] as const;
+const CLOCKS: Readonly<Record<string, LifecycleClock>> = {
+  state_change: LifecycleClock.STATE_CHANGE,
+  last_activity: LifecycleClock.LAST_ACTIVITY,
+};
+const EXPIRE_ACTIONS: Readonly<Record<string, ExpireAction>> = {
+  delete: ExpireAction.DELETE,
+  stop: ExpireAction.STOP,
+};
 
-/** The explicit lifecycle values of a body (integers ≥ 0; the scheduler checks the upper bounds). */
-function lifecycleValues(body: Json): Partial<Record<(typeof LIFECYCLE_FIELDS)[number], number>> {
-  const out: Partial<Record<(typeof LIFECYCLE_FIELDS)[number], number>> = {};
-  for (const f of LIFECYCLE_FIELDS) {
-    const v = optUint32(body, f);
-    if (v !== undefined) out[f] = v;
-  }
-  return out;
+/** One of a table's names, as its enum value. */
+function optEnum<T>(body: Json, key: string, table: Readonly<Record<string, T>>): T | undefined {
+  const name = optString(body, key);
+  if (name === undefined) return undefined;
+  const v = table[name];
+  if (v === undefined)
+    throw new InvalidArgumentError(`'${key}' must be one of ${Object.keys(table).join(", ")}`);
+  return v;
+}
+
+/** A number of days ≥ 0, fractions allowed (the scheduler checks the upper bound). */
+function optDays(body: Json, key: string): number | undefined {
+  const v = body[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || v < 0)
+    throw new InvalidArgumentError(`'${key}' must be a number of days, 0 (never) or more`);
+  return v;
+}
+
+/** The explicit lifecycle values of a body (the scheduler checks the upper bounds). */
+function lifecycleValues(body: Json) {
+  const deleteOnStop = body.deleteOnStop;
+  if (deleteOnStop !== undefined && typeof deleteOnStop !== "boolean")
+    throw new InvalidArgumentError("'deleteOnStop' must be a boolean");
+  const values = {
+    autoStopMinutes: optUint32(body, "autoStopMinutes"),
+    autoArchiveDays: optDays(body, "autoArchiveDays"),
+    autoDeleteDays: optDays(body, "autoDeleteDays"),
+    clock: optEnum(body, "clock", CLOCKS),
+    deleteOnStop,
+    expiresInSeconds: optUint32(body, "expiresInSeconds"),
+    onExpire: optEnum(body, "onExpire", EXPIRE_ACTIONS),
+  };
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as Partial<
+    typeof values
+  >;
 }
 
 function lifecycleType(body: Json): LifecycleType {

@@ -1,7 +1,9 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import {
+  ExpireAction,
   type FileEntry,
   type ForkResult,
+  LifecycleClock,
   LifecycleType,
   type Sandbox,
   type SandboxEvent,
@@ -31,6 +33,12 @@ export function sandboxJson(s: Sandbox) {
       autoStopMinutes: s.lifecycle?.autoStopMinutes ?? 0,
       autoArchiveDays: s.lifecycle?.autoArchiveDays ?? 0,
       autoDeleteDays: s.lifecycle?.autoDeleteDays ?? 0,
+      /** What archive and delete count from: "state_change" or "last_activity" (Daytona's rule). */
+      clock: s.lifecycle?.clock === LifecycleClock.LAST_ACTIVITY ? "last_activity" : "state_change",
+      deleteOnStop: s.lifecycle?.deleteOnStop ?? false,
+      /** A running sandbox's deadline whatever its activity (E2B's timeout); null for none. */
+      expiresAt: iso(s.lifecycle?.expiresAt),
+      onExpire: s.lifecycle?.onExpire === ExpireAction.STOP ? "stop" : "delete",
     },
     /** The last working call (the idle clock of auto-stop). */
     lastActivityAt: iso(s.lastActivityAt),

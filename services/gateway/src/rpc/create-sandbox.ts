@@ -7,7 +7,7 @@ import {
 import { TemplateNotFoundError } from "../errors.js";
 import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
 import type { CallOptions, RpcDeps } from "./deps.js";
-import { toSandbox, toSchedulerLifecycleType } from "./sandbox-view.js";
+import { schedulerLifecycleValues, toSandbox, toSchedulerLifecycleType } from "./sandbox-view.js";
 import { checkEnvVars, checkMetadata, checkTemplateId } from "./validate.js";
 
 export const DEFAULT_TEMPLATE_ID = "base";
@@ -34,9 +34,7 @@ export async function createSandbox(
         metadata: req.metadata,
         envVars: req.envVars,
         type: toSchedulerLifecycleType(req.type),
-        ...(req.autoStopMinutes !== undefined ? { autoStopMinutes: req.autoStopMinutes } : {}),
-        ...(req.autoArchiveDays !== undefined ? { autoArchiveDays: req.autoArchiveDays } : {}),
-        ...(req.autoDeleteDays !== undefined ? { autoDeleteDays: req.autoDeleteDays } : {}),
+        ...schedulerLifecycleValues(req),
       },
       { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
     );

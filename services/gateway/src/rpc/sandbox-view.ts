@@ -1,5 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import {
+  type ExpireAction,
+  type LifecycleClock,
   LifecycleType,
   type Sandbox,
   type SandboxEvent,
@@ -9,6 +11,8 @@ import {
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import {
   type SandboxRecord,
+  type ExpireAction as SchedulerExpireAction,
+  type LifecycleClock as SchedulerLifecycleClock,
   LifecycleType as SchedulerLifecycleType,
   type SandboxEvent as SchedulerSandboxEvent,
   SandboxState as SchedulerSandboxState,
@@ -29,6 +33,27 @@ const LIFECYCLE_TYPES: Readonly<Record<SchedulerLifecycleType, LifecycleType>> =
   [SchedulerLifecycleType.PERSISTENT]: LifecycleType.PERSISTENT,
   [SchedulerLifecycleType.EPHEMERAL]: LifecycleType.EPHEMERAL,
 };
+
+/** The explicit lifecycle values of a public create or update request, for the scheduler's. */
+export function schedulerLifecycleValues(req: {
+  autoStopMinutes?: number | undefined;
+  autoArchiveDays?: number | undefined;
+  autoDeleteDays?: number | undefined;
+  clock?: LifecycleClock | undefined;
+  deleteOnStop?: boolean | undefined;
+  expiresInSeconds?: number | undefined;
+  onExpire?: ExpireAction | undefined;
+}) {
+  return {
+    ...(req.autoStopMinutes !== undefined ? { autoStopMinutes: req.autoStopMinutes } : {}),
+    ...(req.autoArchiveDays !== undefined ? { autoArchiveDays: req.autoArchiveDays } : {}),
+    ...(req.autoDeleteDays !== undefined ? { autoDeleteDays: req.autoDeleteDays } : {}),
+    ...(req.clock !== undefined ? { clock: req.clock as number as SchedulerLifecycleClock } : {}),
+    ...(req.deleteOnStop !== undefined ? { deleteOnStop: req.deleteOnStop } : {}),
+    ...(req.expiresInSeconds !== undefined ? { expiresInSeconds: req.expiresInSeconds } : {}),
+    ...(req.onExpire !== undefined ? { onExpire: req.onExpire as number as SchedulerExpireAction } : {}),
+  };
+}
 
 /** The scheduler's preset for a public one (unspecified stays unspecified: persistent there). */
 export function toSchedulerLifecycleType(t: LifecycleType): SchedulerLifecycleType {
@@ -66,6 +91,11 @@ export function toSandbox(r: SandboxRecord): Sandbox {
             autoStopMinutes: r.lifecycle.autoStopMinutes,
             autoArchiveDays: r.lifecycle.autoArchiveDays,
             autoDeleteDays: r.lifecycle.autoDeleteDays,
+            // The scheduler's enums number their values as the public ones do.
+            clock: r.lifecycle.clock as number as LifecycleClock,
+            deleteOnStop: r.lifecycle.deleteOnStop,
+            ...(r.lifecycle.expiresAt !== undefined ? { expiresAt: r.lifecycle.expiresAt } : {}),
+            onExpire: r.lifecycle.onExpire as number as ExpireAction,
           },
         }
       : {}),

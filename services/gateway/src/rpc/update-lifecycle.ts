@@ -7,7 +7,7 @@ import {
 import { InvalidArgumentError, SandboxNotFoundError } from "../errors.js";
 import { fromScheduler, SCHEDULER_TIMEOUT_MS } from "../sandbox/scheduler.js";
 import type { CallOptions, RpcDeps } from "./deps.js";
-import { toSandbox } from "./sandbox-view.js";
+import { schedulerLifecycleValues, toSandbox } from "./sandbox-view.js";
 import { checkSandboxId } from "./validate.js";
 
 /**
@@ -21,20 +21,17 @@ export async function updateLifecycle(
   opts: CallOptions = {},
 ): Promise<UpdateLifecycleResponse> {
   checkSandboxId(req.sandboxId);
-  if (
-    req.autoStopMinutes === undefined &&
-    req.autoArchiveDays === undefined &&
-    req.autoDeleteDays === undefined
-  )
-    throw new InvalidArgumentError("give at least one of autoStopMinutes, autoArchiveDays, autoDeleteDays");
+  const values = schedulerLifecycleValues(req);
+  if (Object.keys(values).length === 0)
+    throw new InvalidArgumentError(
+      "give at least one of autoStopMinutes, autoArchiveDays, autoDeleteDays, clock, deleteOnStop, expiresInSeconds, onExpire",
+    );
   let res: Awaited<ReturnType<RpcDeps["scheduler"]["updateLifecycle"]>>;
   try {
     res = await deps.scheduler.updateLifecycle(
       {
         sandboxId: req.sandboxId,
-        ...(req.autoStopMinutes !== undefined ? { autoStopMinutes: req.autoStopMinutes } : {}),
-        ...(req.autoArchiveDays !== undefined ? { autoArchiveDays: req.autoArchiveDays } : {}),
-        ...(req.autoDeleteDays !== undefined ? { autoDeleteDays: req.autoDeleteDays } : {}),
+        ...values,
       },
       { timeoutMs: SCHEDULER_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
     );

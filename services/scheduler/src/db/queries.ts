@@ -1,5 +1,13 @@
 import type { Db } from "@dnah/platform";
-import type { EventKind, LifecycleSettings, LifecycleType, ReaperOp } from "../domain/lifecycle.js";
+import {
+  type EventKind,
+  type ExpireAction,
+  type LifecycleClock,
+  type LifecycleSettings,
+  type LifecycleType,
+  PRESETS,
+  type ReaperOp,
+} from "../domain/lifecycle.js";
 
 /** Anything that runs SQL: the pool or a transaction. */
 export type Queryable = Pick<Db, "query">;
@@ -70,8 +78,8 @@ const OCCUPYING = "('starting', 'running', 'paused', 'deleting')";
 
 const SANDBOX_COLUMNS = `s.id, s.template_id, s.host_id, h.vmm_url, s.state, s.pooled, s.metadata, s.env_vars,
   s.cpu_count, s.memory_mib, s.runtime, s.created_at, s.paused_at, s.source_snapshot_id, s.lifecycle_type,
-  s.auto_stop_minutes, s.auto_archive_days, s.auto_delete_days, s.last_activity_at, s.archived_at,
-  s.archive_snapshot_id, s.archive_uri, s.reaper_op, s.reaper_op_at`;
+  s.auto_stop_minutes, s.auto_archive_days, s.auto_delete_days, s.lifecycle_clock, s.delete_on_stop,
+  s.expires_at, s.on_expire, s.last_activity_at, s.archived_at, s.archive_snapshot_id, s.archive_uri, s.reaper_op, s.reaper_op_at`;
 
 interface RawSandbox {
   id: string;
@@ -92,6 +100,10 @@ interface RawSandbox {
   auto_stop_minutes: number;
   auto_archive_days: number;
   auto_delete_days: number;
+  lifecycle_clock: LifecycleClock;
+  delete_on_stop: boolean;
+  expires_at: Date | null;
+  on_expire: ExpireAction;
   last_activity_at: Date;
   archived_at: Date | null;
   archive_snapshot_id: string | null;
@@ -121,6 +133,10 @@ function toSandbox(r: RawSandbox): SandboxRow {
       autoStopMinutes: r.auto_stop_minutes,
       autoArchiveDays: r.auto_archive_days,
       autoDeleteDays: r.auto_delete_days,
+      clock: r.lifecycle_clock,
+      deleteOnStop: r.delete_on_stop,
+      expiresAt: r.expires_at,
+      onExpire: r.on_expire,
     },
     lastActivityAt: r.last_activity_at,
     archivedAt: r.archived_at,
@@ -273,8 +289,9 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
   const { rows } = await db.query<RawSandbox>(
     `WITH s AS (
        INSERT INTO sandboxes (id, template_id, host_id, state, pooled, metadata, env_vars, cpu_count, memory_mib, runtime,
-                              source_snapshot_id, lifecycle_type, auto_stop_minutes, auto_archive_days, auto_delete_days)
-       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14)
+                              source_snapshot_id, lifecycle_type, auto_stop_minutes, auto_archive_days, auto_delete_days,
+                              lifecycle_clock, delete_on_stop, expires_at, on_expire)
+       VALUES ($1, $2, $3, 'starting', $4, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
        RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
     [
@@ -288,10 +305,7 @@ export async function insertSandbox(db: Queryable, s: NewSandbox): Promise<Sandb
       s.memoryMib,
       s.runtime,
       s.sourceSnapshotId ?? null,
-      s.lifecycle?.type ?? "persistent",
-      s.lifecycle?.autoStopMinutes ?? 0,
-      s.lifecycle?.autoArchiveDays ?? 0,
-      s.lifecycle?.autoDeleteDays ?? 0,
+      ...lifecycleParams(s.lifecycle ?? PRESETS.persistent),
     ],
   );
   return toSandbox(rows[0]!);
@@ -316,7 +330,7 @@ export async function claimPooledSandbox(
     `WITH s AS (
        UPDATE sandboxes SET pooled = false, claimed_at = now(), metadata = $2::jsonb, env_vars = $3::jsonb,
          lifecycle_type = $5, auto_stop_minutes = $6, auto_archive_days = $7, auto_delete_days = $8,
-         last_activity_at = now()
+         lifecycle_clock = $9, delete_on_stop = $10, expires_at = $11, on_expire = $12, last_activity_at = now()
        WHERE id = (
          SELECT c.id FROM sandboxes c JOIN hosts ch ON ch.id = c.host_id
          WHERE c.template_id = $1 AND c.pooled AND c.state = 'running'
@@ -331,10 +345,7 @@ export async function claimPooledSandbox(
       JSON.stringify(opts.metadata),
       JSON.stringify(opts.envVars),
       opts.hostDeadAfterMs,
-      opts.lifecycle.type,
-      opts.lifecycle.autoStopMinutes,
-      opts.lifecycle.autoArchiveDays,
-      opts.lifecycle.autoDeleteDays,
+      ...lifecycleParams(opts.lifecycle),
     ],
   );
   return rows[0] && toSandbox(rows[0]);
@@ -484,7 +495,7 @@ export async function lockSandbox(tx: Queryable, id: string): Promise<SandboxRow
 export async function markPaused(tx: Queryable, id: string): Promise<SandboxRow> {
   const { rows } = await tx.query<RawSandbox>(
     `WITH s AS (
-       UPDATE sandboxes SET state = 'paused', paused_at = now()
+       UPDATE sandboxes SET state = 'paused', paused_at = now(), expires_at = NULL
        WHERE id = $1 AND state = 'running' RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
     [id],
@@ -508,6 +519,20 @@ export async function markResumed(tx: Queryable, id: string): Promise<SandboxRow
 
 // ---- lifecycle
 
+/** A lifecycle as the nine query parameters type … on_expire, in the columns' order. */
+function lifecycleParams(l: LifecycleSettings) {
+  return [
+    l.type,
+    l.autoStopMinutes,
+    l.autoArchiveDays,
+    l.autoDeleteDays,
+    l.clock,
+    l.deleteOnStop,
+    l.expiresAt?.toISOString() ?? null,
+    l.onExpire,
+  ];
+}
+
 /** Sets a sandbox's lifecycle settings; undefined when it is not a visible sandbox. */
 export async function updateLifecycle(
   db: Queryable,
@@ -516,10 +541,11 @@ export async function updateLifecycle(
 ): Promise<SandboxRow | undefined> {
   const { rows } = await db.query<RawSandbox>(
     `WITH s AS (
-       UPDATE sandboxes SET auto_stop_minutes = $2, auto_archive_days = $3, auto_delete_days = $4
+       UPDATE sandboxes SET lifecycle_type = $2, auto_stop_minutes = $3, auto_archive_days = $4, auto_delete_days = $5,
+         lifecycle_clock = $6, delete_on_stop = $7, expires_at = $8, on_expire = $9
        WHERE id = $1 AND NOT pooled AND state IN ${VISIBLE} RETURNING *)
      SELECT ${SANDBOX_COLUMNS} FROM s JOIN hosts h ON h.id = s.host_id`,
-    [id, l.autoStopMinutes, l.autoArchiveDays, l.autoDeleteDays],
+    [id, ...lifecycleParams(l)],
   );
   return rows[0] && toSandbox(rows[0]);
 }
@@ -829,23 +855,34 @@ export async function deleteSnapshotRow(db: Queryable, id: string): Promise<void
  * The reaper's rule per op, in SQL, at `$2` (the reaper's clock); the same rule as `dueOp` in
  * domain/lifecycle.ts (test/lifecycle-domain.test.ts checks that both agree).
  */
+const ARCHIVE_CLOCK =
+  "CASE WHEN c.lifecycle_clock = 'last_activity' THEN c.last_activity_at ELSE c.paused_at END";
+const DELETE_CLOCK =
+  "CASE WHEN c.lifecycle_clock = 'last_activity' THEN c.last_activity_at ELSE c.archived_at END";
+const EXPIRED = "c.state = 'running' AND c.expires_at IS NOT NULL AND $2::timestamptz >= c.expires_at";
 const DUE: Record<ReaperOp, string> = {
-  stop: `c.state = 'running' AND c.auto_stop_minutes > 0
-         AND $2::timestamptz >= c.last_activity_at + c.auto_stop_minutes * interval '1 minute'`,
-  archive: `c.state = 'paused' AND c.paused_at IS NOT NULL AND c.auto_archive_days > 0
-            AND $2::timestamptz >= c.paused_at + c.auto_archive_days * interval '24 hours'`,
-  delete: `c.auto_delete_days > 0 AND (
-             (c.state = 'paused' AND c.paused_at IS NOT NULL AND c.auto_archive_days = 0
-              AND $2::timestamptz >= c.paused_at + c.auto_delete_days * interval '24 hours')
+  stop: `(${EXPIRED} AND c.on_expire = 'stop')
+      OR (c.state = 'running' AND (c.expires_at IS NULL OR $2::timestamptz < c.expires_at)
+          AND c.auto_stop_minutes > 0 AND $2::timestamptz >= c.last_activity_at + c.auto_stop_minutes * interval '1 minute')`,
+  archive: `c.state = 'paused' AND c.paused_at IS NOT NULL AND NOT c.delete_on_stop AND c.auto_archive_days > 0
+            AND $2::timestamptz >= ${ARCHIVE_CLOCK} + c.auto_archive_days * interval '24 hours'
+            AND NOT (c.lifecycle_clock = 'last_activity' AND c.auto_delete_days > 0
+                     AND $2::timestamptz >= c.last_activity_at + c.auto_delete_days * interval '24 hours')`,
+  delete: `(${EXPIRED} AND c.on_expire = 'delete')
+        OR (c.state = 'paused' AND c.paused_at IS NOT NULL AND c.delete_on_stop)
+        OR (c.auto_delete_days > 0 AND (
+             (c.state = 'paused' AND c.paused_at IS NOT NULL
+              AND (c.auto_archive_days = 0 OR c.lifecycle_clock = 'last_activity')
+              AND $2::timestamptz >= ${ARCHIVE_CLOCK} + c.auto_delete_days * interval '24 hours')
           OR (c.state = 'archived' AND c.archived_at IS NOT NULL
-              AND $2::timestamptz >= c.archived_at + c.auto_delete_days * interval '24 hours'))`,
+              AND $2::timestamptz >= ${DELETE_CLOCK} + c.auto_delete_days * interval '24 hours')))`,
 };
 
 /** States in which an op, once claimed, may still be in flight (and be taken over). */
 const IN_FLIGHT: Record<ReaperOp, string> = {
   stop: "('running', 'paused')",
   archive: "('paused')",
-  delete: "('paused', 'archived', 'deleting')",
+  delete: "('running', 'paused', 'archived', 'deleting')",
 };
 
 /** A row a reaper claimed for `op`, stamped `claimAt` (its lease), with its host's liveness. */
@@ -868,7 +905,7 @@ export async function claimReaperOps(
        WHERE id IN (
          SELECT c.id FROM sandboxes c
          WHERE NOT c.pooled
-           AND ((${DUE[op]} AND (c.reaper_op IS NULL OR c.reaper_op_at < $2::timestamptz - $3 * interval '1 millisecond'))
+           AND (((${DUE[op]}) AND (c.reaper_op IS NULL OR c.reaper_op_at < $2::timestamptz - $3 * interval '1 millisecond'))
              OR (c.reaper_op = $1 AND c.state IN ${IN_FLIGHT[op]}
                  AND c.reaper_op_at < $2::timestamptz - $3 * interval '1 millisecond'))
          ORDER BY c.id
@@ -987,7 +1024,9 @@ export async function beginReaperDelete(
   const { rows } = await db.query<RawSandbox & { host_live: boolean }>(
     `WITH s AS (
        UPDATE sandboxes SET state = 'deleting'
-       WHERE id = $1 AND NOT pooled AND state IN ('paused', 'archived', 'deleting')
+       WHERE id = $1 AND NOT pooled AND state IN ('running', 'paused', 'archived', 'deleting')
+         -- A running one only while its deadline has passed (a setTimeout may have moved it).
+         AND (state <> 'running' OR (expires_at IS NOT NULL AND expires_at <= $2))
          AND reaper_op = 'delete' AND reaper_op_at = $2 RETURNING *)
      SELECT ${SANDBOX_COLUMNS}, h.last_heartbeat > now() - $3 * interval '1 millisecond' AS host_live
      FROM s JOIN hosts h ON h.id = s.host_id`,

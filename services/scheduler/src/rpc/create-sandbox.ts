@@ -13,10 +13,10 @@ import {
   type TemplateRow,
 } from "../db/queries.js";
 import { TemplateNotFoundError } from "../domain/errors.js";
-import { type LifecycleSettings, PRESETS, resolveLifecycle } from "../domain/lifecycle.js";
+import { describeLifecycle, type LifecycleSettings, PRESETS, resolveLifecycle } from "../domain/lifecycle.js";
 import { checkStringMap, requireId } from "../domain/validate.js";
 import { boot, deleteVm, errorDetail, logFields, type Owner, reserveSandbox } from "../provision.js";
-import { lifecycleTypeOf, toRecord } from "../records.js";
+import { lifecycleOverridesOf, lifecycleTypeOf, toRecord } from "../records.js";
 
 export async function createSandbox(
   ctx: Context,
@@ -26,7 +26,11 @@ export async function createSandbox(
   checkStringMap("metadata", req.metadata);
   checkStringMap("env_vars", req.envVars, true);
   const template = await resolveTemplate(ctx, templateId);
-  const owner: Owner = { metadata: req.metadata, envVars: req.envVars, lifecycle: lifecycleOf(req) };
+  const owner: Owner = {
+    metadata: req.metadata,
+    envVars: req.envVars,
+    lifecycle: lifecycleOf(req, ctx.clock.now()),
+  };
 
   const warm = await claimWarm(ctx, template, owner);
   if (warm !== undefined) {
@@ -88,17 +92,13 @@ function created(ctx: Context, row: SandboxRow, how: string): Promise<void> {
     kind: "created",
     toState: "running",
     actor: "api",
-    detail: `${how}; ${l.type}: auto-stop ${l.autoStopMinutes} min, auto-archive ${l.autoArchiveDays} d, auto-delete ${l.autoDeleteDays} d`,
+    detail: `${how}; ${describeLifecycle(l)}`,
   });
 }
 
 /** The request's preset (persistent when unspecified) with its explicit values laid over it. */
-function lifecycleOf(req: CreateSandboxRequest): LifecycleSettings {
-  return resolveLifecycle(lifecycleTypeOf(req.type), {
-    autoStopMinutes: req.autoStopMinutes,
-    autoArchiveDays: req.autoArchiveDays,
-    autoDeleteDays: req.autoDeleteDays,
-  });
+function lifecycleOf(req: CreateSandboxRequest, nowMs: number): LifecycleSettings {
+  return resolveLifecycle(lifecycleTypeOf(req.type), lifecycleOverridesOf(req), nowMs);
 }
 
 const TEMPLATE_CACHE_MS = 2_000;

@@ -9,7 +9,7 @@ import { SandboxNotFoundError } from "../domain/errors.js";
 import { applyOverrides, describeChange } from "../domain/lifecycle.js";
 import { requireId } from "../domain/validate.js";
 import { logFields } from "../provision.js";
-import { toRecord } from "../records.js";
+import { lifecycleOverridesOf, toRecord } from "../records.js";
 
 /** Changes the settings given, keeps the others; the change is an event of the sandbox. */
 export async function updateLifecycle(
@@ -20,11 +20,7 @@ export async function updateLifecycle(
   const row = await ctx.db.transaction(async (tx) => {
     const cur = await lockSandbox(tx, id);
     if (cur === undefined) throw new SandboxNotFoundError(id);
-    const next = applyOverrides(cur.lifecycle, {
-      autoStopMinutes: req.autoStopMinutes,
-      autoArchiveDays: req.autoArchiveDays,
-      autoDeleteDays: req.autoDeleteDays,
-    });
+    const next = applyOverrides(cur.lifecycle, lifecycleOverridesOf(req), ctx.clock.now());
     const updated = await setLifecycle(tx, id, next);
     if (updated === undefined) throw new SandboxNotFoundError(id);
     const change = describeChange(cur.lifecycle, next);

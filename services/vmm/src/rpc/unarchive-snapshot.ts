@@ -5,16 +5,54 @@ import type {
 } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { VmmContext } from "../context.js";
 import { checkSnapshotId } from "../domain/errors.js";
+import type { CopyResult } from "../snapshot/archive.js";
+
+type Message = MessageInitShape<typeof UnarchiveSnapshotResponseSchema>;
 
 /**
  * Copies an archived snapshot back into the snapshots folder, where RestoreVm verifies it
- * like any other. The URI must name that snapshot inside this host's archive folder.
+ * like any other. The URI must name that snapshot inside this host's archive storage. Streams
+ * the copy's progress (about every 500 ms), then one message with `done` and the totals. A
+ * caller that goes away does not stop the copy (the next attempt finds it ALREADY_EXISTS,
+ * which is as good: RestoreVm checks every file).
  */
-export async function unarchiveSnapshot(
+export async function* unarchiveSnapshot(
   ctx: VmmContext,
   req: UnarchiveSnapshotRequest,
-): Promise<MessageInitShape<typeof UnarchiveSnapshotResponseSchema>> {
+): AsyncGenerator<Message> {
   const id = checkSnapshotId(req.snapshotId);
-  const r = await ctx.archives.unarchive(id, req.archiveUri);
-  return { sizeBytes: BigInt(r.sizeBytes), durationMs: r.durationMs };
+  const pending: Message[] = [];
+  let wake: (() => void) | undefined;
+  let outcome: { ok: CopyResult } | { err: unknown } | undefined;
+  ctx.archives
+    .unarchive(id, req.archiveUri, (copied, total) => {
+      pending.push({ copiedBytes: BigInt(copied), totalBytes: BigInt(total) });
+      wake?.();
+    })
+    .then(
+      (ok) => {
+        outcome = { ok };
+      },
+      (err: unknown) => {
+        outcome = { err };
+      },
+    )
+    .finally(() => wake?.());
+  for (;;) {
+    while (pending.length > 0) yield pending.shift()!;
+    if (outcome !== undefined) break;
+    await new Promise<void>((resolve) => {
+      wake = resolve;
+    });
+    wake = undefined;
+  }
+  if ("err" in outcome) throw outcome.err;
+  const size = BigInt(outcome.ok.sizeBytes);
+  yield {
+    done: true,
+    sizeBytes: size,
+    durationMs: outcome.ok.durationMs,
+    copiedBytes: size,
+    totalBytes: size,
+  };
 }

@@ -7,6 +7,11 @@ import type { SnapshotStore } from "./store.js";
 
 /** A copy logs its progress this often (only copies that last that long say anything midway). */
 const PROGRESS_EVERY_MS = 2_000;
+/** A caller watching an unarchive hears of its progress this often. */
+const REPORT_EVERY_MS = 500;
+
+/** Progress of a copy for a caller: bytes copied so far, of `total`. */
+export type ProgressReport = (copied: number, total: number) => void;
 /** Suffix of a local copy in progress (a snapshot id never holds a '.'). */
 const PARTIAL = ".partial";
 
@@ -73,7 +78,7 @@ export class ArchiveStore {
    * Copies archived snapshot `id` back into the snapshots folder. The archive keeps its copy
    * until DeleteArchive. A local folder already there is refused.
    */
-  unarchive(id: string, uri: string): Promise<CopyResult> {
+  unarchive(id: string, uri: string, report?: ProgressReport): Promise<CopyResult> {
     checkSnapshotId(id);
     this.backend.idOf(uri, id);
     return this.snapshots.withLock(id, async () => {
@@ -87,7 +92,7 @@ export class ArchiveStore {
       await mkdir(partial, { mode: 0o700 });
       let sizeBytes: number;
       try {
-        sizeBytes = await this.moved("unarchive", id, local, (p) => this.backend.get(id, partial, p));
+        sizeBytes = await this.moved("unarchive", id, local, (p) => this.backend.get(id, partial, p), report);
         await fsync(partial);
         await rename(partial, local);
         await fsync(this.snapshots.root);
@@ -117,6 +122,7 @@ export class ArchiveStore {
     id: string,
     local: string,
     transfer: (progress: (bytes: number) => void) => Promise<number>,
+    report?: ProgressReport,
   ): Promise<number> {
     const fields = { "snapshot.id": id, what, archive: this.backend.where };
     const total =
@@ -126,9 +132,15 @@ export class ArchiveStore {
     const started = performance.now();
     let copied = 0;
     let lastLog = started;
+    let lastReport = started;
+    report?.(0, total);
     const bytes = await transfer((n) => {
       copied += n;
       const now = performance.now();
+      if (report !== undefined && now - lastReport >= REPORT_EVERY_MS) {
+        lastReport = now;
+        report(copied, total);
+      }
       if (now - lastLog < PROGRESS_EVERY_MS) return;
       lastLog = now;
       this.logger.info(

@@ -11,6 +11,7 @@ import type { E2bContext } from "./context.js";
 import { e2bSandboxIds, isE2bSandbox } from "./db.js";
 import { toE2bError } from "./errors.js";
 import { createProxyHook } from "./proxy.js";
+import { startRecordPruner } from "./prune.js";
 import { connectRoute } from "./routes/connect.js";
 import { createRoute } from "./routes/create.js";
 import { forkRoute } from "./routes/fork.js";
@@ -22,7 +23,6 @@ import { pauseRoute } from "./routes/pause.js";
 import { snapshotRoutes } from "./routes/snapshots.js";
 import { timeoutRoute } from "./routes/timeout.js";
 import { parseSignedFileRequest, SignedFileRouter } from "./signed-files.js";
-import { startTimeoutEnforcer } from "./timeouts.js";
 import { SandboxTunnels } from "./tunnels.js";
 
 declare module "fastify" {
@@ -70,7 +70,7 @@ export async function createE2bCompat(deps: {
     verifier: deps.verifier,
     logger: deps.logger,
   };
-  const stopTimeouts = startTimeoutEnforcer(ctx);
+  const stopPruner = startRecordPruner(ctx);
   const signedFiles = new SignedFileRouter({
     tokens: deps.tokens,
     candidates: (limit) => e2bSandboxIds(deps.db, limit),
@@ -116,7 +116,7 @@ export async function createE2bCompat(deps: {
       });
     },
     close: async () => {
-      await stopTimeouts();
+      await stopPruner();
       tunnels.close();
     },
   };

@@ -1,6 +1,7 @@
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { type Sandbox, SandboxState, type Snapshot } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { E2bSandboxRow } from "./db.js";
+import { onTimeoutOf } from "./lifecycle.js";
 
 /** E2B's deprecated constant client id (infra `consts.ClientID`). */
 export const CLIENT_ID = "6532622b";
@@ -28,16 +29,19 @@ export function e2bStateOf(s: Sandbox): "running" | "paused" {
 
 /**
  * `ListedSandbox` (list items). `endAt`: for a paused sandbox the pause time (E2B's rule),
- * else the recorded end, else start + 300 s (a natively created sandbox).
+ * else its deadline (the native lifecycle's expiresAt), else start + 300 s (a sandbox with no
+ * deadline, created natively).
  */
 export function listedSandboxJson(s: Sandbox, row: E2bSandboxRow | undefined) {
   const startedAt = startedAtOf(s, row);
   const state = e2bStateOf(s);
-  const pausedAt = s.pausedAt !== undefined ? timestampDate(s.pausedAt) : row?.pausedAt;
+  const expiresAt = s.lifecycle?.expiresAt;
   const endAt =
-    state === "paused" && pausedAt !== undefined
-      ? pausedAt
-      : (row?.endAt ?? new Date(startedAt.getTime() + DEFAULT_TIMEOUT_S * 1000));
+    state === "paused" && s.pausedAt !== undefined
+      ? timestampDate(s.pausedAt)
+      : expiresAt !== undefined
+        ? timestampDate(expiresAt)
+        : new Date(startedAt.getTime() + DEFAULT_TIMEOUT_S * 1000);
   return {
     sandboxID: s.sandboxId,
     templateID: s.templateId,
@@ -61,7 +65,7 @@ export function sandboxDetailJson(s: Sandbox, row: E2bSandboxRow | undefined, en
     envdAccessToken,
     domain: null,
     // Paused sandboxes are resumed by connect only; requests to them are refused (502).
-    lifecycle: { autoResume: false, onTimeout: row?.onTimeout ?? "kill" },
+    lifecycle: { autoResume: false, onTimeout: onTimeoutOf(s) },
   };
 }
 

@@ -5,8 +5,8 @@ import { FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError } f
 import { getSandbox } from "../../../rpc/get-sandbox.js";
 import { e2bBody, optBool, optInt32 } from "../body.js";
 import type { E2bContext } from "../context.js";
-import { e2bSandboxRows, markE2bResumed, moveSandboxEnd } from "../db.js";
-import { refuseMemoryless, resumeE2b } from "../lifecycle.js";
+import { isE2bSandbox } from "../db.js";
+import { extendE2bTimeout, refuseMemoryless, resumeE2b } from "../lifecycle.js";
 import { DEFAULT_TIMEOUT_S, sandboxJson } from "../views.js";
 
 /** infra's default `timeout` of the deprecated resume route (`ResumedSandbox`). */
@@ -35,8 +35,7 @@ export async function connectRoute(app: FastifyInstance, ctx: E2bContext): Promi
         create(GetSandboxRequestSchema, { sandboxId: req.params.id }),
       );
       const id = sandbox!.sandboxId;
-      const row = (await e2bSandboxRows(ctx.db, [id])).get(id);
-      if (row === undefined) {
+      if (!(await isE2bSandbox(ctx.db, id))) {
         // It has no access token, so the sandbox URL does not serve it (see SandboxTunnels).
         throw new InvalidArgumentError(
           `Sandbox ${id} was not created through the E2B API and cannot be connected to`,
@@ -49,9 +48,7 @@ export async function connectRoute(app: FastifyInstance, ctx: E2bContext): Promi
       }
       if (sandbox!.state !== SandboxState.RUNNING) throw new SandboxNotFoundError(id);
       if (legacyResume) throw new FailedPreconditionError(`Sandbox ${id} is already running`);
-      // Recorded paused but running (resumed natively): it gets the fresh deadline.
-      if (row.pausedAt !== undefined) await markE2bResumed(ctx.db, id, timeout);
-      else await moveSandboxEnd(ctx.db, id, timeout, true);
+      await extendE2bTimeout(ctx, sandbox!, timeout);
       return reply.code(200).send(sandboxJson(sandbox!, ctx.tokens.tokenFor(id)));
     });
   }

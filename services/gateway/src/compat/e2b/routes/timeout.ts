@@ -5,12 +5,13 @@ import { InvalidArgumentError, SandboxNotFoundError } from "../../../errors.js";
 import { getSandbox } from "../../../rpc/get-sandbox.js";
 import { e2bBody, optInt32 } from "../body.js";
 import type { E2bContext } from "../context.js";
-import { moveSandboxEnd } from "../db.js";
+import { setE2bTimeout } from "../lifecycle.js";
 
 /**
- * `POST /sandboxes/{id}/timeout {"timeout": s}`: 204; sets `endAt = now + timeout` (may
- * shorten; negative counts as 0, as in E2B). `timeouts.ts` kills (or pauses) the sandbox when it
- * passes. A paused sandbox has no timeout to set: 404 code, as E2B (it is not running).
+ * `POST /sandboxes/{id}/timeout {"timeout": s}`: 204; sets the deadline (`endAt`) to
+ * now + timeout (may shorten; negative counts as 0, as in E2B). The scheduler's reaper kills
+ * (or pauses) the sandbox when it passes. A paused sandbox has no timeout to set: 404 code, as
+ * E2B (it is not running). A natively created sandbox gets the deadline too.
  */
 export async function timeoutRoute(app: FastifyInstance, ctx: E2bContext): Promise<void> {
   app.post<{ Params: { id: string } }>(
@@ -24,8 +25,7 @@ export async function timeoutRoute(app: FastifyInstance, ctx: E2bContext): Promi
         create(GetSandboxRequestSchema, { sandboxId: req.params.id }),
       );
       if (sandbox!.state === SandboxState.PAUSED) throw new SandboxNotFoundError(sandbox!.sandboxId);
-      // A natively created sandbox has no E2B end to move: accepted, nothing recorded.
-      await moveSandboxEnd(ctx.db, sandbox!.sandboxId, Math.max(0, timeout), false);
+      await setE2bTimeout(ctx, sandbox!.sandboxId, Math.max(0, timeout));
       return reply.code(204).send();
     },
   );
