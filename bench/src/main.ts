@@ -9,6 +9,7 @@ import { Sandbox } from "e2b";
 import pg from "pg";
 import { bwrapFloor, postgresUpdateFloor, unixRoundTripFloor } from "./floors.js";
 import { qemuBenchMain } from "./qemu.js";
+import { shareBenchMain } from "./share.js";
 import { snapshotBenchMain } from "./snapshot.js";
 import { type Summary, sample, summarize } from "./stats.js";
 
@@ -16,8 +17,13 @@ import { type Summary, sample, summarize } from "./stats.js";
  * `npm run bench`: P50/P95 of dnah's hot paths on this machine, each beside a floor measured
  * in the same run, and the ratio to it. Needs root, the base template and Postgres.
  * `npm run bench -- --qemu` runs the qemu microVM benchmark instead (`./qemu.ts`);
- * `npm run bench -- --snapshot [--qemu]` the snapshot benchmark (`./snapshot.ts`).
+ * `npm run bench -- --snapshot [--qemu]` the snapshot benchmark (`./snapshot.ts`);
+ * `npm run bench -- --share` the share's bulk transfer benchmark (`./share.ts`).
  */
+if (process.argv.includes("--share")) {
+  await shareBenchMain(process.env);
+  process.exit();
+}
 if (process.argv.includes("--snapshot")) {
   await snapshotBenchMain(process.env, process.argv);
   process.exit();

@@ -11,10 +11,7 @@ import {
   type ListSandboxesQuery,
   type Sandbox,
 } from "@daytonaio/sdk";
-import { createGateway, configFromEnv as gatewayConfig } from "@dnah/gateway";
-import { createServiceClient, silentLogger } from "@dnah/platform";
-import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
-import { eventually, startTestStack, type TestStack } from "./harness.js";
+import { eventually, type MovedReaper, movedReaper, startTestStack, type TestStack } from "./harness.js";
 
 /** Every sandbox a test creates, deleted at the end whatever happened. */
 const created: Sandbox[] = [];
@@ -170,7 +167,7 @@ describe("Daytona control API with the real @daytonaio/sdk 0.218.0", () => {
     assert.equal(err.statusCode, 502);
   });
 
-  test("delete → 404 and no longer listed; ephemeral stop destroys", async () => {
+  test("delete → 404 and no longer listed; an ephemeral one stopped is deleted by the reaper", async () => {
     const sb = await make({ labels: { suite: tag, del: "me" } });
     await sb.delete(60, true);
     await assert.rejects(daytona.get(sb.id), (e: unknown) => e instanceof DaytonaNotFoundError);
@@ -182,8 +179,27 @@ describe("Daytona control API with the real @daytonaio/sdk 0.218.0", () => {
     assert.equal(eph.autoDeleteInterval, 0);
     assert.equal(eph.autoStopInterval, 15);
     await eph.stop();
-    assert.equal(eph.state, "destroyed");
-    await assert.rejects(daytona.get(eph.id), (e: unknown) => e instanceof DaytonaNotFoundError);
+    assert.ok(["stopped", "destroyed"].includes(eph.state ?? ""), eph.state);
+    // The stack's scheduler reaps every second on real time: deleteOnStop is due at once.
+    await eventually(() => isGone(daytona, eph.id), 30_000);
+  });
+
+  test("a page of more than a few reads the native list: every live sandbox once, with its intervals", async () => {
+    // Earlier tests left at least six sandboxes: more than native.ts PER_ID_MAX.
+    const all: Sandbox[] = [];
+    for await (const x of daytona.list({ labels: { suite: tag } })) all.push(x);
+    assert.ok(all.length > 4, `${all.length} sandboxes`);
+    assert.equal(new Set(all.map((x) => x.id)).size, all.length);
+    for (const x of all) {
+      assert.equal(typeof x.autoStopInterval, "number", x.id);
+      assert.equal(typeof x.autoArchiveInterval, "number", x.id);
+      assert.equal(typeof x.lastActivityAt, "string", x.id);
+      const one = await daytona.get(x.id);
+      assert.deepEqual(
+        [x.state, x.autoStopInterval, x.autoArchiveInterval, x.autoDeleteInterval],
+        [one.state, one.autoStopInterval, one.autoArchiveInterval, one.autoDeleteInterval],
+      );
+    }
   });
 
   test("bad input: 400 with a Daytona error body; a wrong key is 401", async () => {
@@ -230,71 +246,156 @@ describe("Daytona control API with the real @daytonaio/sdk 0.218.0", () => {
   });
 });
 
-describe("Daytona lifecycle sweeper", () => {
+/** Whether Daytona answers 404 for the sandbox (the SDK's not-found). */
+async function isGone(daytona: Daytona, id: string): Promise<boolean> {
+  return daytona.get(id).then(
+    () => false,
+    (e: unknown) => e instanceof DaytonaNotFoundError,
+  );
+}
+
+type NativeLifecycle = {
+  type: string;
+  autoStopMinutes: number;
+  autoArchiveDays: number;
+  autoDeleteDays: number;
+  clock: string;
+  deleteOnStop: boolean;
+};
+
+describe("Daytona lifecycle is the native one, enforced by the scheduler's reaper", () => {
   let s: TestStack;
   let daytona: Daytona;
-  let second: Awaited<ReturnType<typeof createGateway>> | undefined;
-  /** The second gateway's sweeper clock runs this far ahead of the wall clock. */
-  let skewMs = 0;
+  /** The scheduler's reaper with a clock the test moves (the stack's own reaps on real time). */
+  let reaper: MovedReaper;
 
   before(async () => {
     s = await startTestStack({ DNAH_POOL_SIZE: "1" });
     daytona = new Daytona({ apiKey: s.key, apiUrl: `${s.url}/api` });
-    // A second gateway on the same database, sweeping every 200 ms with a clock the test moves:
-    // minutes pass in an instant. (The stack's own gateway sweeps on real time.)
-    second = await createGateway(
-      gatewayConfig({
-        DNAH_SCHEDULER_URL: s.schedulerUrl,
-        DNAH_API_KEY: s.key,
-        DNAH_PORT: "0",
-        DNAH_GATEWAY_HOST: "127.0.0.1",
-      }),
-      {
-        db: s.db,
-        scheduler: createServiceClient(SchedulerService, s.schedulerUrl),
-        logger: silentLogger(),
-        daytonaSweeper: { intervalMs: 200, now: () => new Date(Date.now() + skewMs) },
-      },
-    );
+    reaper = movedReaper(s);
   });
   after(async () => {
     for (const sb of created) await sb.delete().catch(() => undefined);
     await daytona?.[Symbol.asyncDispose]();
-    await second?.close();
+    await reaper?.close();
     await s?.close();
   });
 
-  test("auto-stop after autoStopInterval idle minutes, then auto-archive; autostop 0 never stops; autoDelete deletes a stopped one", async () => {
-    const idle = await daytona.create({ autoStopInterval: 1, labels: { sweep: tag } }, { timeout: 120 });
+  const nativeLifecycle = async (id: string) => {
+    const r = await s.json<{ state: string; lifecycle: NativeLifecycle }>(`/v1/sandboxes/${id}`);
+    assert.equal(r.status, 200);
+    const { type, autoStopMinutes, autoArchiveDays, autoDeleteDays, clock, deleteOnStop } = r.body.lifecycle;
+    return { type, autoStopMinutes, autoArchiveDays, autoDeleteDays, clock, deleteOnStop };
+  };
+
+  test("intervals set through the SDK read back through the native API, and a native PATCH through the SDK", async () => {
+    const sb = await daytona.create(
+      { autoStopInterval: 30, autoArchiveInterval: 120, autoDeleteInterval: 2880, labels: { reap: tag } },
+      { timeout: 120 },
+    );
+    created.push(sb);
+    assert.deepEqual(await nativeLifecycle(sb.id), {
+      type: "persistent",
+      autoStopMinutes: 30,
+      autoArchiveDays: 120 / 1440,
+      autoDeleteDays: 2,
+      clock: "last_activity",
+      deleteOnStop: false,
+    });
+    // Tagged with its organization: a list page is one native ListSandboxes by that tag.
+    const meta = await s.json<{ metadata: Record<string, string> }>(`/v1/sandboxes/${sb.id}`);
+    assert.equal(meta.body.metadata["dnah.daytona.org"], sb.organizationId);
+    await sb.setAutoDeleteInterval(0);
+    await sb.setAutoArchiveInterval(0);
+    assert.deepEqual(await nativeLifecycle(sb.id), {
+      type: "persistent",
+      autoStopMinutes: 30,
+      // 0 is Daytona's "the maximum": 30 days.
+      autoArchiveDays: 30,
+      autoDeleteDays: 0,
+      clock: "last_activity",
+      deleteOnStop: true,
+    });
+    await sb.setAutoDeleteInterval(-1);
+    assert.equal((await nativeLifecycle(sb.id)).deleteOnStop, false);
+
+    const patched = await s.json(`/v1/sandboxes/${sb.id}/lifecycle`, {
+      method: "PATCH",
+      body: JSON.stringify({ autoStopMinutes: 42, autoDeleteDays: 0.5 }),
+    });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    await sb.refreshData();
+    assert.equal(sb.autoStopInterval, 42);
+    assert.equal(sb.autoArchiveInterval, 43_200);
+    assert.equal(sb.autoDeleteInterval, 720);
+    // Lists read the same record.
+    const listed: Sandbox[] = [];
+    for await (const x of daytona.list({ labels: { reap: tag } })) listed.push(x);
+    assert.deepEqual(
+      listed.map((x) => [x.id, x.autoStopInterval, x.autoDeleteInterval]),
+      [[sb.id, 42, 720]],
+    );
+  });
+
+  test("the reaper stops an idle sandbox (SDK reads stopped, start resumes it with its files), archives it later; autostop 0 never stops; autoDelete deletes a stopped one", async () => {
+    const labels = { reap: tag, idle: "yes" };
+    const idle = await daytona.create({ autoStopInterval: 1, labels }, { timeout: 120 });
     created.push(idle);
-    const never = await daytona.create({ autoStopInterval: 0, labels: { sweep: tag } }, { timeout: 120 });
+    const never = await daytona.create({ autoStopInterval: 0, labels }, { timeout: 120 });
     created.push(never);
     const doomed = await daytona.create(
-      { autoStopInterval: 0, autoDeleteInterval: 5, labels: { sweep: tag } },
+      { autoStopInterval: 0, autoDeleteInterval: 5, labels },
       { timeout: 120 },
     );
     created.push(doomed);
+    await idle.process.executeCommand("echo kept > /tmp/marker");
     await doomed.stop();
-    // Not idle long enough yet: a few sweeps leave it alone.
-    await second!.daytonaSweeper.sweepOnce();
+    // Not idle long enough yet: a pass leaves them alone.
+    reaper.skewMs = 0;
+    await reaper.runOnce();
     assert.equal((await daytona.get(idle.id)).state, "started");
-    skewMs = 2 * 60_000;
-    await eventually(async () => (await daytona.get(idle.id)).state === "stopped", 30_000);
+
+    reaper.skewMs = 2 * 60_000;
+    const pass = await reaper.runOnce();
+    assert.ok(pass.stop >= 1, JSON.stringify(pass));
+    assert.equal((await s.json<{ state: string }>(`/v1/sandboxes/${idle.id}`)).body.state, "paused");
     await idle.refreshData();
     assert.equal(idle.state, "stopped");
     assert.equal((await daytona.get(never.id)).state, "started");
-    // Stopped and idle past autoArchive (clamped default 7 days) → archived.
-    skewMs = 8 * 24 * 60 * 60_000;
-    await eventually(async () => (await daytona.get(idle.id)).state === "archived", 30_000);
+    // A stopped-by-the-reaper sandbox is listed as stopped too (the filter follows the native state).
+    const stopped: string[] = [];
+    for await (const x of daytona.list({ labels, states: ["stopped"] } as ListSandboxesQuery))
+      stopped.push(x.id);
+    assert.deepEqual(stopped.sort(), [idle.id, doomed.id].sort());
+    await idle.start();
+    assert.equal(idle.state, "started");
+    assert.equal((await idle.process.executeCommand("cat /tmp/marker")).result.trim(), "kept");
+
+    // Eight days on: idle again → stopped, then (stopped past autoArchive, 7 days) archived;
+    // doomed (stopped past autoDelete, 5 min) deleted: Daytona's not-found.
+    reaper.skewMs = 8 * 24 * 60 * 60_000;
+    await reaper.runOnce();
+    await reaper.runOnce();
+    await idle.refreshData();
+    assert.equal(idle.state, "archived");
+    assert.equal((await s.json<{ state: string }>(`/v1/sandboxes/${idle.id}`)).body.state, "archived");
+    assert.ok(await isGone(daytona, doomed.id), "autoDelete deleted the stopped sandbox");
     assert.equal((await daytona.get(never.id)).state, "started");
-    // Stopped for more than autoDeleteInterval (5 min) → deleted: Daytona's not-found.
-    await eventually(
-      async () =>
-        await daytona.get(doomed.id).then(
-          () => false,
-          (e: unknown) => e instanceof DaytonaNotFoundError,
-        ),
-      30_000,
-    );
+    // An archived one starts again (restored from archive storage) with its files.
+    await idle.start(120);
+    assert.equal((await idle.process.executeCommand("cat /tmp/marker")).result.trim(), "kept");
+  });
+
+  test("ephemeral: stopped through the SDK, deleted by the reaper's next pass", async () => {
+    const eph = await daytona.create({ ephemeral: true, labels: { reap: tag } }, { timeout: 120 });
+    created.push(eph);
+    assert.equal(eph.autoDeleteInterval, 0);
+    assert.equal((await nativeLifecycle(eph.id)).deleteOnStop, true);
+    await eph.stop();
+    reaper.skewMs = 0;
+    await reaper.runOnce();
+    // This reaper or the stack's (every second) has deleted it.
+    await eventually(() => isGone(daytona, eph.id), 30_000);
+    assert.equal((await s.api(`/v1/sandboxes/${eph.id}`)).status, 404);
   });
 });

@@ -5,6 +5,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import { type DevStack, startDevStack } from "@dnah/cli";
 import { silentLogger } from "@dnah/platform";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { createScheduler, configFromEnv as schedulerConfig } from "@dnah/scheduler";
 import pg from "pg";
 
 export const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -90,6 +91,18 @@ export async function eventually<T>(
   }
 }
 
+/** Waits until `url` answers 2xx (a service started as its own process is up). */
+export async function waitForHttp(url: string, timeoutMs = 60_000): Promise<void> {
+  await eventually(
+    () =>
+      fetch(url).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    timeoutMs,
+  );
+}
+
 /** A Connect client for the native SandboxService that sends the stack's API key. */
 export function sandboxClient(s: Pick<TestStack, "url" | "key">): Client<typeof SandboxService> {
   return createClient(
@@ -105,4 +118,31 @@ export function sandboxClient(s: Pick<TestStack, "url" | "key">): Client<typeof 
       ],
     }),
   );
+}
+
+/** A scheduler reaper whose clock the test moves: minutes and days pass in an instant. */
+export interface MovedReaper {
+  /** How far ahead of the wall clock this reaper's clock runs (ms); tests set it. */
+  skewMs: number;
+  /** One reaper pass (stop, archive, delete) at the wall clock + skewMs. */
+  runOnce(): Promise<{ stop: number; archive: number; delete: number; failed: number }>;
+  close(): Promise<void>;
+}
+
+/**
+ * The scheduler's own reaper code on the stack's database, as a second replica that never
+ * listens or refills (the stack's scheduler keeps reaping on real time; replicas never act
+ * twice on one row). Its clock is the wall clock moved by `skewMs`.
+ */
+export function movedReaper(s: Pick<TestStack, "db" | "snapshotUrl">): MovedReaper {
+  const moved: MovedReaper = {
+    skewMs: 0,
+    runOnce: () => scheduler.reaper.runOnce(),
+    close: () => scheduler.close(),
+  };
+  const scheduler = createScheduler(
+    schedulerConfig({ DATABASE_URL, DNAH_SNAPSHOT_URL: s.snapshotUrl, DNAH_SCHEDULER_PORT: "0" }),
+    { db: s.db, logger: silentLogger(), clock: { now: () => Date.now() + moved.skewMs } },
+  );
+  return moved;
 }

@@ -36,6 +36,37 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
   };
   const del = (id: string) => s.api(`/v1/sandboxes/${id}`, { method: "DELETE" }).then((r) => r.status);
 
+  /** The lifecycle fields E2B (deadline) and Daytona (clock, delete on stop) use, unset. */
+  const NONE = { clock: "state_change", deleteOnStop: false, expiresAt: null, onExpire: "delete" };
+
+  test("the fields the compatibility surfaces map onto: fractional days, clock, delete on stop, a deadline", async () => {
+    const sbx = await created({ autoArchiveDays: 120 / 1440, clock: "last_activity", deleteOnStop: true });
+    const l = sbx.lifecycle as Json;
+    assert.equal(l.autoArchiveDays, 120 / 1440);
+    assert.equal(l.clock, "last_activity");
+    assert.equal(l.deleteOnStop, true);
+    const id = sbx.sandboxId as string;
+    const before = Date.now();
+    const patched = await s.json<Json>(`/v1/sandboxes/${id}/lifecycle`, {
+      method: "PATCH",
+      body: JSON.stringify({ expiresInSeconds: 600, onExpire: "stop", deleteOnStop: false }),
+    });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    const p = patched.body.lifecycle as Json;
+    const at = Date.parse(p.expiresAt as string);
+    assert.ok(at >= before + 599_000 && at <= Date.now() + 601_000, String(p.expiresAt));
+    assert.deepEqual([p.onExpire, p.deleteOnStop, p.clock], ["stop", false, "last_activity"]);
+    // 0 removes the deadline; a pause clears it too.
+    const cleared = await s.json<Json>(`/v1/sandboxes/${id}/lifecycle`, {
+      method: "PATCH",
+      body: JSON.stringify({ expiresInSeconds: 0 }),
+    });
+    assert.equal((cleared.body.lifecycle as Json).expiresAt, null);
+    const ev = await s.json<{ events: Json[] }>(`/v1/sandboxes/${id}/events`);
+    assert.match(String(ev.body.events.at(-2)!.detail), /expires_at none -> .*on_expire delete -> stop/);
+    assert.equal(await del(id), 204);
+  });
+
   test("presets, explicit values winning, PATCH, and the event log in order", async () => {
     const persistent = await created({});
     assert.deepEqual(persistent.lifecycle, {
@@ -43,6 +74,7 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       autoStopMinutes: 0,
       autoArchiveDays: 0,
       autoDeleteDays: 0,
+      ...NONE,
     });
     assert.equal(typeof persistent.lastActivityAt, "string");
     assert.equal(persistent.archivedAt, null);
@@ -52,6 +84,7 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       autoStopMinutes: 15,
       autoArchiveDays: 7,
       autoDeleteDays: 30,
+      ...NONE,
     });
     const explicit = await created({ type: "ephemeral", autoStopMinutes: 0, autoDeleteDays: 3 });
     assert.deepEqual(explicit.lifecycle, {
@@ -59,6 +92,7 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       autoStopMinutes: 0,
       autoArchiveDays: 7,
       autoDeleteDays: 3,
+      ...NONE,
     });
     const explicitPersistent = await created({ autoStopMinutes: 5 });
     assert.deepEqual(explicitPersistent.lifecycle, {
@@ -66,10 +100,22 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       autoStopMinutes: 5,
       autoArchiveDays: 0,
       autoDeleteDays: 0,
+      ...NONE,
     });
 
     // Input rules: no coercion, unknown fields and types refused.
-    for (const bad of [{ type: "forever" }, { autoStopMinutes: "5" }, { autoStopMinutes: -1 }, { ttl: 3 }]) {
+    for (const bad of [
+      { type: "forever" },
+      { autoStopMinutes: "5" },
+      { autoStopMinutes: -1 },
+      { ttl: 3 },
+      { autoArchiveDays: -0.5 },
+      { autoDeleteDays: 3651 },
+      { clock: "wall" },
+      { deleteOnStop: "yes" },
+      { onExpire: "pause" },
+      { expiresInSeconds: 1.5 },
+    ]) {
       const r = await post("/v1/sandboxes", bad);
       assert.equal(r.status, 400, JSON.stringify(bad));
       assert.equal((r.body as Json).code, "invalid_argument");
@@ -83,7 +129,7 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       body: JSON.stringify({ autoStopMinutes: 30, autoDeleteDays: 2 }),
     });
     assert.equal(patched.status, 200, JSON.stringify(patched.body));
-    const want = { type: "persistent", autoStopMinutes: 30, autoArchiveDays: 0, autoDeleteDays: 2 };
+    const want = { type: "persistent", autoStopMinutes: 30, autoArchiveDays: 0, autoDeleteDays: 2, ...NONE };
     assert.deepEqual((patched.body as Json).lifecycle, want);
     assert.deepEqual((await s.json<Json>(`/v1/sandboxes/${id}`)).body.lifecycle, want);
     const empty = await s.json(`/v1/sandboxes/${id}/lifecycle`, { method: "PATCH", body: "{}" });
@@ -184,8 +230,18 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
       resumes?: string;
       run: () => Promise<unknown>;
     }
+    /** The chunked upload the share POST step starts and the DELETE step aborts. */
+    let walkUploadId: string | undefined;
     const steps: Record<string, Step> = {
       "GET /health": { run: async () => ok((await fetch(`${s.url}/health`)).status, 200, "health") },
+      // The API's documents: public, no sandbox.
+      "GET /openapi.json": {
+        run: async () => ok((await fetch(`${s.url}/openapi.json`)).status, 200, "openapi"),
+      },
+      "GET /llms.txt": { run: async () => ok((await fetch(`${s.url}/llms.txt`)).status, 200, "llms.txt") },
+      "GET /llms-full.txt": {
+        run: async () => ok((await fetch(`${s.url}/llms-full.txt`)).status, 200, "llms-full.txt"),
+      },
 
       // native REST
       "POST /v1/sandboxes": {
@@ -271,6 +327,19 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
         target: nat,
         run: async () => ok((await s.api(`/v1/sandboxes/${nat}/files/list`)).status, 200, "list files"),
       },
+      "GET /v1/sandboxes/:id/files/watch": {
+        target: nat,
+        run: async () => {
+          // Counted once, at start: read the start event, then go away.
+          const ac = new AbortController();
+          const r = await s.api(`/v1/sandboxes/${nat}/files/watch?path=/tmp`, { signal: ac.signal });
+          ok(r.status, 200, "watch");
+          const reader = r.body!.getReader();
+          const first = new TextDecoder().decode((await reader.read()).value);
+          assert.match(first, /event: start/);
+          ac.abort();
+        },
+      },
       "POST /v1/sandboxes/:id/snapshot": { target: nat, run: () => snapshotOf(nat) },
       "PUT /v1/sandboxes/:id/share/*": {
         target: nat,
@@ -293,6 +362,28 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
           const r = await s.api(`/v1/sandboxes/${nat}/share/walk.txt`);
           ok(r.status, 200, "share get");
           await r.arrayBuffer();
+        },
+      },
+      "POST /v1/sandboxes/:id/share/*": {
+        target: nat,
+        run: async () => {
+          const r = await s.api(`/v1/sandboxes/${nat}/share/walk-chunked.bin?uploads`, { method: "POST" });
+          ok(r.status, 201, "share chunked upload start");
+          walkUploadId = ((await r.json()) as { uploadId: string }).uploadId;
+        },
+      },
+      "DELETE /v1/sandboxes/:id/share/*": {
+        target: nat,
+        run: async () => {
+          if (walkUploadId === undefined) {
+            const r = await s.api(`/v1/sandboxes/${nat}/share/walk-chunked.bin?uploads`, { method: "POST" });
+            walkUploadId = ((await r.json()) as { uploadId: string }).uploadId;
+          }
+          const r = await s.api(`/v1/sandboxes/${nat}/share/walk-chunked.bin?uploadId=${walkUploadId}`, {
+            method: "DELETE",
+          });
+          walkUploadId = undefined;
+          ok(r.status, 204, "share chunked upload abort");
         },
       },
       "POST /v1/sandboxes/:id/fork": {
@@ -550,6 +641,27 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
           const link = await day.getPreviewLink(49983);
           const r = await fetch(`${link.url}health`, { headers: { "x-daytona-preview-token": link.token } });
           await r.arrayBuffer();
+        },
+      },
+      // MCP: the handshake itself touches no sandbox (its tools' REST calls count themselves).
+      "* /mcp": {
+        run: async () => {
+          const r = await s.api("/mcp", {
+            method: "POST",
+            headers: { "content-type": "application/json", accept: "application/json, text/event-stream" },
+            body: JSON.stringify({
+              jsonrpc: "2.0",
+              id: 1,
+              method: "initialize",
+              params: {
+                protocolVersion: "2025-06-18",
+                capabilities: {},
+                clientInfo: { name: "walk", version: "0" },
+              },
+            }),
+          });
+          ok(r.status, 200, "mcp initialize");
+          assert.match(await r.text(), /"serverInfo"/);
         },
       },
       // Last, in this order: the Daytona sandbox ends paused (deleted below).

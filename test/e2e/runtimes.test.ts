@@ -274,6 +274,7 @@ for (const runtime of ["jail", "qemu"] as const) {
       counter = later;
     });
 
+    let pausedUploadSha = "";
     test("pause: the sandbox refuses exec with 409 failed_precondition", { timeout: 120_000 }, async () => {
       const paused = await post(`/v1/sandboxes/${id}/pause`);
       assert.equal(paused.status, 200, JSON.stringify(paused.body));
@@ -284,6 +285,16 @@ for (const runtime of ["jail", "qemu"] as const) {
       assert.equal(refused.body.code, "failed_precondition");
       // The host side of the share stays usable while the sandbox is paused.
       writeFileSync(`${stack().shareDir(id)}/while-paused.txt`, "written while paused");
+      // And the files plane writes it through the gateway (streamed, checksum checked).
+      const body = randomBytes(3 * 1024 * 1024);
+      const sha = createHash("sha256").update(body).digest("hex");
+      const up = await stack().api(`/v1/sandboxes/${id}/share/uploads/while-paused.bin?sha256=${sha}`, {
+        method: "PUT",
+        headers: { "content-type": "application/octet-stream" },
+        body,
+      });
+      assert.equal(up.status, 200, await up.text());
+      pausedUploadSha = sha;
     });
 
     test("resume: exec works again and earlier files are still there", { timeout: 120_000 }, async () => {
@@ -295,6 +306,9 @@ for (const runtime of ["jail", "qemu"] as const) {
       const sum = await ok("sha256sum /home/user/data/blob.bin | cut -d' ' -f1");
       assert.equal(sum.trim(), createHash("sha256").update(blob).digest("hex"));
       assert.equal(await ok(`cat ${SHARE}/while-paused.txt`), "written while paused");
+      // The upload made while paused reads back in the guest, byte for byte.
+      const inGuest = await ok(`sha256sum ${SHARE}/uploads/while-paused.bin | cut -d' ' -f1`);
+      assert.equal(inGuest.trim(), pausedUploadSha);
     });
 
     test("the in-memory counter continues after resume (same process, no reset)", {

@@ -4,7 +4,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { DATABASE_URL, eventually } from "./harness.js";
+import { DATABASE_URL, eventually, waitForHttp } from "./harness.js";
 
 /**
  * Each service from its own main.ts, wired only by URLs — how docker-compose and a
@@ -58,14 +58,7 @@ describe("services as separate processes", () => {
       DNAH_SCHEDULER_URL: `http://127.0.0.1:${ports.scheduler}`,
       DNAH_API_KEY: key,
     });
-    await eventually(
-      () =>
-        fetch(`${gw}/health`).then(
-          (r) => r.ok,
-          () => false,
-        ),
-      60_000,
-    );
+    await waitForHttp(`${gw}/health`);
   });
 
   after(async () => {

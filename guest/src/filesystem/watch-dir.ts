@@ -41,6 +41,7 @@ export function watchDir(ctx: AgentContext) {
       },
     });
     try {
+      await watcher.ready;
       yield { event: { case: "start", value: {} } };
       const idleMs = keepaliveMs(hctx.requestHeader, ctx.config.keepaliveFallbackMs);
       const keepalive = (): WatchDirResponseInit => ({ event: { case: "keepalive", value: {} } });

@@ -15,6 +15,16 @@ program
     await dev(process.env);
   });
 
+program
+  .command("mcp")
+  .description(
+    "MCP server on stdio for coding agents (DNAH_URL, default http://127.0.0.1:3000; DNAH_API_KEY)",
+  )
+  .action(async () => {
+    const { mcpStdio } = await import("./mcp/stdio.js");
+    await mcpStdio(process.env);
+  });
+
 const template = program.command("template").description("build and inspect sandbox templates");
 template
   .command("build")
@@ -72,6 +82,37 @@ keys
     const { keysRetire } = await import("./commands/keys.js");
     await keysRetire(kid, opts, process.env);
   });
+
+const hosts = program
+  .command("hosts")
+  .description("the hosts (vmms) of the control plane: load, liveness, maintenance");
+const schedulerUrlOption = [
+  "--scheduler-url <url>",
+  "scheduler URL (DNAH_SCHEDULER_URL; default http://127.0.0.1:7001)",
+] as const;
+hosts
+  .command("list")
+  .description("every host: live, draining or dead, with its load and labels")
+  .option(...schedulerUrlOption)
+  .option("--json", "one JSON array instead of a table")
+  .action(async (opts: import("./commands/hosts.js").HostsOptions) => {
+    const { hostsList } = await import("./commands/hosts.js");
+    await hostsList(opts, process.env);
+  });
+for (const [name, draining] of [
+  ["drain", true],
+  ["undrain", false],
+] as const)
+  hosts
+    .command(name)
+    .argument("<host>", "the host id")
+    .description(draining ? "maintenance: keep what it runs, place nothing new there" : "back in service")
+    .option(...schedulerUrlOption)
+    .option("--json", "the host as JSON")
+    .action(async (hostId: string, opts: import("./commands/hosts.js").HostsOptions) => {
+      const { hostsDrain } = await import("./commands/hosts.js");
+      await hostsDrain(hostId, draining, opts, process.env);
+    });
 
 try {
   await program.parseAsync();

@@ -11,3 +11,12 @@ export {
   withIncomingTrace,
 } from "./telemetry.js";
 export { createTunnelAgent, type DialOptions, dialTunnel, TUNNEL_PROTOCOL, TunnelError } from "./tunnel.js";
+export {
+  type ControlKey,
+  checkVmmToken,
+  loadOrCreateControlKey,
+  mintVmmToken,
+  VMM_TOKEN_TTL_S,
+  vmmAuthInterceptor,
+  vmmAuthorization,
+} from "./vmm-auth.js";

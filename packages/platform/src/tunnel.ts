@@ -29,6 +29,8 @@ export interface DialOptions {
   /** Gives up on the vmm after this long. */
   timeoutMs?: number;
   headers?: Record<string, string>;
+  /** The `authorization` header for one dial (a fresh vmm token each time; see vmm-auth.ts). */
+  authorization?: () => string;
 }
 
 /** Opens a raw byte stream to `port` inside sandbox `sandboxId` through its vmm at `vmmUrl`. */
@@ -42,7 +44,12 @@ export function dialTunnel(
   return new Promise((resolve, reject) => {
     const req = request(url, {
       method: "GET",
-      headers: { ...opts.headers, Connection: "Upgrade", Upgrade: TUNNEL_PROTOCOL },
+      headers: {
+        ...opts.headers,
+        ...(opts.authorization ? { authorization: opts.authorization() } : {}),
+        Connection: "Upgrade",
+        Upgrade: TUNNEL_PROTOCOL,
+      },
       timeout: opts.timeoutMs ?? 10_000,
     });
     req.on("upgrade", (res, socket, head) => {

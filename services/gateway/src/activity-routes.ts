@@ -12,7 +12,8 @@ import type { ActivitySink } from "./sandbox/activity.js";
  *   flush while it runs, and when the response ends.
  * - `"handler"`: counted, but only the handler knows the sandbox (a Daytona name resolved to
  *   an id, several ids in a query, a proxied request routed by header): it marks it itself
- *   through `RpcDeps.activity`.
+ *   through `RpcDeps.activity`. A watch (`/files/watch`, SSE or WebSocket) is one: it counts
+ *   once, when it starts; merely keeping a watch open does not keep the sandbox awake.
  *
  * Keys are `<METHOD> <route URL>` as Fastify registers them; `*` as the method matches any,
  * and a URL ending in `/*` matches every route below it. Every route the gateway serves must
@@ -26,6 +27,10 @@ const CONNECT = "POST /dnah.sandbox.v1.SandboxService";
 
 export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "GET /health": false,
+  // The API's documents (public, like /health).
+  "GET /openapi.json": false,
+  "GET /llms.txt": false,
+  "GET /llms-full.txt": false,
 
   // native REST
   "POST /v1/sandboxes": false,
@@ -43,9 +48,12 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "PUT /v1/sandboxes/:id/files": ID,
   "GET /v1/sandboxes/:id/files": ID,
   "GET /v1/sandboxes/:id/files/list": ID,
+  "GET /v1/sandboxes/:id/files/watch": "handler",
   "POST /v1/sandboxes/:id/snapshot": ID,
   "GET /v1/sandboxes/:id/share/*": ID,
   "PUT /v1/sandboxes/:id/share/*": ID,
+  "POST /v1/sandboxes/:id/share/*": ID,
+  "DELETE /v1/sandboxes/:id/share/*": ID,
   "POST /v1/sandboxes/:id/fork": ID,
   "GET /v1/snapshots": false,
   "GET /v1/snapshots/:idOrName": false,
@@ -118,6 +126,9 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "POST /api/sandbox/:idOrName/fork": "handler",
   "* /toolbox/:sandboxId/*": SANDBOX_ID,
   "* /preview/*": "handler",
+
+  // MCP over streamable HTTP: its tools call the REST routes above, which count themselves.
+  "* /mcp": false,
 };
 
 /** The rule for a route; undefined when the table does not list it. */

@@ -6,7 +6,9 @@ import {
   type Db,
   type Logger,
   listen,
+  loadOrCreateControlKey,
   migrate,
+  vmmAuthorization,
 } from "@dnah/platform";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
@@ -17,11 +19,13 @@ import { installActivityRoutes } from "./activity-routes.js";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
 import { createDaytonaCompat, isDaytonaRequest } from "./compat/daytona/index.js";
-import type { Sweeper, SweeperOptions } from "./compat/daytona/sweeper.js";
 import { AccessTokens } from "./compat/e2b/access-token.js";
 import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
 import type { GatewayConfig } from "./config.js";
 import { toErrorResponse } from "./errors.js";
+import { llmsRoutes } from "./llms.js";
+import { mcpRoutes } from "./mcp.js";
+import { docsOnlySchemas, openApiRoutes, registerOpenApi } from "./openapi.js";
 import { requestIdHook } from "./request-id.js";
 import type { RestOptions } from "./rest/common.js";
 import { execRoutes } from "./rest/exec.js";
@@ -29,6 +33,7 @@ import { fileRoutes } from "./rest/files.js";
 import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
 import { shareRoutes } from "./rest/share.js";
 import { snapshotRoutes } from "./rest/snapshots.js";
+import { watchRoutes } from "./rest/watch.js";
 import { sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
 import { ActivityRecorder } from "./sandbox/activity.js";
@@ -36,6 +41,8 @@ import { AgentPool } from "./sandbox/agent-client.js";
 
 /** How long close() waits for commands cut by the shutdown to be killed. */
 const KILL_GRACE_MS = 5_000;
+/** GET routes that need no API key. */
+const PUBLIC_GETS = new Set(["/health", "/openapi.json", "/llms.txt", "/llms-full.txt"]);
 const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations", import.meta.url));
 
 export interface GatewayDeps {
@@ -44,8 +51,6 @@ export interface GatewayDeps {
   /** The snapshot service's client (public keys); built from cfg.snapshotUrl when absent. */
   snapshot?: Client<typeof SnapshotService> | undefined;
   logger: Logger;
-  /** Daytona lifecycle sweeper overrides (tests: a short interval, a clock moved forward). */
-  daytonaSweeper?: Partial<SweeperOptions> | undefined;
 }
 
 export interface Gateway {
@@ -54,8 +59,6 @@ export interface Gateway {
   /** The base URL; throws before start(). */
   readonly url: string;
   readonly app: FastifyInstance;
-  /** The Daytona lifecycle sweeper (tests run a pass with sweepOnce()). */
-  readonly daytonaSweeper: Sweeper;
   /** Coalesced working calls, flushed to the scheduler every cfg.activityFlushMs (tests: flush()). */
   readonly activity: ActivityRecorder;
   /** The dev key when this start created it or configuration fixed it; else undefined. */
@@ -80,10 +83,14 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   // One secret per installation seeds every sandbox's envd access token (E2B sandboxes have
   // one set; the native API sends it too, so both APIs reach every sandbox).
   const tokens = await AccessTokens.load(deps.db);
+  // The control plane's key: every call to a vmm carries a token signed with it.
+  const controlKey = await loadOrCreateControlKey(deps.db);
+  const vmmAuth = (vmmUrl: string) => vmmAuthorization(controlKey, vmmUrl);
   const agents = new AgentPool({
     scheduler: deps.scheduler,
     logger,
     accessToken: (id) => tokens.tokenFor(id),
+    vmmAuthorization: vmmAuth,
   });
   const activity = new ActivityRecorder({
     scheduler: deps.scheduler,
@@ -95,6 +102,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     activity,
     snapshot: deps.snapshot ?? createServiceClient(SnapshotService, cfg.snapshotUrl),
     agents,
+    vmmAuthorization: vmmAuth,
     logger,
     limits: {
       execOutputLimitBytes: cfg.execOutputLimitBytes,
@@ -119,7 +127,6 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     rpc: rpcDeps,
     logger,
     origin: () => url,
-    sweeper: deps.daytonaSweeper,
   });
 
   const app = await createServiceServer({
@@ -158,7 +165,8 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       logger,
       // E2B control-API routes check the key themselves, to fail with E2B's error body.
       isPublic: (req) =>
-        ((req.method === "GET" || req.method === "HEAD") && req.routeOptions.url === "/health") ||
+        // The API's documents (/openapi.json, /llms*.txt) describe it and hold no secret.
+        ((req.method === "GET" || req.method === "HEAD") && PUBLIC_GETS.has(req.routeOptions.url ?? "")) ||
         isE2bApiRequest(req) ||
         // Daytona routes check the key (or preview token) themselves, to fail Daytona's way.
         isDaytonaRequest(req),
@@ -187,20 +195,27 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     jsonBodyLimitBytes: cfg.jsonBodyLimitBytes,
     fileLimitBytes: cfg.fileLimitBytes,
   };
+  // Records the /v1 routes below; their schemas only document (docsOnlySchemas).
+  await registerOpenApi(app);
   await app.register(
     async (v1) => {
       // JSON routes take application/json only (text/plain would reach them as a string).
       v1.removeContentTypeParser("text/plain");
+      docsOnlySchemas(v1);
       await v1.register(restSandboxRoutes, restOpts);
       await v1.register(execRoutes, restOpts);
       await v1.register(fileRoutes, restOpts);
       await v1.register(snapshotRoutes, restOpts);
       await v1.register(shareRoutes, restOpts);
+      await v1.register(watchRoutes, restOpts);
     },
     { prefix: "/v1" },
   );
   await app.register(e2b.routes);
   await app.register(daytona.routes);
+  await app.register(mcpRoutes);
+  await app.register(openApiRoutes);
+  await app.register(llmsRoutes);
   // socket.io joins the HTTP server through one upgrade dispatcher (after @fastify/websocket).
   daytona.attach(app.server);
 
@@ -208,7 +223,6 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     app,
     apiKey,
     activity,
-    daytonaSweeper: daytona.sweeper,
     get url() {
       if (url === undefined) throw new Error("gateway not started");
       return url;

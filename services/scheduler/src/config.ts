@@ -14,6 +14,12 @@ export interface SchedulerConfig {
   readonly poolSize: number;
   /** A host that has not sent a heartbeat for this long is neither placed on nor claimed from. */
   readonly hostDeadAfterMs: number;
+  /** When set, RegisterHost must carry it (`authorization: Bearer …`): who may join as a host. */
+  readonly joinToken: string | undefined;
+  /** spread: the least loaded host first; pack: fill the busiest that fits first. */
+  readonly placementPolicy: "spread" | "pack";
+  /** vCPUs placed per vCPU a host offers: sandboxes are idle most of the time. */
+  readonly cpuOvercommit: number;
   /** How often the warm pool is checked (claims and host registrations also wake it). */
   readonly poolRefillIntervalMs: number;
   /** Deadline of vmm.CreateVm (boot until the agent answers). */
@@ -67,6 +73,9 @@ export function configFromEnv(env: Env): SchedulerConfig {
     port: r.int("DNAH_SCHEDULER_PORT", 7001, 0, 65535),
     poolSize: r.int("DNAH_POOL_SIZE", 2, 0, 1000),
     hostDeadAfterMs: r.int("DNAH_HOST_DEAD_AFTER_MS", 15_000, 1),
+    joinToken: r.optStr("DNAH_JOIN_TOKEN"),
+    placementPolicy: r.oneOf("DNAH_PLACEMENT_POLICY", ["spread", "pack"] as const, "spread"),
+    cpuOvercommit: r.int("DNAH_CPU_OVERCOMMIT", 16, 1, 1_000),
     poolRefillIntervalMs: r.int("DNAH_POOL_REFILL_INTERVAL_MS", 500, 10),
     vmBootTimeoutMs: r.int("DNAH_VM_BOOT_TIMEOUT_MS", 60_000, 1),
     vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),

@@ -1,5 +1,5 @@
 import type { Client } from "@connectrpc/connect";
-import { createServiceClient, type Db, type Logger } from "@dnah/platform";
+import { type ControlKey, createServiceClient, type Db, type Logger, vmmAuthorization } from "@dnah/platform";
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { SchedulerConfig } from "./config.js";
@@ -27,6 +27,8 @@ export interface Context {
   readonly snapshot: SnapshotClient;
   /** Wakes the warm-pool refiller (after a claim or when capacity appears). */
   kickRefill(): void;
+  /** The control plane's key pair (from the database, loaded once): signs every call to a vmm. */
+  controlKey(): Promise<ControlKey>;
   /**
    * Templates found recently, by id or alias. Only hits are kept, briefly, so a create skips
    * one database round trip while a new or changed template still shows within seconds.
@@ -48,10 +50,20 @@ export interface ContextParts {
   /** Defaults to a Connect client for `cfg.snapshotUrl`. */
   snapshotClient?: SnapshotClient | undefined;
   kickRefill: () => void;
+  /** Loads (once) the control plane's key from the database. */
+  getControlKey: () => Promise<ControlKey>;
 }
 
 export function createContext(parts: ContextParts): Context & { settle(): Promise<void> } {
-  const factory = parts.vmmClient ?? ((url: string) => createServiceClient(VmmService, url));
+  const factory =
+    parts.vmmClient ??
+    ((url: string) =>
+      createServiceClient(VmmService, url, [
+        (next) => async (req) => {
+          req.header.set("authorization", vmmAuthorization(await parts.getControlKey(), url));
+          return next(req);
+        },
+      ]));
   const clients = new Map<string, VmmClient>();
   const pending = new Set<Promise<unknown>>();
   const logger = parts.logger;
@@ -72,6 +84,7 @@ export function createContext(parts: ContextParts): Context & { settle(): Promis
     },
     snapshot: parts.snapshotClient ?? createServiceClient(SnapshotService, parts.cfg.snapshotUrl),
     kickRefill: parts.kickRefill,
+    controlKey: parts.getControlKey,
     templateCache: new Map(),
     background(what, fields, fn) {
       const p: Promise<unknown> = Promise.resolve()

@@ -7,10 +7,12 @@ import {
   holdsClaim,
   hostLoads,
   insertEvent,
+  lockPlacement,
   lockSandbox,
   markArchived,
   markPaused,
   markUnarchived,
+  moveToHost,
   type Queryable,
   type ReaperClaim,
   releaseReaperOp,
@@ -27,7 +29,7 @@ import {
 } from "./domain/errors.js";
 import { newSnapshotId } from "./domain/ids.js";
 import { dueOp } from "./domain/lifecycle.js";
-import { isLive } from "./domain/placement.js";
+import { chooseHost, isLive } from "./domain/placement.js";
 import { codeName, deleteVm, destroy, dropArchive, errorDetail, logFields } from "./provision.js";
 import { checkSignature, restoreVmAs, takeSnapshot } from "./snapshots.js";
 
@@ -290,8 +292,9 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
     throw new SnapshotRefusedError(`sandbox '${id}': its archive snapshot ${snapId} is missing`);
   await checkSignature(ctx, snap);
   const fields = { ...logFields(first), "snapshot.id": snap.id };
+  let restoredOn: Pick<SandboxRow, "hostId" | "vmmUrl"> = first;
   const row = await ctx.db.transaction(async (tx) => {
-    const cur = await lockSandbox(tx, id);
+    let cur = await lockSandbox(tx, id);
     if (cur === undefined) throw new SandboxNotFoundError(id);
     if (cur.state !== "archived")
       throw new WrongStateError(`sandbox '${id}' is not archived (it is ${cur.state})`);
@@ -302,23 +305,46 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
     )
       throw new WrongStateError(`sandbox '${id}' is being ${cur.reaperOp}d by the reaper`);
     const { now, hosts } = await hostLoads(tx);
-    const host = hosts.find((h) => h.hostId === cur.hostId);
-    if (host === undefined || !isLive(host, now, ctx.cfg.hostDeadAfterMs))
+    const host = hosts.find((h) => h.hostId === cur!.hostId);
+    const usable =
+      host !== undefined && isLive(host, now, ctx.cfg.hostDeadAfterMs) && host.running < host.capacity;
+    if (!usable && isSharedArchive(cur.archiveUri)) {
+      // Shared archive storage: any live host with room can bring it back (under the
+      // placement lock, like any placement); the sandbox and its snapshot move there.
+      await lockPlacement(tx);
+      const fresh = await hostLoads(tx);
+      const to = chooseHost(
+        fresh.hosts.filter((h) => h.hostId !== cur!.hostId && h.runtime === cur!.runtime),
+        fresh.now,
+        ctx.cfg.hostDeadAfterMs,
+        { cpuCount: cur.cpuCount, memoryMib: cur.memoryMib, policy: ctx.cfg.placementPolicy },
+      );
+      await moveToHost(tx, id, snap.id, to.hostId);
+      ctx.logger.info(
+        { ...fields, from: cur.hostId, to: to.hostId },
+        "archived sandbox moves to another host",
+      );
+      cur = { ...cur, hostId: to.hostId, vmmUrl: to.vmmUrl };
+    } else if (host === undefined || !isLive(host, now, ctx.cfg.hostDeadAfterMs))
       throw new VmmUnavailableError(
         `host '${cur.hostId}', which holds the archive of sandbox '${id}', is not live; try again when it is back`,
       );
-    if (host.running >= host.capacity)
+    else if (host.running >= host.capacity)
       throw new HostFullError(
         `host '${cur.hostId}', which holds the archive of sandbox '${id}', is full (${host.running} of ${host.capacity} sandboxes); try later`,
       );
-    await insertEvent(ctx.db, {
-      sandboxId: id,
-      kind: "unarchiving",
-      fromState: "archived",
-      toState: "archived",
-      actor: "api",
-      detail: `${snap.sizeBytes} bytes from ${cur.archiveUri}`,
-    });
+    restoredOn = cur;
+    // Outside the transaction: a caller listing events sees them while the resume runs.
+    const unarchiving = (detail: string) =>
+      insertEvent(ctx.db, {
+        sandboxId: id,
+        kind: "unarchiving",
+        fromState: "archived",
+        toState: "archived",
+        actor: "api",
+        detail,
+      });
+    await unarchiving(`${snap.sizeBytes} bytes from ${cur.archiveUri}`);
     try {
       const stream = ctx
         .vmm(cur.vmmUrl)
@@ -339,14 +365,7 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
         const tenth = m.totalBytes === 0n ? 0 : Number((m.copiedBytes * 10n) / m.totalBytes);
         if (tenth <= reportedTenth || tenth >= 10) continue;
         reportedTenth = tenth;
-        await insertEvent(ctx.db, {
-          sandboxId: id,
-          kind: "unarchiving",
-          fromState: "archived",
-          toState: "archived",
-          actor: "api",
-          detail: `${tenth * 10}% (${m.copiedBytes} of ${m.totalBytes} bytes)`,
-        });
+        await unarchiving(`${tenth * 10}% (${m.copiedBytes} of ${m.totalBytes} bytes)`);
       }
     } catch (err) {
       // A copy left by an earlier attempt is as good: RestoreVm checks every file of it.
@@ -381,7 +400,14 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
     });
     return running;
   });
-  ctx.background("removal of a restored archive", fields, () => dropArchive(ctx, first));
+  ctx.background("removal of a restored archive", fields, () =>
+    dropArchive(ctx, { ...first, hostId: restoredOn.hostId, vmmUrl: restoredOn.vmmUrl }),
+  );
   ctx.logger.info({ ...fields, totalMs: Math.round(performance.now() - started) }, "sandbox unarchived");
   return row;
+}
+
+/** Archive storage every host can read (an S3-compatible bucket), unlike a host's folder. */
+function isSharedArchive(uri: string | null): boolean {
+  return uri?.startsWith("s3://") ?? false;
 }

@@ -23,7 +23,7 @@ import {
 } from "./domain/errors.js";
 import { newSandboxId } from "./domain/ids.js";
 import type { LifecycleSettings } from "./domain/lifecycle.js";
-import { chooseHost, isLive, placeMany } from "./domain/placement.js";
+import { chooseHost, isLive, type PlacementRequest, placeMany } from "./domain/placement.js";
 
 /**
  * The steps every path that makes or destroys a VM shares (cold create, pool refill, delete,
@@ -35,6 +35,20 @@ export interface Owner {
   envVars: Record<string, string>;
   /** Persistent (never anything automatic) when not given. */
   lifecycle?: LifecycleSettings | undefined;
+  /** Only hosts with all these labels. */
+  hostLabels?: Record<string, string> | undefined;
+}
+
+/** What placing one sandbox of `template` asks of a host. */
+function placementOf(ctx: Context, template: TemplateRow, labels?: Record<string, string>): PlacementRequest {
+  return {
+    cpuCount: template.cpuCount,
+    memoryMib: template.memoryMib,
+    templateId: template.id,
+    policy: ctx.cfg.placementPolicy,
+    cpuOvercommit: ctx.cfg.cpuOvercommit,
+    ...(labels !== undefined ? { labels } : {}),
+  };
 }
 
 export const logFields = (row: Pick<SandboxRow, "id" | "hostId">) => ({
@@ -47,7 +61,12 @@ export function reserveSandbox(ctx: Context, template: TemplateRow, owner: Owner
   return ctx.db.transaction(async (tx) => {
     await lockPlacement(tx);
     const { now, hosts } = await hostLoads(tx);
-    const host = chooseHost(hosts, now, ctx.cfg.hostDeadAfterMs);
+    const host = chooseHost(
+      hosts,
+      now,
+      ctx.cfg.hostDeadAfterMs,
+      placementOf(ctx, template, owner.hostLabels),
+    );
     return insertSandbox(tx, newRow(template, host, false, owner));
   });
 }
@@ -93,7 +112,13 @@ export function reservePoolSlots(
     const deficit = template.poolTarget - (await countPool(tx, template.id, ctx.cfg.hostDeadAfterMs));
     if (deficit <= 0) return { rows: [], shortfall: undefined };
     const { now, hosts } = await hostLoads(tx);
-    const { placed, shortfall } = placeMany(hosts, deficit, now, ctx.cfg.hostDeadAfterMs);
+    const { placed, shortfall } = placeMany(
+      hosts,
+      deficit,
+      now,
+      ctx.cfg.hostDeadAfterMs,
+      placementOf(ctx, template),
+    );
     const rows: SandboxRow[] = [];
     for (const host of placed)
       rows.push(await insertSandbox(tx, newRow(template, host, true, { metadata: {}, envVars: {} })));

@@ -2,6 +2,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   ExpireAction,
+  type HostRecordSchema,
   LifecycleClock,
   type LifecycleSchema,
   LifecycleType,
@@ -10,7 +11,7 @@ import {
   SandboxState,
   type SnapshotRecordSchema,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
-import type { SandboxEventRow, SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
+import type { HostLoadRow, SandboxEventRow, SandboxRow, SandboxRowState, SnapshotRow } from "./db/queries.js";
 import type {
   LifecycleOverrides,
   LifecycleSettings,
@@ -85,6 +86,27 @@ export function lifecycleOverridesOf(req: {
 /** The preset a request names; unspecified is persistent. */
 export function lifecycleTypeOf(t: LifecycleType): LifecycleTypeName {
   return t === LifecycleType.EPHEMERAL ? "ephemeral" : "persistent";
+}
+
+export function toHostRecord(h: HostLoadRow, live: boolean): MessageInitShape<typeof HostRecordSchema> {
+  return {
+    hostId: h.hostId,
+    vmmUrl: h.vmmUrl,
+    runtime: h.runtime,
+    capacitySandboxes: h.capacity,
+    runningSandboxes: h.running,
+    vcpus: h.vcpus,
+    usedVcpus: h.usedVcpus,
+    memoryMib: BigInt(h.memoryMib),
+    usedMemoryMib: BigInt(h.usedMemoryMib),
+    diskFreeMib: BigInt(h.diskFreeMib),
+    labels: h.labels,
+    templates: h.templates,
+    draining: h.draining,
+    live,
+    lastHeartbeat: timestampFromDate(h.lastHeartbeat),
+    registeredAt: timestampFromDate(h.registeredAt),
+  };
 }
 
 export function toEventRecord(e: SandboxEventRow): MessageInitShape<typeof SandboxEventSchema> {
@@ -163,6 +185,8 @@ function toState(s: SandboxRowState): SandboxState {
       return SandboxState.STOPPED;
     case "archived":
       return SandboxState.ARCHIVED;
+    case "lost":
+      return SandboxState.LOST;
     // Get and List never return these; a record of one is as good as gone.
     case "deleting":
     case "deleted":

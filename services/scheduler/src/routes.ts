@@ -1,4 +1,4 @@
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { Context } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
@@ -12,6 +12,7 @@ import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { getSnapshot } from "./rpc/get-snapshot.js";
 import { getTemplate } from "./rpc/get-template.js";
 import { heartbeat } from "./rpc/heartbeat.js";
+import { listHosts } from "./rpc/list-hosts.js";
 import { listSandboxEvents } from "./rpc/list-sandbox-events.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
 import { listSnapshots } from "./rpc/list-snapshots.js";
@@ -20,16 +21,17 @@ import { recordActivity } from "./rpc/record-activity.js";
 import { registerHost } from "./rpc/register-host.js";
 import { restoreSnapshot } from "./rpc/restore-snapshot.js";
 import { resumeSandbox } from "./rpc/resume-sandbox.js";
+import { setHostDraining } from "./rpc/set-host-draining.js";
 import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
 import { updateLifecycle } from "./rpc/update-lifecycle.js";
 
 /** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
 export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
   const edge =
-    <Req, Res>(rpc: string, fn: (ctx: Context, req: Req) => Promise<Res>) =>
-    async (req: Req): Promise<Res> => {
+    <Req, Res>(rpc: string, fn: (ctx: Context, req: Req, call: HandlerContext) => Promise<Res>) =>
+    async (req: Req, call: HandlerContext): Promise<Res> => {
       try {
-        return await fn(ctx, req);
+        return await fn(ctx, req, call);
       } catch (err) {
         throw toConnectError(err, ctx.logger, { rpc });
       }
@@ -55,5 +57,7 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     listSandboxEvents: edge("ListSandboxEvents", listSandboxEvents),
     recordActivity: edge("RecordActivity", recordActivity),
     archiveSandbox: edge("ArchiveSandbox", archiveSandbox),
+    listHosts: edge("ListHosts", listHosts),
+    setHostDraining: edge("SetHostDraining", setHostDraining),
   };
 }

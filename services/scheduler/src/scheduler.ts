@@ -1,11 +1,13 @@
 import { fileURLToPath } from "node:url";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  type ControlKey,
   createLogger,
   createServiceServer,
   type Db,
   type Logger,
   listen,
+  loadOrCreateControlKey,
   migrate,
   openDb,
 } from "@dnah/platform";
@@ -53,6 +55,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
   const logger = overrides.logger ?? createLogger("scheduler", { level: cfg.logLevel });
   const ownsDb = overrides.db === undefined;
   let db: Db | undefined = overrides.db;
+  let controlKey: Promise<ControlKey> | undefined;
   let app: Awaited<ReturnType<typeof createServiceServer>> | undefined;
   let url: string | undefined;
   let starting: Promise<string> | undefined;
@@ -69,6 +72,13 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     vmmClient: overrides.vmmClient,
     snapshotClient: overrides.snapshotClient,
     kickRefill: () => refiller.kick(),
+    getControlKey: () => {
+      controlKey ??= loadOrCreateControlKey(ctx.db).catch((err: unknown) => {
+        controlKey = undefined; // a database hiccup: the next call tries again
+        throw err;
+      });
+      return controlKey;
+    },
   });
   const refiller = createRefiller(ctx);
   const reaper = createReaper(ctx);
@@ -78,6 +88,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     db ??= await openDb({ url: cfg.databaseUrl, pgliteDir: cfg.pgliteDir, schema: cfg.dbSchema });
     const applied = await migrate(db, "scheduler", MIGRATIONS_DIR);
     if (applied.length > 0) logger.info({ migrations: applied }, "database migrated");
+    await ctx.controlKey();
     if (!(await setPoolTarget(db, "base", cfg.poolSize))) {
       logger.warn("template 'base' does not exist: DNAH_POOL_SIZE not applied");
     }

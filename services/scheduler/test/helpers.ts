@@ -2,7 +2,18 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createServiceServer, type Db, listen, migrate, openDb, silentLogger } from "@dnah/platform";
+import {
+  type ControlKey,
+  createServiceClient,
+  createServiceServer,
+  type Db,
+  listen,
+  loadOrCreateControlKey,
+  migrate,
+  openDb,
+  silentLogger,
+  vmmAuthorization,
+} from "@dnah/platform";
 import { type CreateVmRequest, VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import pg from "pg";
 import { configFromEnv, type SchedulerConfig } from "../src/config.js";
@@ -163,4 +174,16 @@ export async function waitUntil(
     if (Date.now() > deadline) throw new Error(`${what} did not start within 60 s`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** A vmm client that signs its calls with the control plane's key (as the scheduler does). */
+export function signedVmmClient(db: Pick<Db, "query">, vmmUrl: string) {
+  let key: ControlKey | undefined;
+  return createServiceClient(VmmService, vmmUrl, [
+    (next) => async (req) => {
+      key ??= await loadOrCreateControlKey(db);
+      req.header.set("authorization", vmmAuthorization(key, vmmUrl));
+      return next(req);
+    },
+  ]);
 }

@@ -7,10 +7,10 @@ import { fileURLToPath } from "node:url";
 import { type Client, Code } from "@connectrpc/connect";
 import { createServiceClient, type Db } from "@dnah/platform";
 import { SandboxState, SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
-import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { hostLoads } from "../src/db/queries.js";
 import { createScheduler, type Scheduler } from "../src/index.js";
-import { connectError, logger, migratedDb, testConfig } from "./helpers.js";
+import { connectError, logger, migratedDb, signedVmmClient, testConfig } from "./helpers.js";
 
 /**
  * Pause / resume / metrics through the scheduler against real parts: Postgres (own schema)
@@ -68,7 +68,7 @@ describe("scheduler pause / resume / metrics", () => {
       },
       stdio: ["ignore", "ignore", "inherit"],
     });
-    vmmClient = createServiceClient(VmmService, `http://127.0.0.1:${vmmPort}`);
+    vmmClient = signedVmmClient(db, `http://127.0.0.1:${vmmPort}`);
     // Ready once it answers and has registered with the scheduler (it registers before it
     // logs "vmm listening", after its Connect server is up).
     const deadline = Date.now() + 60_000;

@@ -73,4 +73,44 @@ describe("placement", () => {
     );
     assert.equal(placeMany(hosts, 2, now, DEAD_MS).shortfall, undefined);
   });
+
+  it("fits vCPUs and memory when hosts report them; spread or pack", () => {
+    const big = { ...host("big", 2, 10), vcpus: 8, usedVcpus: 2, memoryMib: 16_384, usedMemoryMib: 1_024 };
+    const small = { ...host("small", 0, 10), vcpus: 2, usedVcpus: 0, memoryMib: 2_048, usedMemoryMib: 0 };
+    // Spread: small is emptier (0 %) than big (25 % of its vCPUs).
+    assert.equal(chooseHost([big, small], now, DEAD_MS, { cpuCount: 1, memoryMib: 512 }).hostId, "small");
+    // Pack: the busiest that still fits.
+    assert.equal(
+      chooseHost([big, small], now, DEAD_MS, { cpuCount: 1, memoryMib: 512, policy: "pack" }).hostId,
+      "big",
+    );
+    // Too much memory for small: only big fits.
+    assert.equal(chooseHost([big, small], now, DEAD_MS, { memoryMib: 4_096 }).hostId, "big");
+    assert.throws(
+      () => chooseHost([big, small], now, DEAD_MS, { cpuCount: 7 }),
+      (e) => e instanceof NoCapacityError && /all 2 live hosts are full/.test(e.message),
+    );
+    const { placed } = placeMany([small], 5, now, DEAD_MS, { cpuCount: 1 });
+    assert.equal(placed.length, 2, "two vCPUs: two sandboxes of one vCPU");
+    const lowDisk = { ...host("lowdisk", 0, 10), diskFreeMib: 100 };
+    assert.equal(chooseHost([lowDisk, big], now, DEAD_MS).hostId, "big");
+  });
+
+  it("honours labels, skips draining hosts and prefers hosts holding the template", () => {
+    const gpu = { ...host("gpu", 5, 10), labels: { gpu: "a100", zone: "eu" } };
+    const plain = { ...host("plain", 0, 10), labels: { zone: "eu" }, templates: ["base"] };
+    const drained = { ...host("drained", 0, 10), draining: true, labels: { gpu: "a100", zone: "eu" } };
+    assert.equal(chooseHost([gpu, plain, drained], now, DEAD_MS, { labels: { gpu: "a100" } }).hostId, "gpu");
+    assert.equal(chooseHost([gpu, plain, drained], now, DEAD_MS, { labels: { zone: "eu" } }).hostId, "plain");
+    assert.throws(
+      () => chooseHost([plain, drained], now, DEAD_MS, { labels: { gpu: "a100" } }),
+      (e) =>
+        e instanceof NoCapacityError &&
+        /no live host can take it \(1 without the labels asked for, 1 draining\)/.test(e.message),
+    );
+    // Locality first: gpu is busier but holds the template.
+    const gpuWithTemplate = { ...gpu, templates: ["custom"] };
+    assert.equal(chooseHost([gpuWithTemplate, plain], now, DEAD_MS, { templateId: "custom" }).hostId, "gpu");
+    assert.equal(chooseHost([gpuWithTemplate, plain], now, DEAD_MS, { templateId: "base" }).hostId, "plain");
+  });
 });

@@ -14,12 +14,13 @@ import {
   type SnapshotRecord,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
-import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { createScheduler, type Scheduler } from "../src/index.js";
 import {
   connectError,
   logger,
   migratedDb,
+  signedVmmClient,
   spawnService,
   stopService as stop,
   testConfig,
@@ -137,7 +138,7 @@ describe("scheduler snapshots / restore / fork", () => {
       DNAH_SCHEDULER_URL: schedulerUrl,
       ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
     });
-    vmmClient = createServiceClient(VmmService, `http://127.0.0.1:${vmmPort}`);
+    vmmClient = signedVmmClient(db, `http://127.0.0.1:${vmmPort}`);
     // Ready once it answers and has registered with the scheduler.
     await waitUntil(
       "vmm",

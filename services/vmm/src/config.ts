@@ -40,6 +40,8 @@ export interface VmmConfig {
     | undefined;
   /** Largest file one upload to a share may write (`PUT /share/...`). */
   readonly shareUploadMaxBytes: number;
+  /** Largest a sandbox's share may grow through uploads (plain, chunked or tar): 507 past it. */
+  readonly shareQuotaBytes: number;
   readonly cacheDir: string;
   readonly debianMirror: string;
   /** Folder with the bundled guest agent (`agent.mjs`). */
@@ -49,6 +51,13 @@ export interface VmmConfig {
   readonly pidsMax: number;
   readonly bootTimeoutMs: number;
   readonly schedulerUrl: string | undefined;
+  /** Presented to the scheduler's RegisterHost when set (its DNAH_JOIN_TOKEN). */
+  readonly joinToken: string | undefined;
+  /** Placement labels of this host (`DNAH_HOST_LABELS=zone=eu,gpu=a100`). */
+  readonly hostLabels: Record<string, string>;
+  /** What the host offers sandboxes; undefined: the machine's (all CPUs, all memory). */
+  readonly vcpus: number | undefined;
+  readonly memoryMib: number | undefined;
   readonly heartbeatIntervalMs: number;
   readonly logLevel: string;
   /** PATH for the host tools the runtime runs (mount, bwrap, sh). */
@@ -89,6 +98,7 @@ export function configFromEnv(env: Env): VmmConfig {
             forcePathStyle: r.bool("DNAH_ARCHIVE_S3_PATH_STYLE", false),
           },
     shareUploadMaxBytes: r.int("DNAH_SHARE_UPLOAD_MAX_BYTES", 16 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
+    shareQuotaBytes: r.int("DNAH_SHARE_QUOTA_BYTES", 20 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
     cacheDir: r.str("DNAH_CACHE_DIR", DEFAULT_CACHE_DIR),
     debianMirror: r.str("DNAH_DEBIAN_MIRROR", DEFAULT_DEBIAN_MIRROR),
     agentDir: r.str("DNAH_AGENT_DIR", join(REPO_ROOT, "guest", "dist")),
@@ -103,6 +113,11 @@ export function configFromEnv(env: Env): VmmConfig {
       600_000,
     ),
     schedulerUrl: r.optStr("DNAH_SCHEDULER_URL"),
+    joinToken: r.optStr("DNAH_JOIN_TOKEN"),
+    hostLabels: parseLabels(r.optStr("DNAH_HOST_LABELS"), (m) => r.problem(`DNAH_HOST_LABELS: ${m}`)),
+    vcpus: env.DNAH_VMM_VCPUS === undefined ? undefined : r.int("DNAH_VMM_VCPUS", 1, 1, 4096),
+    memoryMib:
+      env.DNAH_VMM_MEMORY_MIB === undefined ? undefined : r.int("DNAH_VMM_MEMORY_MIB", 1, 64, 1 << 30),
     heartbeatIntervalMs: r.int("DNAH_HEARTBEAT_INTERVAL_MS", 5_000, 100, 600_000),
     logLevel: r.str("DNAH_LOG_LEVEL", "info"),
     hostPath: r.str("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -111,4 +126,18 @@ export function configFromEnv(env: Env): VmmConfig {
     r.problem("DNAH_CGROUP_PARENT: letters, digits, '-' and '_' only");
   r.done();
   return cfg;
+}
+
+/** `k=v,k2=v2` as a map; a malformed pair is reported through `problem`. */
+function parseLabels(raw: string | undefined, problem: (m: string) => void): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (raw ?? "")
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p !== "")) {
+    const m = /^([A-Za-z0-9][A-Za-z0-9._/-]{0,62})=([A-Za-z0-9][A-Za-z0-9._/-]{0,62})$/.exec(pair);
+    if (m === null) problem(`'${pair.slice(0, 64)}' is not key=value (letters, digits, '.', '_', '/', '-')`);
+    else out[m[1]!] = m[2]!;
+  }
+  return out;
 }

@@ -1,13 +1,15 @@
-import { Code, ConnectError } from "@connectrpc/connect";
-import { createServiceClient, createServiceServer, type Logger, listen } from "@dnah/platform";
-import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
+import type { IncomingMessage } from "node:http";
+import type { Socket } from "node:net";
+import { checkVmmToken, createServiceServer, type Logger, listen } from "@dnah/platform";
 import type { FastifyInstance } from "fastify";
 import type { VmmConfig } from "./config.js";
 import type { VmmContext } from "./context.js";
+import { startRegistration } from "./registration.js";
 import { vmmImpl, vmmRoutes } from "./routes.js";
 import type { Runtime } from "./runtime/runtime.js";
 import { selectRuntime } from "./runtime/select.js";
 import { shareRoutes } from "./share/routes.js";
+import { shareWatchRoutes } from "./share/watch-routes.js";
 import { FolderArchive } from "./snapshot/archive/folder.js";
 import { S3Archive } from "./snapshot/archive/s3.js";
 import { ArchiveStore } from "./snapshot/archive.js";
@@ -49,33 +51,33 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
   const impl = vmmImpl(ctx);
   let app: FastifyInstance | undefined;
   let url = "";
-  let heartbeat: NodeJS.Timeout | undefined;
 
+  let stopRegistration: (() => void) | undefined;
+  // Once joined, every request must carry a control-plane token for this vmm (vmm-auth.ts).
+  let controlKey: Uint8Array | undefined;
+  const audience = () => normalizedUrl(cfg.advertiseUrl ?? url);
+  const refusal = (authorization: string | undefined): string | undefined => {
+    if (controlKey === undefined)
+      return cfg.schedulerUrl ? "this vmm has not joined its scheduler yet" : undefined;
+    const m = /^Bearer (.+)$/.exec(authorization ?? "");
+    return checkVmmToken(controlKey, audience(), m?.[1]);
+  };
   const register = async () => {
-    if (!cfg.schedulerUrl) return;
-    const scheduler = createServiceClient(SchedulerService, cfg.schedulerUrl);
-    const registerHost = () =>
-      scheduler.registerHost({
-        hostId: cfg.hostId,
-        vmmUrl: cfg.advertiseUrl ?? url,
-        runtime: runtime.name,
-        capacitySandboxes: cfg.capacitySandboxes,
-      });
-    await registerHost();
-    heartbeat = setInterval(() => {
-      scheduler
-        .heartbeat({ hostId: cfg.hostId, runningSandboxes: ctx.vms.size })
-        .catch((err: unknown) => {
-          // A scheduler that lost us (a reset database) answers NotFound: register again.
-          if (ConnectError.from(err).code === Code.NotFound) return registerHost();
-          throw err;
-        })
-        .catch((err: Error) => {
-          logger.warn({ "host.id": cfg.hostId, err: err.message }, "heartbeat failed");
-        });
-    }, cfg.heartbeatIntervalMs);
-    heartbeat.unref();
-    logger.info({ "host.id": cfg.hostId, scheduler: cfg.schedulerUrl }, "registered with scheduler");
+    stopRegistration = await startRegistration({
+      cfg,
+      logger,
+      runtime,
+      url,
+      sandboxIds: () => [...ctx.vms.keys()],
+      onControlKey: (k) => {
+        controlKey = k;
+      },
+      remove: async (id) => {
+        if (!ctx.vms.has(id) || ctx.busy.has(id)) return;
+        await runtime.destroy(id);
+        ctx.vms.delete(id);
+      },
+    });
   };
 
   return {
@@ -90,29 +92,47 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       if (reclaimed.length > 0)
         logger.warn({ count: reclaimed.length }, "removed sandboxes left by an earlier run");
       app = await createServiceServer({ routes: vmmRoutes(ctx), logger });
+      app.addHook("onRequest", async (req, reply) => {
+        const why = refusal(req.headers.authorization);
+        if (why === undefined) return;
+        logger.warn({ url: req.url.slice(0, 200), from: req.ip, why }, "unauthenticated request refused");
+        return reply.code(401).type("application/json").send({ code: "unauthenticated", message: why });
+      });
       await shareRoutes(app, {
         shareDirOf: (id) => (ctx.vms.has(id) ? runtime.shareDir(id) : undefined),
         maxUploadBytes: cfg.shareUploadMaxBytes,
+        quotaBytes: cfg.shareQuotaBytes,
+        sandboxIds: () => ctx.vms.keys(),
         logger,
       });
-      app.server.on(
-        "upgrade",
-        createTunnelHandler(
-          (id) => {
-            const rec = ctx.vms.get(id);
-            return rec && { vsockPath: rec.vm.vsockPath, paused: runtime.isPaused(id) };
-          },
-          logger,
-          ctx.tunnels,
-        ),
+      await shareWatchRoutes(app, {
+        shareDirOf: (id) => (ctx.vms.has(id) ? runtime.shareDir(id) : undefined),
+        logger,
+      });
+      const tunnels = createTunnelHandler(
+        (id) => {
+          const rec = ctx.vms.get(id);
+          return rec && { vsockPath: rec.vm.vsockPath, paused: runtime.isPaused(id) };
+        },
+        logger,
+        ctx.tunnels,
       );
+      app.server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+        const why = refusal(req.headers.authorization);
+        if (why === undefined) return tunnels(req, socket, head);
+        logger.warn({ url: req.url?.slice(0, 200), why }, "unauthenticated tunnel refused");
+        const body = JSON.stringify({ code: "unauthenticated", message: why });
+        socket.end(
+          `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      });
       url = await listen(app, cfg.listenHost, cfg.listenPort);
       await register();
       logger.info({ "host.id": cfg.hostId, url, runtime: runtime.name }, "vmm listening");
       return url;
     },
     async close() {
-      if (heartbeat) clearInterval(heartbeat);
+      stopRegistration?.();
       await app?.close();
       const ids = [...ctx.vms.keys()];
       await Promise.all(
@@ -126,4 +146,14 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       await runtime.dispose();
     },
   };
+}
+
+/** A URL as the scheduler records a vmm's (origin and path, no trailing slash): the token audience. */
+function normalizedUrl(u: string): string {
+  try {
+    const url = new URL(u);
+    return url.origin + url.pathname.replace(/\/$/, "");
+  } catch {
+    return u;
+  }
 }

@@ -13,8 +13,29 @@ import { exec } from "../rpc/exec.js";
 import { execStream } from "../rpc/exec-stream.js";
 import { objectBody, optString, optStringMap, optUint32, reqString } from "./body.js";
 import { abortOnDisconnect, type RestOptions } from "./common.js";
+import { envVars, errorAnswers, jsonAnswer, jsonBody, ref, sandboxParams } from "./schemas.js";
 
 const EXEC_FIELDS = ["command", "envs", "cwd", "stdin", "timeoutMs", "user"] as const;
+
+const EXEC_BODY = jsonBody(
+  {
+    command: { type: "string", description: "Run by `/bin/bash -l -c`." },
+    envs: envVars,
+    cwd: { type: "string", description: "Working directory (default: the user's home)." },
+    stdin: { type: "string", description: "UTF-8 text written to the process's stdin, then closed." },
+    timeoutMs: { type: "integer", minimum: 0, maximum: 4294967295, description: "0: the gateway's default." },
+    user: { type: "string", description: "Run as this user (default: the sandbox's user)." },
+  },
+  ["command"],
+);
+const execSchema = (operationId: string, summary: string, answer: object) => ({
+  tags: ["exec"],
+  operationId,
+  summary,
+  params: sandboxParams,
+  body: EXEC_BODY,
+  response: { 200: answer, ...errorAnswers(400, 404, 409, 413, 415) },
+});
 
 /** The JSON body shared by /exec and /exec/stream, as a request init. */
 interface ExecInit {
@@ -47,7 +68,14 @@ export async function execRoutes(app: FastifyInstance, opts: RestOptions): Promi
 
   app.post<{ Params: { id: string } }>(
     "/sandboxes/:id/exec",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: execSchema(
+        "exec",
+        "Run a command and wait for it",
+        jsonAnswer("Its exit code and output (a non-zero exit is still a 200).", ref("ExecResult")),
+      ),
+    },
     async (req, reply) => {
       const request = create(ExecRequestSchema, execInit(req.params.id, req.body));
       const { response, truncated } = await exec(deps, request, { signal: abortOnDisconnect(reply) });
@@ -68,7 +96,30 @@ export async function execRoutes(app: FastifyInstance, opts: RestOptions): Promi
    */
   app.post<{ Params: { id: string } }>(
     "/sandboxes/:id/exec/stream",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: execSchema("execStream", "Run a command, streaming its output as NDJSON", {
+        description:
+          'One JSON object a line: {"type":"start","pid"}, {"type":"stdout"|"stderr","data"}, {"type":"exit","exitCode","error"?}; a failure after the start is a last {"type":"error","code","message"}.',
+        content: {
+          "application/x-ndjson": {
+            schema: {
+              type: "object",
+              required: ["type"],
+              properties: {
+                type: { type: "string", enum: ["start", "stdout", "stderr", "exit", "error"] },
+                pid: { type: "integer" },
+                data: { type: "string" },
+                exitCode: { type: "integer" },
+                error: { type: "string" },
+                code: { type: "string" },
+                message: { type: "string" },
+              },
+            },
+          },
+        },
+      }),
+    },
     async (req, reply) => {
       const request = create(ExecStreamRequestSchema, execInit(req.params.id, req.body));
       const events = execStream(deps, request, { signal: abortOnDisconnect(reply) });

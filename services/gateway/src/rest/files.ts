@@ -11,6 +11,7 @@ import { openFile } from "../rpc/read-file.js";
 import { writeFile } from "../rpc/write-file.js";
 import { queryParam } from "./body.js";
 import type { RestOptions } from "./common.js";
+import { errorAnswers, jsonAnswer, listOf, objectOf, sandboxParams } from "./schemas.js";
 import { fileEntryJson } from "./views.js";
 
 type FileRoute = { Params: { id: string }; Querystring: Record<string, unknown> };
@@ -20,6 +21,19 @@ function pathParam(query: unknown): string {
   if (path === undefined) throw new InvalidArgumentError("query parameter 'path' is required");
   return path;
 }
+
+const pathQuery = (required: boolean, description: string) => ({
+  type: "object",
+  properties: { path: { type: "string", description } },
+  ...(required ? { required: ["path"] } : {}),
+});
+const fileSchema = (operationId: string, summary: string, rest: object) => ({
+  tags: ["files"],
+  operationId,
+  summary,
+  params: sandboxParams,
+  ...rest,
+});
 
 /** PUT/GET /v1/sandboxes/:id/files?path=…, GET /v1/sandboxes/:id/files/list?path=… */
 export async function fileRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
@@ -32,16 +46,49 @@ export async function fileRoutes(app: FastifyInstance, opts: RestOptions): Promi
     done(null, body);
   });
 
-  app.put<FileRoute>("/sandboxes/:id/files", { bodyLimit: opts.fileLimitBytes }, async (req) => {
-    const content = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const res = await writeFile(
-      deps,
-      create(WriteFileRequestSchema, { sandboxId: req.params.id, path: pathParam(req.query), content }),
-    );
-    return { path: res.path };
+  const writeSchema = fileSchema("writeFile", "Write a file (parents created; replaced if it exists)", {
+    querystring: pathQuery(true, "Absolute, or relative to the user's home."),
+    body: {
+      description: "The file's raw bytes, any content type.",
+      content: {
+        "application/octet-stream": {
+          schema: { type: "string", contentMediaType: "application/octet-stream" },
+        },
+      },
+    },
+    response: {
+      200: jsonAnswer("Written.", objectOf("path", { type: "string", description: "The absolute path." })),
+      ...errorAnswers(400, 404, 409, 413),
+    },
   });
+  app.put<FileRoute>(
+    "/sandboxes/:id/files",
+    { bodyLimit: opts.fileLimitBytes, schema: writeSchema },
+    async (req) => {
+      const content = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const res = await writeFile(
+        deps,
+        create(WriteFileRequestSchema, { sandboxId: req.params.id, path: pathParam(req.query), content }),
+      );
+      return { path: res.path };
+    },
+  );
 
-  app.get<FileRoute>("/sandboxes/:id/files", async (req, reply) => {
+  const readSchema = fileSchema("readFile", "Read a file (streamed, binary-safe)", {
+    querystring: pathQuery(true, "Absolute, or relative to the user's home."),
+    response: {
+      200: {
+        description: "The file's bytes.",
+        content: {
+          "application/octet-stream": {
+            schema: { type: "string", contentMediaType: "application/octet-stream" },
+          },
+        },
+      },
+      ...errorAnswers(400, 404, 409),
+    },
+  });
+  app.get<FileRoute>("/sandboxes/:id/files", { schema: readSchema }, async (req, reply) => {
     const file = await openFile(
       deps,
       create(ReadFileRequestSchema, { sandboxId: req.params.id, path: pathParam(req.query) }),
@@ -52,7 +99,14 @@ export async function fileRoutes(app: FastifyInstance, opts: RestOptions): Promi
     return reply.send(file.body);
   });
 
-  app.get<FileRoute>("/sandboxes/:id/files/list", async (req) => {
+  const listSchema = fileSchema("listFiles", "List a folder", {
+    querystring: pathQuery(false, "The folder (default: the user's home)."),
+    response: {
+      200: jsonAnswer("Its entries.", listOf("entries", "FileEntry")),
+      ...errorAnswers(400, 404, 409),
+    },
+  });
+  app.get<FileRoute>("/sandboxes/:id/files/list", { schema: listSchema }, async (req) => {
     const res = await listFiles(
       deps,
       create(ListFilesRequestSchema, { sandboxId: req.params.id, path: queryParam(req.query, "path") ?? "" }),

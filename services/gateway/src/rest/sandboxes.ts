@@ -29,6 +29,19 @@ import { resumeSandbox } from "../rpc/resume-sandbox.js";
 import { updateLifecycle } from "../rpc/update-lifecycle.js";
 import { type Json, objectBody, optString, optStringMap, optUint32, queryParam } from "./body.js";
 import type { RestOptions } from "./common.js";
+import {
+  envVars,
+  errorAnswers,
+  jsonAnswer,
+  jsonBody,
+  LIFECYCLE_PROPERTIES,
+  labels,
+  listOf,
+  noContent,
+  ref,
+  sandboxAnswer,
+  sandboxParams,
+} from "./schemas.js";
 import { eventJson, metricsJson, sandboxJson } from "./views.js";
 
 const METADATA_QUERY_PREFIX = "metadata.";
@@ -39,6 +52,7 @@ const LISTABLE_STATES: Readonly<Record<string, SandboxState>> = {
   paused: SandboxState.PAUSED,
   stopped: SandboxState.STOPPED,
   archived: SandboxState.ARCHIVED,
+  lost: SandboxState.LOST,
 };
 const LIFECYCLE_TYPES: Readonly<Record<string, LifecycleType>> = {
   persistent: LifecycleType.PERSISTENT,
@@ -134,7 +148,40 @@ function parseStates(raw: unknown): SandboxState[] {
 export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
   const { deps } = opts;
 
-  app.post("/sandboxes", { bodyLimit: opts.jsonBodyLimitBytes }, async (req, reply) => {
+  const tags = ["sandboxes"];
+  const byId = (
+    operationId: string,
+    summary: string,
+    answer: object,
+    ...errors: Parameters<typeof errorAnswers>
+  ) => ({
+    schema: {
+      tags,
+      operationId,
+      summary,
+      params: sandboxParams,
+      response: { ...answer, ...errorAnswers(404, ...errors) },
+    },
+  });
+
+  const createSchema = {
+    tags,
+    operationId: "createSandbox",
+    summary: "Create a sandbox (from a template; `base` when none is given)",
+    body: jsonBody({
+      templateId: { type: "string", description: "The template; empty or absent means `base`." },
+      metadata: labels,
+      envVars,
+      type: {
+        type: "string",
+        enum: ["persistent", "ephemeral"],
+        description: "Lifecycle preset (ephemeral: auto-stop 15 min, archive 7 d, delete 30 d).",
+      },
+      ...LIFECYCLE_PROPERTIES,
+    }),
+    response: { 201: sandboxAnswer("The new sandbox, running."), ...errorAnswers(400, 404, 415) },
+  };
+  app.post("/sandboxes", { bodyLimit: opts.jsonBodyLimitBytes, schema: createSchema }, async (req, reply) => {
     const body = objectBody(req.body, ["templateId", "metadata", "envVars", "type", ...LIFECYCLE_FIELDS]);
     const res = await createSandbox(
       deps,
@@ -149,7 +196,25 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
     return reply.code(201).send(sandboxJson(res.sandbox!));
   });
 
-  app.get("/sandboxes", async (req) => {
+  const listSchema = {
+    tags,
+    operationId: "listSandboxes",
+    summary: "List sandboxes",
+    description:
+      "Filters: `metadata.<key>=<value>` (each key at most once) and `state=<state>` (repeatable or comma-separated). Other parameters are a 400.",
+    querystring: {
+      type: "object",
+      properties: {
+        state: {
+          type: "string",
+          description: "starting, running, paused, stopped, archived, lost (comma-separated).",
+        },
+      },
+      patternProperties: { "^metadata\\..+$": { type: "string" } },
+    },
+    response: { 200: jsonAnswer("The sandboxes.", listOf("sandboxes", "Sandbox")), ...errorAnswers(400) },
+  };
+  app.get("/sandboxes", { schema: listSchema }, async (req) => {
     const metadata: Record<string, string> = {};
     let states: SandboxState[] = [];
     for (const [k, v] of Object.entries((req.query ?? {}) as Record<string, unknown>)) {
@@ -170,37 +235,92 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
     return { sandboxes: res.sandboxes.map(sandboxJson) };
   });
 
-  app.get<{ Params: { id: string } }>("/sandboxes/:id", async (req) => {
-    const res = await getSandbox(deps, create(GetSandboxRequestSchema, { sandboxId: req.params.id }));
-    return sandboxJson(res.sandbox!);
-  });
+  app.get<{ Params: { id: string } }>(
+    "/sandboxes/:id",
+    byId("getSandbox", "Get a sandbox", { 200: sandboxAnswer("The sandbox.") }),
+    async (req) => {
+      const res = await getSandbox(deps, create(GetSandboxRequestSchema, { sandboxId: req.params.id }));
+      return sandboxJson(res.sandbox!);
+    },
+  );
 
-  app.post<{ Params: { id: string } }>("/sandboxes/:id/pause", async (req) => {
-    const res = await pauseSandbox(deps, create(PauseSandboxRequestSchema, { sandboxId: req.params.id }));
-    return sandboxJson(res.sandbox!);
-  });
+  app.post<{ Params: { id: string } }>(
+    "/sandboxes/:id/pause",
+    byId(
+      "pauseSandbox",
+      "Pause a running sandbox (memory and disk kept)",
+      { 200: sandboxAnswer("The sandbox, paused.") },
+      409,
+    ),
+    async (req) => {
+      const res = await pauseSandbox(deps, create(PauseSandboxRequestSchema, { sandboxId: req.params.id }));
+      return sandboxJson(res.sandbox!);
+    },
+  );
 
-  app.post<{ Params: { id: string } }>("/sandboxes/:id/archive", async (req) => {
-    const res = await archiveSandbox(deps, create(ArchiveSandboxRequestSchema, { sandboxId: req.params.id }));
-    return sandboxJson(res.sandbox!);
-  });
+  app.post<{ Params: { id: string } }>(
+    "/sandboxes/:id/archive",
+    byId(
+      "archiveSandbox",
+      "Move a paused sandbox's snapshot to archive storage",
+      { 200: sandboxAnswer("The sandbox, archived.") },
+      409,
+    ),
+    async (req) => {
+      const res = await archiveSandbox(
+        deps,
+        create(ArchiveSandboxRequestSchema, { sandboxId: req.params.id }),
+      );
+      return sandboxJson(res.sandbox!);
+    },
+  );
 
-  app.post<{ Params: { id: string } }>("/sandboxes/:id/resume", async (req) => {
-    const res = await resumeSandbox(deps, create(ResumeSandboxRequestSchema, { sandboxId: req.params.id }));
-    return sandboxJson(res.sandbox!);
-  });
+  app.post<{ Params: { id: string } }>(
+    "/sandboxes/:id/resume",
+    byId(
+      "resumeSandbox",
+      "Resume a paused or archived sandbox",
+      { 200: sandboxAnswer("The sandbox, running.") },
+      409,
+    ),
+    async (req) => {
+      const res = await resumeSandbox(deps, create(ResumeSandboxRequestSchema, { sandboxId: req.params.id }));
+      return sandboxJson(res.sandbox!);
+    },
+  );
 
-  app.get<{ Params: { id: string } }>("/sandboxes/:id/metrics", async (req) => {
-    const res = await getSandboxMetrics(
-      deps,
-      create(GetSandboxMetricsRequestSchema, { sandboxId: req.params.id }),
-    );
-    return metricsJson(res.metrics!);
-  });
+  app.get<{ Params: { id: string } }>(
+    "/sandboxes/:id/metrics",
+    byId(
+      "getSandboxMetrics",
+      "A sample of CPU, memory and disk use",
+      { 200: jsonAnswer("The sample.", ref("SandboxMetrics")) },
+      409,
+    ),
+    async (req) => {
+      const res = await getSandboxMetrics(
+        deps,
+        create(GetSandboxMetricsRequestSchema, { sandboxId: req.params.id }),
+      );
+      return metricsJson(res.metrics!);
+    },
+  );
 
   app.patch<{ Params: { id: string } }>(
     "/sandboxes/:id/lifecycle",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: {
+        ...byId(
+          "updateLifecycle",
+          "Change lifecycle values (at least one)",
+          { 200: sandboxAnswer("The sandbox.") },
+          400,
+          415,
+        ).schema,
+        body: jsonBody(LIFECYCLE_PROPERTIES),
+      },
+    },
     async (req) => {
       const body = objectBody(req.body, LIFECYCLE_FIELDS);
       const res = await updateLifecycle(
@@ -211,28 +331,57 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
     },
   );
 
-  app.get<{ Params: { id: string } }>("/sandboxes/:id/events", async (req) => {
-    for (const k of Object.keys((req.query ?? {}) as Record<string, unknown>))
-      if (k !== "limit")
-        throw new InvalidArgumentError(`unknown query parameter '${k.slice(0, 64)}'; use limit`);
-    const raw = queryParam(req.query, "limit");
-    let limit = 0;
-    if (raw !== undefined) {
-      if (!/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_EVENTS_LIMIT)
-        throw new InvalidArgumentError(
-          `query parameter 'limit' must be an integer from 1 to ${MAX_EVENTS_LIMIT}`,
-        );
-      limit = Number(raw);
-    }
-    const res = await listSandboxEvents(
-      deps,
-      create(ListSandboxEventsRequestSchema, { sandboxId: req.params.id, limit }),
-    );
-    return { events: res.events.map(eventJson) };
-  });
+  app.get<{ Params: { id: string } }>(
+    "/sandboxes/:id/events",
+    {
+      schema: {
+        ...byId(
+          "listSandboxEvents",
+          "The sandbox's recorded transitions, oldest first",
+          { 200: jsonAnswer("The events.", listOf("events", "SandboxEvent")) },
+          400,
+        ).schema,
+        querystring: {
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            limit: {
+              type: "integer",
+              minimum: 1,
+              maximum: MAX_EVENTS_LIMIT,
+              description: "The newest that many (default 100).",
+            },
+          },
+        },
+      },
+    },
+    async (req) => {
+      for (const k of Object.keys((req.query ?? {}) as Record<string, unknown>))
+        if (k !== "limit")
+          throw new InvalidArgumentError(`unknown query parameter '${k.slice(0, 64)}'; use limit`);
+      const raw = queryParam(req.query, "limit");
+      let limit = 0;
+      if (raw !== undefined) {
+        if (!/^\d{1,4}$/.test(raw) || Number(raw) < 1 || Number(raw) > MAX_EVENTS_LIMIT)
+          throw new InvalidArgumentError(
+            `query parameter 'limit' must be an integer from 1 to ${MAX_EVENTS_LIMIT}`,
+          );
+        limit = Number(raw);
+      }
+      const res = await listSandboxEvents(
+        deps,
+        create(ListSandboxEventsRequestSchema, { sandboxId: req.params.id, limit }),
+      );
+      return { events: res.events.map(eventJson) };
+    },
+  );
 
-  app.delete<{ Params: { id: string } }>("/sandboxes/:id", async (req, reply) => {
-    await deleteSandbox(deps, create(DeleteSandboxRequestSchema, { sandboxId: req.params.id }));
-    return reply.code(204).send();
-  });
+  app.delete<{ Params: { id: string } }>(
+    "/sandboxes/:id",
+    byId("deleteSandbox", "Delete a sandbox", noContent),
+    async (req, reply) => {
+      await deleteSandbox(deps, create(DeleteSandboxRequestSchema, { sandboxId: req.params.id }));
+      return reply.code(204).send();
+    },
+  );
 }

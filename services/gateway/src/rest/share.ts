@@ -7,11 +7,22 @@ import { checkSandboxId } from "../rpc/validate.js";
 import { sendJson } from "../sandbox/http-proxy.js";
 import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
 import type { RestOptions } from "./common.js";
+import { shareSchema } from "./schemas.js";
 
 type ShareRoute = { Params: { id: string; "*": string }; Querystring: Record<string, unknown> };
 
 /** Request headers passed to the vmm, and response headers passed back. */
-const REQUEST_HEADERS = ["content-length", "range", "x-dnah-sha256"] as const;
+const REQUEST_HEADERS = [
+  "content-length",
+  "content-range",
+  "range",
+  "x-dnah-sha256",
+  "x-dnah-size",
+  "x-dnah-digest",
+  "x-dnah-durable",
+] as const;
+/** Query parameters passed to the vmm (chunked uploads, tar, checksums, durability); others are dropped. */
+const QUERY_PARAMS = ["sha256", "uploads", "uploadId", "complete", "format", "digest", "durable"] as const;
 const RESPONSE_HEADERS = [
   "content-type",
   "content-length",
@@ -26,8 +37,17 @@ const RESPONSE_HEADERS = [
  * that holds the share folder, which streams to and from the file: no JSON, no base64, nothing
  * buffered whole. Works while the sandbox is paused. GET takes `Range` (206) and `?sha256`
  * (`{sizeBytes, sha256}` instead of the bytes); PUT takes `x-dnah-sha256` (a mismatch is 422
- * and nothing is written) and answers `{path, sizeBytes, sha256}`. The vmm confines paths to
- * the share (no `..`, no links followed) and never shows a partial file.
+ * and nothing is written) and answers `{path, sizeBytes}`, with `sha256` when one was given or
+ * asked for (`?digest=sha256`). Writes go to the host's page cache, like `cp`; `?durable=true`
+ * (or `x-dnah-durable: 1`) fsyncs before the answer. The vmm confines paths to the share (no
+ * `..`, no links followed) and never shows a partial file.
+ *
+ * Large files go in chunks, resumable and in parallel: `POST …?uploads` (optional
+ * `x-dnah-size`, `x-dnah-sha256`) starts an upload (201 `{uploadId, path, size, expiresAt}`),
+ * `PUT …?uploadId=U` with `Content-Range: bytes a-b/total` writes a chunk anywhere,
+ * `GET …?uploadId=U` lists `received` ranges, `POST …?uploadId=U&complete` checks and renames
+ * it into place, `DELETE …?uploadId=U` aborts. Folders: `GET|PUT …/<dir>?format=tar` streams
+ * a tar out of or into the folder. The share's quota refuses uploads with 507.
  */
 export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
   const { deps } = opts;
@@ -36,7 +56,7 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
   app.addContentTypeParser("*", (_req, _payload, done) => done(null, undefined));
 
   const proxy =
-    (method: "GET" | "PUT") =>
+    (method: "GET" | "PUT" | "POST" | "DELETE") =>
     async (req: import("fastify").FastifyRequest<ShareRoute>, reply: import("fastify").FastifyReply) => {
       const id = req.params.id;
       checkSandboxId(id);
@@ -58,8 +78,16 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
       if (segs.some((x) => x === "." || x === ".."))
         throw new InvalidArgumentError("path must not contain '.' or '..' segments");
       const path = segs.map(encodeURIComponent).join("/");
-      const query = method === "GET" && req.query.sha256 !== undefined ? "?sha256=1" : "";
-      const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+      const params = new URLSearchParams();
+      for (const q of QUERY_PARAMS) {
+        const v = req.query[q];
+        if (typeof v === "string") params.set(q, v);
+      }
+      const query = params.size > 0 ? `?${params}` : "";
+      const headers: Record<string, string> = {
+        "content-type": "application/octet-stream",
+        authorization: deps.vmmAuthorization(record.vmmUrl),
+      };
       for (const h of REQUEST_HEADERS) {
         const v = req.headers[h];
         if (typeof v === "string") headers[h] = v;
@@ -70,6 +98,9 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
         method,
         headers,
       });
+      // Bytes go on as they come (no Nagle wait on the last segment of a chunk).
+      upstream.setNoDelay(true);
+      req.raw.socket.setNoDelay(true);
       upstream.on("response", (up) => {
         const out: Record<string, string> = {};
         for (const h of RESPONSE_HEADERS) {
@@ -97,9 +128,14 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
       });
       // pipe, not pipeline: an upstream refusal must not destroy the client's socket.
       if (method === "PUT") req.raw.pipe(upstream);
-      else upstream.end();
+      else {
+        req.raw.resume();
+        upstream.end();
+      }
     };
 
-  app.get<ShareRoute>("/sandboxes/:id/share/*", proxy("GET"));
-  app.put<ShareRoute>("/sandboxes/:id/share/*", proxy("PUT"));
+  app.get<ShareRoute>("/sandboxes/:id/share/*", shareSchema("GET"), proxy("GET"));
+  app.put<ShareRoute>("/sandboxes/:id/share/*", shareSchema("PUT"), proxy("PUT"));
+  app.post<ShareRoute>("/sandboxes/:id/share/*", shareSchema("POST"), proxy("POST"));
+  app.delete<ShareRoute>("/sandboxes/:id/share/*", shareSchema("DELETE"), proxy("DELETE"));
 }

@@ -20,6 +20,19 @@ import { snapshotSandbox } from "../rpc/snapshot-sandbox.js";
 import { FORK_COUNT } from "../rpc/validate.js";
 import { type Json, objectBody, optString, optStringMap, queryParam } from "./body.js";
 import type { RestOptions } from "./common.js";
+import {
+  envVars,
+  errorAnswers,
+  jsonAnswer,
+  jsonBody,
+  labels,
+  listOf,
+  noContent,
+  objectOf,
+  ref,
+  sandboxParams,
+  snapshotParams,
+} from "./schemas.js";
 import { forkResultJson, sandboxJson, snapshotJson, snapshotKeyJson } from "./views.js";
 
 /** `count` of a fork: absent means 1; present, it must be an integer in range (0 is not "1" here). */
@@ -47,10 +60,25 @@ function onlyQuery(query: unknown, allowed: readonly string[]): void {
  */
 export async function snapshotRoutes(app: FastifyInstance, opts: RestOptions): Promise<void> {
   const { deps } = opts;
+  const tags = ["snapshots"];
+  const snapshotAnswer = (d: string) => jsonAnswer(d, objectOf("snapshot", ref("Snapshot")));
 
   app.post<{ Params: { id: string } }>(
     "/sandboxes/:id/snapshot",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: {
+        tags,
+        operationId: "snapshotSandbox",
+        summary: "Take a signed snapshot of a sandbox (it keeps running)",
+        params: sandboxParams,
+        body: jsonBody({
+          name: { type: "string", description: "Unique; usable instead of the id." },
+          metadata: labels,
+        }),
+        response: { 201: snapshotAnswer("The snapshot."), ...errorAnswers(400, 404, 409, 415) },
+      },
+    },
     async (req, reply) => {
       const body = objectBody(req.body, ["name", "metadata"]);
       const res = await snapshotSandbox(
@@ -67,7 +95,31 @@ export async function snapshotRoutes(app: FastifyInstance, opts: RestOptions): P
 
   app.post<{ Params: { id: string } }>(
     "/sandboxes/:id/fork",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: {
+        tags,
+        operationId: "forkSandbox",
+        summary: "Fork a running sandbox into clones (memory, processes and disk)",
+        params: sandboxParams,
+        body: jsonBody({
+          count: {
+            type: "integer",
+            minimum: FORK_COUNT.min,
+            maximum: FORK_COUNT.max,
+            description: "Clones (default 1).",
+          },
+          metadata: labels,
+        }),
+        response: {
+          201: jsonAnswer(
+            "One result per clone.",
+            objectOf("results", { type: "array", items: ref("ForkResult") }),
+          ),
+          ...errorAnswers(400, 404, 409, 415),
+        },
+      },
+    },
     async (req, reply) => {
       const body = objectBody(req.body, ["count", "metadata"]);
       const res = await forkSandbox(
@@ -82,31 +134,87 @@ export async function snapshotRoutes(app: FastifyInstance, opts: RestOptions): P
     },
   );
 
-  app.get("/snapshots", async (req) => {
-    onlyQuery(req.query, ["sandboxId"]);
-    const res = await listSnapshots(
-      deps,
-      create(ListSnapshotsRequestSchema, { sandboxId: queryParam(req.query, "sandboxId") ?? "" }),
-    );
-    return { snapshots: res.snapshots.map(snapshotJson) };
-  });
+  app.get(
+    "/snapshots",
+    {
+      schema: {
+        tags,
+        operationId: "listSnapshots",
+        summary: "List snapshots",
+        querystring: {
+          type: "object",
+          additionalProperties: false,
+          properties: { sandboxId: { type: "string", description: "Only this sandbox's." } },
+        },
+        response: {
+          200: jsonAnswer("The snapshots.", listOf("snapshots", "Snapshot")),
+          ...errorAnswers(400),
+        },
+      },
+    },
+    async (req) => {
+      onlyQuery(req.query, ["sandboxId"]);
+      const res = await listSnapshots(
+        deps,
+        create(ListSnapshotsRequestSchema, { sandboxId: queryParam(req.query, "sandboxId") ?? "" }),
+      );
+      return { snapshots: res.snapshots.map(snapshotJson) };
+    },
+  );
 
-  app.get<{ Params: { idOrName: string } }>("/snapshots/:idOrName", async (req) => {
-    const res = await getSnapshot(
-      deps,
-      create(GetSnapshotRequestSchema, { snapshotId: req.params.idOrName }),
-    );
-    return { snapshot: snapshotJson(res.snapshot!) };
-  });
+  app.get<{ Params: { idOrName: string } }>(
+    "/snapshots/:idOrName",
+    {
+      schema: {
+        tags,
+        operationId: "getSnapshot",
+        summary: "Get a snapshot",
+        params: snapshotParams,
+        response: { 200: snapshotAnswer("The snapshot."), ...errorAnswers(404) },
+      },
+    },
+    async (req) => {
+      const res = await getSnapshot(
+        deps,
+        create(GetSnapshotRequestSchema, { snapshotId: req.params.idOrName }),
+      );
+      return { snapshot: snapshotJson(res.snapshot!) };
+    },
+  );
 
-  app.delete<{ Params: { idOrName: string } }>("/snapshots/:idOrName", async (req, reply) => {
-    await deleteSnapshot(deps, create(DeleteSnapshotRequestSchema, { snapshotId: req.params.idOrName }));
-    return reply.code(204).send();
-  });
+  app.delete<{ Params: { idOrName: string } }>(
+    "/snapshots/:idOrName",
+    {
+      schema: {
+        tags,
+        operationId: "deleteSnapshot",
+        summary: "Delete a snapshot",
+        params: snapshotParams,
+        response: { ...noContent, ...errorAnswers(404, 409) },
+      },
+    },
+    async (req, reply) => {
+      await deleteSnapshot(deps, create(DeleteSnapshotRequestSchema, { snapshotId: req.params.idOrName }));
+      return reply.code(204).send();
+    },
+  );
 
   app.post<{ Params: { idOrName: string } }>(
     "/snapshots/:idOrName/restore",
-    { bodyLimit: opts.jsonBodyLimitBytes },
+    {
+      bodyLimit: opts.jsonBodyLimitBytes,
+      schema: {
+        tags,
+        operationId: "restoreSnapshot",
+        summary: "Start a new sandbox from a snapshot",
+        params: snapshotParams,
+        body: jsonBody({ metadata: labels, envVars }),
+        response: {
+          201: jsonAnswer("The new sandbox.", objectOf("sandbox", ref("Sandbox"))),
+          ...errorAnswers(400, 404, 409, 415),
+        },
+      },
+    },
     async (req, reply) => {
       const body = objectBody(req.body, ["metadata", "envVars"]);
       const res = await restoreSnapshot(
@@ -121,9 +229,20 @@ export async function snapshotRoutes(app: FastifyInstance, opts: RestOptions): P
     },
   );
 
-  app.get("/snapshot-keys", async (req) => {
-    onlyQuery(req.query, []);
-    const res = await listSnapshotKeys(deps, create(ListSnapshotKeysRequestSchema, {}));
-    return { keys: res.keys.map(snapshotKeyJson) };
-  });
+  app.get(
+    "/snapshot-keys",
+    {
+      schema: {
+        tags,
+        operationId: "listSnapshotKeys",
+        summary: "The public keys that verify snapshot signatures",
+        response: { 200: jsonAnswer("The keys.", listOf("keys", "SnapshotKey")), ...errorAnswers(400) },
+      },
+    },
+    async (req) => {
+      onlyQuery(req.query, []);
+      const res = await listSnapshotKeys(deps, create(ListSnapshotKeysRequestSchema, {}));
+      return { keys: res.keys.map(snapshotKeyJson) };
+    },
+  );
 }

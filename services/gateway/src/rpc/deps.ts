@@ -17,6 +17,8 @@ export interface RpcDeps {
   /** Only for ListSnapshotKeys: snapshots themselves are the scheduler's. */
   snapshot: Client<typeof SnapshotService>;
   agents: AgentPool;
+  /** The `authorization` header for one call to the vmm at a URL (share routes, watches). */
+  vmmAuthorization: (vmmUrl: string) => string;
   logger: Logger;
   limits: Limits;
   /**

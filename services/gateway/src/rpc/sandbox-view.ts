@@ -26,6 +26,7 @@ const STATES: Readonly<Record<SchedulerSandboxState, SandboxState>> = {
   [SchedulerSandboxState.STOPPED]: SandboxState.STOPPED,
   [SchedulerSandboxState.DELETED]: SandboxState.DELETED,
   [SchedulerSandboxState.ARCHIVED]: SandboxState.ARCHIVED,
+  [SchedulerSandboxState.LOST]: SandboxState.LOST,
 };
 
 const LIFECYCLE_TYPES: Readonly<Record<SchedulerLifecycleType, LifecycleType>> = {

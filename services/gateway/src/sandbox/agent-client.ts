@@ -55,6 +55,8 @@ interface Entry {
 export interface AgentPoolOptions {
   scheduler: Client<typeof SchedulerService>;
   logger: Logger;
+  /** The `authorization` header for one call to the vmm at a URL (a fresh signed token). */
+  vmmAuthorization?: (vmmUrl: string) => string;
   /** How long a sandbox → vmm lookup is trusted. */
   cacheTtlMs?: number;
   /** Connections unused this long are closed. */
@@ -105,10 +107,15 @@ export class AgentPool {
     if (port === AGENT_PORT) return e.agent;
     let agent = e.ports.get(port);
     if (agent === undefined) {
-      agent = createTunnelAgent(e.vmmUrl, sandboxId, port);
+      agent = createTunnelAgent(e.vmmUrl, sandboxId, port, this.dialOptions(e.vmmUrl));
       e.ports.set(port, agent);
     }
     return agent;
+  }
+
+  private dialOptions(vmmUrl: string) {
+    const auth = this.opts.vmmAuthorization;
+    return auth === undefined ? {} : { authorization: () => auth(vmmUrl) };
   }
 
   private async entry(sandboxId: string): Promise<Entry> {
@@ -222,7 +229,7 @@ export class AgentPool {
       return old;
     }
     if (old !== undefined) this.forget(sandboxId);
-    const agent = createTunnelAgent(record.vmmUrl, sandboxId, AGENT_PORT);
+    const agent = createTunnelAgent(record.vmmUrl, sandboxId, AGENT_PORT, this.dialOptions(record.vmmUrl));
     const entry: Entry = {
       vmmUrl: record.vmmUrl,
       agent,

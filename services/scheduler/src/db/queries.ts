@@ -8,6 +8,7 @@ import {
   PRESETS,
   type ReaperOp,
 } from "../domain/lifecycle.js";
+import type { HostRegistration } from "../domain/validate.js";
 
 /** Anything that runs SQL: the pool or a transaction. */
 export type Queryable = Pick<Db, "query">;
@@ -18,6 +19,7 @@ export type SandboxRowState =
   | "paused"
   | "stopped"
   | "archived"
+  | "lost"
   | "deleting"
   | "deleted"
   | "error";
@@ -68,10 +70,19 @@ export interface HostLoadRow {
   /** The larger of what the host reported and what the database says it runs or boots. */
   running: number;
   lastHeartbeat: Date;
+  vcpus: number;
+  usedVcpus: number;
+  memoryMib: number;
+  usedMemoryMib: number;
+  diskFreeMib: number;
+  labels: Record<string, string>;
+  templates: string[];
+  draining: boolean;
+  registeredAt: Date;
 }
 
 /** States in which a sandbox is the user's and visible to Get and List. */
-const VISIBLE = "('starting', 'running', 'paused', 'stopped', 'archived')";
+const VISIBLE = "('starting', 'running', 'paused', 'stopped', 'archived', 'lost')";
 
 /** States that occupy a slot on their host: a paused sandbox keeps its memory there. */
 const OCCUPYING = "('starting', 'running', 'paused', 'deleting')";
@@ -197,35 +208,101 @@ export async function setPoolTarget(db: Queryable, templateId: string, target: n
 
 // ---- hosts
 
-export async function upsertHost(
-  db: Queryable,
-  h: { hostId: string; vmmUrl: string; runtime: string; capacity: number },
-): Promise<void> {
+export async function upsertHost(db: Queryable, h: HostRegistration): Promise<void> {
   await db.query(
-    `INSERT INTO hosts (id, vmm_url, runtime, capacity) VALUES ($1, $2, $3, $4)
+    `INSERT INTO hosts (id, vmm_url, runtime, capacity, vcpus, memory_mib, disk_free_mib, labels, templates)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9)
      ON CONFLICT (id) DO UPDATE
        SET vmm_url = EXCLUDED.vmm_url, runtime = EXCLUDED.runtime, capacity = EXCLUDED.capacity,
-           last_heartbeat = now()`,
-    [h.hostId, h.vmmUrl, h.runtime, h.capacity],
+           vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, disk_free_mib = EXCLUDED.disk_free_mib,
+           labels = EXCLUDED.labels, templates = EXCLUDED.templates, last_heartbeat = now()`,
+    [
+      h.hostId,
+      h.vmmUrl,
+      h.runtime,
+      h.capacity,
+      h.vcpus ?? 0,
+      h.memoryMib ?? 0,
+      h.diskFreeMib ?? 0,
+      JSON.stringify(h.labels ?? {}),
+      h.templates ?? [],
+    ],
   );
 }
 
 /**
  * Marks a host alive. Returns undefined for an unknown host, else how long it had been silent
- * (by the database clock), so the caller can tell a host coming back.
+ * (by the database clock), so the caller can tell a host coming back. `report` updates what
+ * it reported, when given.
  */
 export async function heartbeat(
   db: Queryable,
   hostId: string,
   running: number,
+  report: { diskFreeMib?: number | undefined; templates?: string[] | undefined } = {},
 ): Promise<{ silentMs: number } | undefined> {
   const { rows } = await db.query<{ silent_ms: number }>(
     `WITH prev AS (SELECT id, last_heartbeat FROM hosts WHERE id = $1 FOR UPDATE)
-     UPDATE hosts h SET last_heartbeat = now(), running = $2 FROM prev WHERE h.id = prev.id
+     UPDATE hosts h SET last_heartbeat = now(), running = $2,
+       disk_free_mib = COALESCE($3, h.disk_free_mib), templates = COALESCE($4, h.templates)
+     FROM prev WHERE h.id = prev.id
      RETURNING (extract(epoch FROM now() - prev.last_heartbeat) * 1000)::float8 AS silent_ms`,
-    [hostId, running],
+    [hostId, running, report.diskFreeMib ?? null, report.templates ?? null],
   );
   return rows[0] && { silentMs: rows[0].silent_ms };
+}
+
+/** Sets a host's maintenance flag; false for an unknown host. */
+export async function setHostDraining(db: Queryable, hostId: string, draining: boolean): Promise<boolean> {
+  const { rows } = await db.query("UPDATE hosts SET draining = $2 WHERE id = $1 RETURNING id", [
+    hostId,
+    draining,
+  ]);
+  return rows.length > 0;
+}
+
+/**
+ * Users' sandboxes on hosts silent for `deadAfterMs` become 'lost' (remembering the state
+ * they had), in one statement; returns them. Never silently "running" on a dead host. Rows a
+ * reaper holds a claim on are left to it.
+ */
+export async function markLostOnDeadHosts(
+  db: Queryable,
+  deadAfterMs: number,
+): Promise<{ id: string; hostId: string; from: SandboxRowState }[]> {
+  const { rows } = await db.query<{ id: string; host_id: string; lost_from: SandboxRowState }>(
+    `UPDATE sandboxes s SET lost_from = s.state, state = 'lost'
+     FROM hosts h
+     WHERE h.id = s.host_id AND h.last_heartbeat <= now() - $1 * interval '1 millisecond'
+       AND NOT s.pooled AND s.state IN ('starting', 'running', 'paused') AND s.reaper_op IS NULL
+     RETURNING s.id, s.host_id, s.lost_from`,
+    [deadAfterMs],
+  );
+  return rows.map((r) => ({ id: r.id, hostId: r.host_id, from: r.lost_from }));
+}
+
+/**
+ * Reconciles what a live host reports it has with the database: its lost sandboxes it still
+ * has are back in the state they had ('found'); what it has that the database does not hold
+ * as its own (deleted, failed, unknown, on another host) is returned for removal.
+ */
+export async function reconcileHost(
+  db: Queryable,
+  hostId: string,
+  has: readonly string[],
+): Promise<{ found: { id: string; state: SandboxRowState }[]; remove: string[] }> {
+  const found = await db.query<{ id: string; state: SandboxRowState }>(
+    `UPDATE sandboxes SET state = lost_from, lost_from = NULL
+     WHERE host_id = $1 AND state = 'lost' AND id = ANY($2::text[]) RETURNING id, state`,
+    [hostId, has],
+  );
+  const known = await db.query<{ id: string }>(
+    `SELECT id FROM sandboxes
+     WHERE host_id = $1 AND id = ANY($2::text[]) AND state IN ('starting', 'running', 'paused', 'deleting')`,
+    [hostId, has],
+  );
+  const keep = new Set(known.rows.map((r) => r.id));
+  return { found: found.rows, remove: has.filter((id) => !keep.has(id)) };
 }
 
 /** Every host with its load, and the database's clock (the one heartbeats are stamped with). */
@@ -238,11 +315,25 @@ export async function hostLoads(db: Queryable): Promise<{ now: Date; hosts: Host
     running: number;
     last_heartbeat: Date;
     now: Date;
+    used_vcpus: number;
+    used_memory_mib: number;
+    vcpus: number;
+    memory_mib: number;
+    disk_free_mib: number;
+    labels: Record<string, string>;
+    templates: string[];
+    draining: boolean;
+    registered_at: Date;
   }>(
     `SELECT h.id, h.vmm_url, h.runtime, h.capacity, h.last_heartbeat, now() AS now,
-            GREATEST(h.running, (SELECT count(*) FROM sandboxes s
-                                 WHERE s.host_id = h.id AND s.state IN ${OCCUPYING}))::int AS running
-     FROM hosts h ORDER BY h.id`,
+            GREATEST(h.running, o.n)::int AS running, o.cpus::int AS used_vcpus, o.mem::float8 AS used_memory_mib,
+            h.vcpus, h.memory_mib::float8 AS memory_mib, h.disk_free_mib::float8 AS disk_free_mib, h.labels,
+            h.templates, h.draining, h.registered_at
+     FROM hosts h
+     CROSS JOIN LATERAL (SELECT count(*) AS n, COALESCE(sum(s.cpu_count), 0) AS cpus,
+                                COALESCE(sum(s.memory_mib), 0) AS mem
+                         FROM sandboxes s WHERE s.host_id = h.id AND s.state IN ${OCCUPYING}) o
+     ORDER BY h.id`,
   );
   const now = rows[0]?.now ?? (await db.query<{ now: Date }>("SELECT now() AS now")).rows[0]!.now;
   return {
@@ -254,6 +345,15 @@ export async function hostLoads(db: Queryable): Promise<{ now: Date; hosts: Host
       capacity: r.capacity,
       running: r.running,
       lastHeartbeat: r.last_heartbeat,
+      vcpus: r.vcpus,
+      usedVcpus: r.used_vcpus,
+      memoryMib: r.memory_mib,
+      usedMemoryMib: r.used_memory_mib,
+      diskFreeMib: r.disk_free_mib,
+      labels: r.labels,
+      templates: r.templates,
+      draining: r.draining,
+      registeredAt: r.registered_at,
     })),
   };
 }
@@ -324,6 +424,8 @@ export async function claimPooledSandbox(
     envVars: Record<string, string>;
     lifecycle: LifecycleSettings;
     hostDeadAfterMs: number;
+    /** Only from a host with all these labels. */
+    hostLabels?: Record<string, string> | undefined;
   },
 ): Promise<SandboxRow | undefined> {
   const { rows } = await db.query<RawSandbox>(
@@ -335,6 +437,7 @@ export async function claimPooledSandbox(
          SELECT c.id FROM sandboxes c JOIN hosts ch ON ch.id = c.host_id
          WHERE c.template_id = $1 AND c.pooled AND c.state = 'running'
            AND ch.last_heartbeat > now() - $4 * interval '1 millisecond'
+           AND NOT ch.draining AND ch.labels @> $13::jsonb
          ORDER BY c.created_at
          LIMIT 1
          FOR UPDATE OF c SKIP LOCKED)
@@ -346,6 +449,7 @@ export async function claimPooledSandbox(
       JSON.stringify(opts.envVars),
       opts.hostDeadAfterMs,
       ...lifecycleParams(opts.lifecycle),
+      JSON.stringify(opts.hostLabels ?? {}),
     ],
   );
   return rows[0] && toSandbox(rows[0]);
@@ -980,6 +1084,20 @@ export async function setArchiveRefs(
     refs.snapshotId,
     refs.uri,
   ]);
+}
+
+/**
+ * Moves an archived sandbox, and the snapshot holding its state, to another host (its
+ * archive is in storage every host reads).
+ */
+export async function moveToHost(
+  tx: Queryable,
+  id: string,
+  snapshotId: string,
+  hostId: string,
+): Promise<void> {
+  await tx.query("UPDATE sandboxes SET host_id = $2 WHERE id = $1 AND state = 'archived'", [id, hostId]);
+  await tx.query("UPDATE snapshots SET host_id = $2 WHERE id = $1", [snapshotId, hostId]);
 }
 
 /** paused -> archived at `at` (the reaper's clock); the claim ends with it. */

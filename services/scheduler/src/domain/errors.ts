@@ -11,7 +11,8 @@ export type ErrorKind =
   | "resource_exhausted"
   | "unavailable"
   | "invalid_argument"
-  | "already_exists";
+  | "already_exists"
+  | "unauthenticated";
 
 export abstract class SchedulerError extends Error {
   abstract readonly kind: ErrorKind;
@@ -38,6 +39,15 @@ export class HostNotFoundError extends SchedulerError {
   constructor(readonly hostId: string) {
     super(`host '${hostId}' is not registered; call RegisterHost first`);
     this.name = "HostNotFoundError";
+  }
+}
+
+/** A host without the join token (or with a wrong one) asked to register. */
+export class JoinRefusedError extends SchedulerError {
+  readonly kind = "unauthenticated";
+  constructor(message: string) {
+    super(message);
+    this.name = "JoinRefusedError";
   }
 }
 
@@ -133,6 +143,7 @@ const CODES: Record<ErrorKind, Code> = {
   unavailable: Code.Unavailable,
   invalid_argument: Code.InvalidArgument,
   already_exists: Code.AlreadyExists,
+  unauthenticated: Code.Unauthenticated,
 };
 
 /**

@@ -173,6 +173,8 @@ export type EventKind =
   | "unarchived"
   | "deleted"
   | "lifecycle_updated"
+  | "lost"
+  | "found"
   | "failed";
 
 /** A lifecycle change in words for the event log ("auto_stop_minutes 15 -> 30"); "" for none. */

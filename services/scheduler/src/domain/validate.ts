@@ -44,6 +44,37 @@ export interface HostRegistration {
   vmmUrl: string;
   runtime: string;
   capacity: number;
+  /** 0 = not reported. */
+  vcpus?: number;
+  memoryMib?: number;
+  diskFreeMib?: number;
+  labels?: Record<string, string>;
+  templates?: string[];
+}
+
+const LABEL_RE = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
+const MAX_LABELS = 32;
+const MAX_TEMPLATES = 1_000;
+
+/** Placement labels: at most 32, keys and values `[A-Za-z0-9][A-Za-z0-9._/-]{0,62}`. */
+export function checkLabels(name: string, labels: Record<string, string>): Record<string, string> {
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) throw new InvalidArgumentError(`${name}: at most ${MAX_LABELS} labels`);
+  for (const [k, v] of entries)
+    if (!LABEL_RE.test(k) || !LABEL_RE.test(v))
+      throw new InvalidArgumentError(
+        `${name}: '${k.slice(0, 64)}=${v.slice(0, 64)}' must be letters, digits, '.', '_', '/', '-' (at most 63 each)`,
+      );
+  return labels;
+}
+
+/** Template ids a host reports it holds (at most 1000, each a plausible id). */
+export function checkTemplateList(templates: readonly string[]): string[] {
+  if (templates.length > MAX_TEMPLATES) throw new InvalidArgumentError(`templates: at most ${MAX_TEMPLATES}`);
+  for (const t of templates)
+    if (!LABEL_RE.test(t))
+      throw new InvalidArgumentError(`templates: '${t.slice(0, 64)}' is not a template id`);
+  return [...templates];
 }
 
 export function checkHostId(hostId: string): string {
@@ -73,5 +104,7 @@ export function checkHostRegistration(h: HostRegistration): HostRegistration {
   if (h.runtime === "" || h.runtime.length > 64)
     throw new InvalidArgumentError("runtime is required (at most 64 characters)");
   checkCount("capacity_sandboxes", h.capacity);
+  checkLabels("labels", h.labels ?? {});
+  checkTemplateList(h.templates ?? []);
   return { ...h, vmmUrl: url.origin + url.pathname.replace(/\/$/, "") };
 }

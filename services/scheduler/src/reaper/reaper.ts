@@ -1,5 +1,5 @@
 import type { Context } from "../context.js";
-import { claimReaperOps, insertEvent, type ReaperClaim } from "../db/queries.js";
+import { claimReaperOps, insertEvent, markLostOnDeadHosts, type ReaperClaim } from "../db/queries.js";
 import type { ReaperOp } from "../domain/lifecycle.js";
 import { archiveSandbox, deleteByReaper, type OpOutcome, stopSandbox } from "../lifecycle-ops.js";
 import { errorDetail, logFields } from "../provision.js";
@@ -20,6 +20,11 @@ export interface Reaper {
    * claim the due rows in one statement and do each. Safe to run on several replicas at once.
    */
   runOnce(nowMs?: number): Promise<ReaperPass>;
+  /**
+   * Marks the users' sandboxes of hosts that missed their heartbeats for the dead-host window
+   * 'lost' (event "lost", actor reaper); returns how many. Runs before every pass.
+   */
+  markLost(): Promise<number>;
   /** Stops the loop and waits for the pass in flight. */
   close(): Promise<void>;
 }
@@ -88,10 +93,27 @@ export function createReaper(ctx: Context): Reaper {
     return pass;
   }
 
+  async function markLost(): Promise<number> {
+    const lost = await markLostOnDeadHosts(ctx.db, ctx.cfg.hostDeadAfterMs);
+    for (const l of lost) {
+      ctx.logger.warn({ "sandbox.id": l.id, "host.id": l.hostId, was: l.from }, "host is dead: sandbox lost");
+      await insertEvent(ctx.db, {
+        sandboxId: l.id,
+        kind: "lost",
+        fromState: l.from,
+        toState: "lost",
+        actor: "reaper",
+        detail: `host '${l.hostId}' missed its heartbeats for ${ctx.cfg.hostDeadAfterMs} ms`,
+      });
+    }
+    return lost.length;
+  }
+
   function schedule(): void {
     if (stopped) return;
     timer = setTimeout(() => {
-      const p = runOnce()
+      const p = markLost()
+        .then(() => runOnce())
         .catch((err: unknown) => ctx.logger.error({ err }, "reaper pass failed; retrying next interval"))
         .finally(() => {
           if (inFlight === p) inFlight = undefined;
@@ -108,6 +130,7 @@ export function createReaper(ctx: Context): Reaper {
       schedule();
     },
     runOnce,
+    markLost,
     async close() {
       stopped = true;
       if (timer) clearTimeout(timer);

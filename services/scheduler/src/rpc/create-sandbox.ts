@@ -14,7 +14,7 @@ import {
 } from "../db/queries.js";
 import { TemplateNotFoundError } from "../domain/errors.js";
 import { describeLifecycle, type LifecycleSettings, PRESETS, resolveLifecycle } from "../domain/lifecycle.js";
-import { checkStringMap, requireId } from "../domain/validate.js";
+import { checkLabels, checkStringMap, requireId } from "../domain/validate.js";
 import { boot, deleteVm, errorDetail, logFields, type Owner, reserveSandbox } from "../provision.js";
 import { lifecycleOverridesOf, lifecycleTypeOf, toRecord } from "../records.js";
 
@@ -30,6 +30,7 @@ export async function createSandbox(
     metadata: req.metadata,
     envVars: req.envVars,
     lifecycle: lifecycleOf(req, ctx.clock.now()),
+    hostLabels: checkLabels("host_labels", req.hostLabels),
   };
 
   const warm = await claimWarm(ctx, template, owner);

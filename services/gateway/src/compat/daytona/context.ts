@@ -13,14 +13,14 @@ declare module "fastify" {
   }
 }
 
-/** What the Daytona routes, the sweeper and the preview proxy share; built once by createDaytonaCompat. */
+/** What the Daytona routes and the preview proxy share; built once by createDaytonaCompat. */
 export interface DaytonaContext {
   deps: RpcDeps;
   db: Pick<Db, "query">;
   verifier: ApiKeyVerifier;
   logger: Logger;
   events: DaytonaEvents;
-  /** Records activity for auto-stop (throttled; failures are logged). */
+  /** Records activity for auto-stop: the native idle clock (RpcDeps.activity). */
   touch(sandboxId: string): void;
   /** The gateway's own origin (`http://host:port`) once it listens: for DTOs not answering a request. */
   origin(): string | undefined;

@@ -4,14 +4,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type Db, migrate, openDb } from "@dnah/platform";
 import pg from "pg";
-import {
-  claimDueSandboxes,
-  insertDaytonaSandbox,
-  listDaytonaSandboxes,
-  type NewDaytonaRow,
-  releaseLease,
-} from "./db.js";
-import { MAX_AUTO_ARCHIVE_MIN } from "./lifecycle.js";
+import { insertDaytonaSandbox, listDaytonaSandboxes, type NewDaytonaRow, transition } from "./db.js";
 
 const DATABASE_URL = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const MIGRATIONS = fileURLToPath(new URL("../../db/migrations", import.meta.url));
@@ -34,15 +27,12 @@ function row(id: string, over: Partial<NewDaytonaRow> = {}): NewDaytonaRow {
     network_allow_list: null,
     target: "",
     state: "started",
-    auto_stop_min: 15,
-    auto_archive_min: 10_080,
-    auto_delete_min: -1,
     preview_token: "t",
     ...over,
   };
 }
 
-describe("Daytona table: sweeper claims and list paging (real Postgres)", () => {
+describe("Daytona table: state moves and list paging (real Postgres)", () => {
   const schema = `dt_db_${randomBytes(4).toString("hex")}`;
   let db: Db;
 
@@ -58,38 +48,19 @@ describe("Daytona table: sweeper claims and list paging (real Postgres)", () => 
     await c.end();
   });
 
-  test("due rows are claimed once across concurrent sweepers; the lease holds until released", async () => {
-    for (const id of ["s1", "s2", "s3"]) await insertDaytonaSandbox(db, row(id, { auto_stop_min: 1 }));
-    await insertDaytonaSandbox(db, row("never", { auto_stop_min: 0 }));
-    await insertDaytonaSandbox(db, row("eph", { state: "stopped", auto_delete_min: 0 }));
-    await insertDaytonaSandbox(db, row("old", { state: "stopped", auto_archive_min: 60 }));
-    const now = new Date();
-    // Nothing is idle yet (the ephemeral stopped one is due at once).
-    const first = await claimDueSandboxes(db, now, MAX_AUTO_ARCHIVE_MIN, 10, 60);
-    assert.deepEqual(
-      first.map((r) => [r.sandbox_id, r.action]),
-      [["eph", "delete"]],
-    );
-
-    const later = new Date(now.getTime() + 2 * 60 * 60_000);
+  test("a state move is a compare-and-set: one of two concurrent moves wins", async () => {
+    await insertDaytonaSandbox(db, row("cas"));
     const [a, b] = await Promise.all([
-      claimDueSandboxes(db, later, MAX_AUTO_ARCHIVE_MIN, 10, 60),
-      claimDueSandboxes(db, later, MAX_AUTO_ARCHIVE_MIN, 10, 60),
+      transition(db, "cas", ["started"], "stopped"),
+      transition(db, "cas", ["started"], "archived"),
     ]);
-    const ids = [...a!, ...b!].map((r) => r.sandbox_id).sort();
-    // eph's first lease has run out by then: due again.
-    assert.deepEqual(ids, ["eph", "old", "s1", "s2", "s3"], "each due row claimed exactly once");
-    assert.equal([...a!, ...b!].find((r) => r.sandbox_id === "old")?.action, "archive");
-    assert.ok([...a!, ...b!].filter((r) => r.sandbox_id.startsWith("s")).every((r) => r.action === "stop"));
-    assert.deepEqual(await claimDueSandboxes(db, later, MAX_AUTO_ARCHIVE_MIN, 10, 60), [], "leased");
-    await releaseLease(db, "s1");
-    assert.deepEqual(
-      (await claimDueSandboxes(db, later, MAX_AUTO_ARCHIVE_MIN, 10, 60)).map((r) => r.sandbox_id),
-      ["s1"],
-    );
-    // The lease runs out on its own.
-    const afterLease = new Date(later.getTime() + 61_000);
-    assert.equal((await claimDueSandboxes(db, afterLease, MAX_AUTO_ARCHIVE_MIN, 10, 60)).length, 5);
+    const won = [a, b].filter((t) => t !== undefined);
+    assert.equal(won.length, 1, "exactly one move applies");
+    assert.equal(won[0]?.old, "started");
+    assert.equal(await transition(db, "cas", ["started"], "paused"), undefined, "from a state it left");
+    const err = await transition(db, "cas", [won[0]!.row.state], "error", { errorReason: "why" });
+    assert.equal(err?.row.error_reason, "why");
+    assert.equal((await transition(db, "cas", ["error"], "started"))?.row.error_reason, null);
   });
 
   test("keyset pages are disjoint and complete, with label AND filters", async () => {

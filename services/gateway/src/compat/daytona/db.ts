@@ -3,7 +3,10 @@ import type { DaytonaState } from "./lifecycle.js";
 
 type Q = Pick<Db, "query">;
 
-/** A row of gateway_daytona_sandboxes (0004_daytona.sql). */
+/**
+ * A row of gateway_daytona_sandboxes (0004_daytona.sql, 0007_daytona_native_lifecycle.sql):
+ * the Daytona view only. Intervals and the idle clock are the native lifecycle's.
+ */
 export interface DaytonaRow {
   sandbox_id: string;
   owner_sha256: string;
@@ -21,31 +24,24 @@ export interface DaytonaRow {
   target: string;
   state: DaytonaState;
   error_reason: string | null;
-  auto_stop_min: number;
-  auto_archive_min: number;
-  auto_delete_min: number;
   preview_token: string;
   created_at: Date;
   updated_at: Date;
-  last_activity_at: Date;
 }
 
 const COLUMNS = `sandbox_id, owner_sha256, name, snapshot, os_user, labels, env, cpu, memory_gib, disk_gib,
-  public, network_block_all, network_allow_list, target, state, error_reason, auto_stop_min,
-  auto_archive_min, auto_delete_min, preview_token, created_at, updated_at, last_activity_at`;
+  public, network_block_all, network_allow_list, target, state, error_reason, preview_token,
+  created_at, updated_at`;
 
-export type NewDaytonaRow = Omit<
-  DaytonaRow,
-  "created_at" | "updated_at" | "last_activity_at" | "error_reason"
->;
+export type NewDaytonaRow = Omit<DaytonaRow, "created_at" | "updated_at" | "error_reason">;
 
 /** Records a new sandbox; false when the owner already has one with that name. */
 export async function insertDaytonaSandbox(db: Q, r: NewDaytonaRow): Promise<DaytonaRow | undefined> {
   const { rows } = await db.query<DaytonaRow>(
     `INSERT INTO gateway_daytona_sandboxes (sandbox_id, owner_sha256, name, snapshot, os_user, labels,
        env, cpu, memory_gib, disk_gib, public, network_block_all, network_allow_list, target, state,
-       auto_stop_min, auto_archive_min, auto_delete_min, preview_token)
-     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+       preview_token)
+     VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15, $16)
      ON CONFLICT (owner_sha256, name) DO NOTHING
      RETURNING ${COLUMNS}`,
     [
@@ -64,9 +60,6 @@ export async function insertDaytonaSandbox(db: Q, r: NewDaytonaRow): Promise<Day
       r.network_allow_list,
       r.target,
       r.state,
-      r.auto_stop_min,
-      r.auto_archive_min,
-      r.auto_delete_min,
       r.preview_token,
     ],
   );
@@ -107,26 +100,24 @@ export async function daytonaSandboxById(db: Q, sandboxId: string): Promise<Dayt
 
 /**
  * Moves a sandbox from one of `from` to `to`; undefined when it is in none of them (someone
- * else moved it first). `touch` also counts the move as activity (start).
+ * else moved it first).
  */
 export async function transition(
   db: Q,
   sandboxId: string,
   from: readonly DaytonaState[],
   to: DaytonaState,
-  opts: { touch?: boolean; errorReason?: string | null } = {},
+  opts: { errorReason?: string | null } = {},
 ): Promise<{ row: DaytonaRow; old: DaytonaState } | undefined> {
   const { rows } = await db.query<DaytonaRow & { old_state: DaytonaState }>(
-    `UPDATE gateway_daytona_sandboxes d SET state = $3, updated_at = now(),
-       last_activity_at = CASE WHEN $4 THEN now() ELSE d.last_activity_at END,
-       error_reason = $5
+    `UPDATE gateway_daytona_sandboxes d SET state = $3, updated_at = now(), error_reason = $4
      FROM (SELECT sandbox_id, state AS old_state FROM gateway_daytona_sandboxes
            WHERE sandbox_id = $1 FOR UPDATE) o
      WHERE d.sandbox_id = o.sandbox_id AND o.old_state = ANY($2::text[])
      RETURNING ${COLUMNS.split(",")
        .map((c) => `d.${c.trim()}`)
        .join(", ")}, o.old_state`,
-    [sandboxId, [...from], to, opts.touch === true, opts.errorReason ?? null],
+    [sandboxId, [...from], to, opts.errorReason ?? null],
   );
   const r = rows[0];
   if (r === undefined) return undefined;
@@ -136,22 +127,6 @@ export async function transition(
 
 export async function deleteDaytonaRow(db: Q, sandboxId: string): Promise<void> {
   await db.query("DELETE FROM gateway_daytona_sandboxes WHERE sandbox_id = $1", [sandboxId]);
-}
-
-export type IntervalColumn = "auto_stop_min" | "auto_archive_min" | "auto_delete_min";
-
-export async function setInterval(
-  db: Q,
-  sandboxId: string,
-  column: IntervalColumn,
-  minutes: number,
-): Promise<DaytonaRow | undefined> {
-  const { rows } = await db.query<DaytonaRow>(
-    `UPDATE gateway_daytona_sandboxes SET ${column} = $2, updated_at = now()
-     WHERE sandbox_id = $1 RETURNING ${COLUMNS}`,
-    [sandboxId, minutes],
-  );
-  return rows[0];
 }
 
 export async function setLabels(
@@ -165,13 +140,6 @@ export async function setLabels(
     [sandboxId, JSON.stringify(labels)],
   );
   return rows[0];
-}
-
-/** Records activity (toolbox, preview, `last-activity`); only started sandboxes count. */
-export async function touchActivity(db: Q, sandboxId: string): Promise<void> {
-  await db.query("UPDATE gateway_daytona_sandboxes SET last_activity_at = now() WHERE sandbox_id = $1", [
-    sandboxId,
-  ]);
 }
 
 export interface ListFilter {
@@ -225,56 +193,4 @@ export async function listDaytonaSandboxes(db: Q, f: ListFilter): Promise<Dayton
     ],
   );
   return rows;
-}
-
-export type SweepAction = "stop" | "archive" | "delete";
-
-/**
- * Claims up to `limit` sandboxes due for a lifecycle action at `now` (Daytona §6): started
- * and idle for autoStop minutes → stop; stopped and idle for autoDelete (≥ 0) minutes →
- * delete; stopped and idle for autoArchive minutes → archive. A claim is a lease of
- * `leaseS` seconds taken with `FOR UPDATE SKIP LOCKED`, so gateways share the work and a
- * failed action is retried when the lease runs out.
- */
-export async function claimDueSandboxes(
-  db: Q,
-  now: Date,
-  maxArchiveMin: number,
-  limit: number,
-  leaseS: number,
-): Promise<{ sandbox_id: string; owner_sha256: string; action: SweepAction }[]> {
-  const { rows } = await db.query<{ sandbox_id: string; owner_sha256: string; action: SweepAction }>(
-    `WITH due AS (
-       SELECT sandbox_id,
-         CASE
-           WHEN state = 'started' THEN 'stop'
-           WHEN auto_delete_min >= 0
-                AND last_activity_at <= $1::timestamptz - make_interval(mins => auto_delete_min) THEN 'delete'
-           ELSE 'archive'
-         END AS action
-       FROM gateway_daytona_sandboxes
-       WHERE sweep_lease_until <= $1::timestamptz AND (
-         (state = 'started' AND auto_stop_min > 0
-            AND last_activity_at <= $1::timestamptz - make_interval(mins => auto_stop_min))
-         OR (state = 'stopped' AND auto_delete_min >= 0
-            AND last_activity_at <= $1::timestamptz - make_interval(mins => auto_delete_min))
-         OR (state = 'stopped'
-            AND last_activity_at <= $1::timestamptz - make_interval(mins =>
-              CASE WHEN auto_archive_min = 0 OR auto_archive_min > $2 THEN $2 ELSE auto_archive_min END)))
-       ORDER BY last_activity_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-     UPDATE gateway_daytona_sandboxes d
-     SET sweep_lease_until = $1::timestamptz + make_interval(secs => $4)
-     FROM due WHERE d.sandbox_id = due.sandbox_id
-     RETURNING d.sandbox_id, d.owner_sha256, due.action`,
-    [now, maxArchiveMin, limit, leaseS],
-  );
-  return rows;
-}
-
-/** Ends a claim early (the action is done or moot). */
-export async function releaseLease(db: Q, sandboxId: string): Promise<void> {
-  await db.query(
-    "UPDATE gateway_daytona_sandboxes SET sweep_lease_until = '-infinity' WHERE sandbox_id = $1",
-    [sandboxId],
-  );
 }

@@ -1,6 +1,8 @@
 import { createHash } from "node:crypto";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import type { Sandbox } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { DaytonaRow } from "./db.js";
-import { desiredStateOf } from "./lifecycle.js";
+import { desiredStateOf, intervalsOf } from "./lifecycle.js";
 
 /** The agent's version is not tracked per sandbox; the SDK only displays it. */
 const DAEMON_VERSION = "dnah";
@@ -17,9 +19,17 @@ export function organizationIdOf(ownerSha256: string): string {
 /**
  * The Sandbox DTO (spec §5.3). `full` adds `env` (and the fields that go with it): the SDK
  * tells full DTOs from list items by the presence of `env`. `toolboxProxyUrl` is in every one,
- * so the SDK never asks for it separately.
+ * so the SDK never asks for it separately. The intervals and `lastActivityAt` are the native
+ * sandbox's (its lifecycle); without it (a socket.io event sent mid-move) they are left out.
  */
-export function sandboxDto(r: DaytonaRow, toolboxProxyUrl: string, full: boolean): Record<string, unknown> {
+export function sandboxDto(
+  r: DaytonaRow,
+  native: Sandbox | undefined,
+  toolboxProxyUrl: string,
+  full: boolean,
+): Record<string, unknown> {
+  const iv = native?.lifecycle !== undefined ? intervalsOf(native.lifecycle) : undefined;
+  const lastActivity = native?.lastActivityAt;
   const dto: Record<string, unknown> = {
     id: r.sandbox_id,
     organizationId: organizationIdOf(r.owner_sha256),
@@ -40,13 +50,17 @@ export function sandboxDto(r: DaytonaRow, toolboxProxyUrl: string, full: boolean
     ...(r.error_reason !== null ? { errorReason: r.error_reason } : {}),
     recoverable: false,
     backupState: "None",
-    autoStopInterval: r.auto_stop_min,
+    ...(iv !== undefined
+      ? {
+          autoStopInterval: iv.autoStop,
+          autoArchiveInterval: iv.autoArchive,
+          autoDeleteInterval: iv.autoDelete,
+        }
+      : {}),
     autoPauseInterval: 0,
-    autoArchiveInterval: r.auto_archive_min,
-    autoDeleteInterval: r.auto_delete_min,
     createdAt: r.created_at.toISOString(),
     updatedAt: r.updated_at.toISOString(),
-    lastActivityAt: r.last_activity_at.toISOString(),
+    ...(lastActivity !== undefined ? { lastActivityAt: timestampDate(lastActivity).toISOString() } : {}),
     sandboxClass: "container",
     daemonVersion: DAEMON_VERSION,
     toolboxProxyUrl,

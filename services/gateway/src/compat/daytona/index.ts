@@ -21,16 +21,12 @@ import { listRoute } from "./api/list.js";
 import { previewUrlRoute } from "./api/preview-url.js";
 import { settingsRoutes } from "./api/settings.js";
 import type { DaytonaContext } from "./context.js";
-import { daytonaSandboxById, touchActivity } from "./db.js";
+import { daytonaSandboxById } from "./db.js";
 import { DaytonaHttpError, type DaytonaSource, toDaytonaError } from "./errors.js";
 import { PREVIEW_TOKEN_QUERY, previewRoutes, sameToken } from "./preview.js";
 import { DaytonaEvents } from "./socket.js";
-import { DEFAULT_SWEEPER, type Sweeper, type SweeperOptions, startSweeper } from "./sweeper.js";
 import { type ToolboxContext, toolboxRoutes } from "./toolbox/index.js";
 
-/** Activity is written at most this often per sandbox (every toolbox call would otherwise write). */
-const TOUCH_EVERY_MS = 5_000;
-const TOUCH_CACHE_MAX = 10_000;
 const TOOLBOX_ID_RE = /^\/toolbox\/([^/?]+)/;
 
 export interface DaytonaCompat {
@@ -41,7 +37,6 @@ export interface DaytonaCompat {
    * @fastify/websocket is registered and before the server listens.
    */
   attach(server: HttpServer): void;
-  readonly sweeper: Sweeper;
   close(): Promise<void>;
 }
 
@@ -60,7 +55,8 @@ export function isDaytonaRequest(req: FastifyRequest): boolean {
 /**
  * The Daytona compatibility surface (spec docs: daytona.md): the control API under `/api`, the
  * toolbox under `/toolbox/{id}`, preview links under `/preview/{id}/{port}`, socket.io events
- * at `/api/socket.io/`, and the lifecycle sweeper (auto-stop / archive / delete).
+ * at `/api/socket.io/`. Auto-stop / archive / delete are the native lifecycle's, enforced by
+ * the scheduler's reaper; activity goes to the gateway's native recorder.
  */
 export function createDaytonaCompat(deps: {
   db: Pick<Db, "query">;
@@ -68,11 +64,9 @@ export function createDaytonaCompat(deps: {
   rpc: RpcDeps;
   logger: Logger;
   origin: () => string | undefined;
-  sweeper?: Partial<SweeperOptions> | undefined;
 }): DaytonaCompat {
   const logger = deps.logger;
   const events = new DaytonaEvents(logger);
-  const touched = new Map<string, number>();
   const ctx: DaytonaContext = {
     deps: deps.rpc,
     db: deps.db,
@@ -80,16 +74,8 @@ export function createDaytonaCompat(deps: {
     logger,
     events,
     origin: deps.origin,
-    touch(sandboxId) {
-      const now = Date.now();
-      const last = touched.get(sandboxId);
-      if (last !== undefined && now - last < TOUCH_EVERY_MS) return;
-      if (touched.size >= TOUCH_CACHE_MAX) touched.clear();
-      touched.set(sandboxId, now);
-      touchActivity(deps.db, sandboxId).catch((err: unknown) =>
-        logger.warn({ err, "sandbox.id": sandboxId }, "cannot record daytona activity"),
-      );
-    },
+    // The native recorder coalesces in memory (one scheduler call per flush).
+    touch: (sandboxId) => deps.rpc.activity.touch(sandboxId),
   };
   const toolboxCtx: ToolboxContext = {
     deps: deps.rpc,
@@ -132,10 +118,7 @@ export function createDaytonaCompat(deps: {
       return reply.code(e.status).type("application/json").send(e.body);
     };
 
-  const sweeper = startSweeper(ctx, { ...DEFAULT_SWEEPER, ...deps.sweeper });
-
   return {
-    sweeper,
     attach(server) {
       events.attach(server, async (token) =>
         (await deps.verifier.verify(token)) ? hashApiKey(token) : undefined,
@@ -217,7 +200,6 @@ export function createDaytonaCompat(deps: {
       });
     },
     async close() {
-      await sweeper.stop();
       events.close();
     },
   };

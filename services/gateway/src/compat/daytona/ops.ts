@@ -2,30 +2,43 @@ import { create } from "@bufbuild/protobuf";
 import {
   ArchiveSandboxRequestSchema,
   DeleteSandboxRequestSchema,
-  GetSandboxRequestSchema,
   PauseSandboxRequestSchema,
   ResumeSandboxRequestSchema,
+  type Sandbox,
   SandboxState,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { FailedPreconditionError, SandboxNotFoundError } from "../../errors.js";
 import { archiveSandbox as archiveNative } from "../../rpc/archive-sandbox.js";
 import { deleteSandbox } from "../../rpc/delete-sandbox.js";
-import { getSandbox } from "../../rpc/get-sandbox.js";
 import { pauseSandbox } from "../../rpc/pause-sandbox.js";
 import { resumeSandbox } from "../../rpc/resume-sandbox.js";
 import type { DaytonaContext } from "./context.js";
 import { type DaytonaRow, daytonaSandboxById, deleteDaytonaRow, transition } from "./db.js";
 import { type DaytonaState, FROM } from "./lifecycle.js";
+import { nativeOf } from "./native.js";
 
 /**
- * The lifecycle actions, shared by the routes and the sweeper. Each moves the row through an
- * intermediate state (stopping, starting, destroying) with a compare-and-set, calls the native
- * RPC, then lands in the final state; every move is emitted on socket.io. A failed native call
- * leaves the sandbox in `error` with the reason (Daytona shows it in SDK errors).
+ * The lifecycle actions of the Daytona routes. Each moves the row through an intermediate
+ * state (stopping, starting, destroying) with a compare-and-set, calls the native RPC, then
+ * lands in the final state; every move is emitted on socket.io. A failed native call leaves
+ * the sandbox in `error` with the reason (Daytona shows it in SDK errors). Auto-stop, archive
+ * and delete are the scheduler's reaper's, on the native lifecycle; reads catch up with them
+ * (native.ts). Callers pass the row as `viewOf` left it, with its native sandbox.
  */
 
-function moved(ctx: DaytonaContext, origin: string | undefined, t: { row: DaytonaRow; old: DaytonaState }) {
-  ctx.events.stateUpdated(t.row, t.old, origin);
+/** A row and its native sandbox (undefined when it could not be read after a move). */
+export interface Viewed {
+  row: DaytonaRow;
+  native: Sandbox | undefined;
+}
+
+function moved(
+  ctx: DaytonaContext,
+  origin: string | undefined,
+  t: { row: DaytonaRow; old: DaytonaState },
+  native: Sandbox | undefined,
+) {
+  ctx.events.stateUpdated(t.row, t.old, origin, native);
   return t.row;
 }
 
@@ -40,7 +53,7 @@ function isNotFound(err: unknown): boolean {
 /** The native sandbox is gone (deleted behind our back): forget the row too. */
 async function vanished(ctx: DaytonaContext, row: DaytonaRow, origin: string | undefined): Promise<never> {
   await deleteDaytonaRow(ctx.db, row.sandbox_id);
-  ctx.events.destroyed(row, origin);
+  ctx.events.destroyed(row, origin, undefined);
   throw new SandboxNotFoundError(row.sandbox_id);
 }
 
@@ -52,93 +65,110 @@ async function fail(
   origin: string | undefined,
 ): Promise<void> {
   const t = await transition(ctx.db, row.sandbox_id, [from], "error", { errorReason: reason });
-  if (t !== undefined) moved(ctx, origin, t);
+  if (t !== undefined) moved(ctx, origin, t, undefined);
 }
 
-/** started → stopping → stopped (native pause). An ephemeral sandbox (autoDelete 0) is then deleted. */
+/** The row after a move another call may have overtaken, with the native sandbox. */
+async function landed(
+  ctx: DaytonaContext,
+  origin: string | undefined,
+  done: { row: DaytonaRow; old: DaytonaState } | undefined,
+  fallback: DaytonaRow,
+  native: Sandbox | undefined,
+): Promise<Viewed> {
+  if (done !== undefined) return { row: moved(ctx, origin, done, native), native };
+  return { row: (await daytonaSandboxById(ctx.db, fallback.sandbox_id)) ?? fallback, native };
+}
+
+/**
+ * started → stopping → stopped (native pause). An ephemeral sandbox (autoDelete 0: the native
+ * deleteOnStop) is then deleted by the scheduler's reaper, on its next pass.
+ */
 export async function stopSandbox(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
-): Promise<DaytonaRow> {
-  if (row.state === "stopped") return row;
-  const done = await pauseNative(ctx, row, origin, FROM.stop, "stopping", "stopped");
-  if (done.state === "stopped" && done.auto_delete_min === 0) {
-    await destroySandbox(ctx, done, origin);
-    return { ...done, state: "destroyed" };
-  }
-  return done;
+): Promise<Viewed> {
+  if (v.row.state === "stopped") return v;
+  return pauseNative(ctx, v, origin, FROM.stop, "stopping", "stopped");
 }
 
 /** started → pausing → paused (SDK `pause()`: the native pause, memory and disk kept). */
 export async function pauseDaytonaSandbox(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
-): Promise<DaytonaRow> {
-  if (row.state === "paused") return row;
-  return pauseNative(ctx, row, origin, FROM.pause, "pausing", "paused");
+): Promise<Viewed> {
+  if (v.row.state === "paused") return v;
+  return pauseNative(ctx, v, origin, FROM.pause, "pausing", "paused");
 }
 
 /** `from` → `via` → native pause → `to`; the row as it ended. */
 async function pauseNative(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
   from: readonly DaytonaState[],
   via: "stopping" | "pausing",
   to: "stopped" | "paused",
-): Promise<DaytonaRow> {
+): Promise<Viewed> {
+  const { row } = v;
   const action = to === "stopped" ? "stop" : "pause";
   const t = await transition(ctx.db, row.sandbox_id, from, via);
   if (t === undefined) throw wrongState(row, action);
-  moved(ctx, origin, t);
+  moved(ctx, origin, t, v.native);
+  let native: Sandbox | undefined;
   try {
-    await pauseSandbox(ctx.deps, create(PauseSandboxRequestSchema, { sandboxId: row.sandbox_id }));
+    ({ sandbox: native } = await pauseSandbox(
+      ctx.deps,
+      create(PauseSandboxRequestSchema, { sandboxId: row.sandbox_id }),
+    ));
   } catch (err) {
     if (isNotFound(err)) return vanished(ctx, t.row, origin);
-    // Already paused underneath (a retried stop): that is the goal.
-    if (
-      !(err instanceof FailedPreconditionError) ||
-      !(await nativeIs(ctx, row.sandbox_id, SandboxState.PAUSED))
-    ) {
+    // Already paused underneath (a retried stop, or the reaper's auto-stop): that is the goal.
+    native =
+      err instanceof FailedPreconditionError ? await nativeIn(ctx, row, SandboxState.PAUSED) : undefined;
+    if (native === undefined) {
       ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, `daytona ${action} failed`);
       await fail(ctx, t.row, via, `${action} failed; start it again or delete it`, origin);
       throw err;
     }
   }
   const done = await transition(ctx.db, row.sandbox_id, [via], to);
-  if (done === undefined) return (await daytonaSandboxById(ctx.db, row.sandbox_id)) ?? t.row;
-  return moved(ctx, origin, done);
+  return landed(ctx, origin, done, t.row, native);
 }
 
 /** stopped | archived | paused | error → starting → started (native resume). */
 export async function startSandbox(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
-): Promise<DaytonaRow> {
-  if (row.state === "started") return row;
-  const t = await transition(ctx.db, row.sandbox_id, FROM.start, "starting", { touch: true });
+): Promise<Viewed> {
+  const { row } = v;
+  if (row.state === "started") return v;
+  const t = await transition(ctx.db, row.sandbox_id, FROM.start, "starting");
   if (t === undefined) throw wrongState(row, "start");
-  moved(ctx, origin, t);
+  moved(ctx, origin, t, v.native);
+  let native: Sandbox | undefined;
   try {
-    await resumeSandbox(ctx.deps, create(ResumeSandboxRequestSchema, { sandboxId: row.sandbox_id }));
+    // A resume counts as activity: the scheduler moves the idle clock itself.
+    ({ sandbox: native } = await resumeSandbox(
+      ctx.deps,
+      create(ResumeSandboxRequestSchema, { sandboxId: row.sandbox_id }),
+    ));
   } catch (err) {
     if (isNotFound(err)) return vanished(ctx, t.row, origin);
     // Running already underneath (an `error` from a failed stop, a retried start): fine.
-    if (
-      !(err instanceof FailedPreconditionError) ||
-      !(await nativeIs(ctx, row.sandbox_id, SandboxState.RUNNING))
-    ) {
+    native =
+      err instanceof FailedPreconditionError ? await nativeIn(ctx, row, SandboxState.RUNNING) : undefined;
+    if (native === undefined) {
       ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, "daytona start failed");
       await fail(ctx, t.row, "starting", "start failed; try again or delete it", origin);
       throw err;
     }
   }
-  const done = await transition(ctx.db, row.sandbox_id, ["starting"], "started", { touch: true });
-  if (done === undefined) return (await daytonaSandboxById(ctx.db, row.sandbox_id)) ?? t.row;
-  return moved(ctx, origin, done);
+  const done = await transition(ctx.db, row.sandbox_id, ["starting"], "started");
+  return landed(ctx, origin, done, t.row, native);
 }
 
 /**
@@ -148,36 +178,41 @@ export async function startSandbox(
  */
 export async function archiveSandbox(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
-): Promise<DaytonaRow> {
-  if (row.state === "archived") return row;
+): Promise<Viewed> {
+  const { row } = v;
+  if (row.state === "archived") return v;
   const t = await transition(ctx.db, row.sandbox_id, ["stopped"], "archiving");
   if (t === undefined) throw wrongState(row, "archive (stop it first)");
-  moved(ctx, origin, t);
+  moved(ctx, origin, t, v.native);
+  let native: Sandbox | undefined;
   try {
-    await archiveNative(ctx.deps, create(ArchiveSandboxRequestSchema, { sandboxId: row.sandbox_id }));
+    ({ sandbox: native } = await archiveNative(
+      ctx.deps,
+      create(ArchiveSandboxRequestSchema, { sandboxId: row.sandbox_id }),
+    ));
   } catch (err) {
     if (isNotFound(err)) return vanished(ctx, t.row, origin);
     ctx.logger.warn({ err, "sandbox.id": row.sandbox_id }, "daytona archive failed; left stopped");
     const back = await transition(ctx.db, row.sandbox_id, ["archiving"], "stopped");
-    if (back !== undefined) moved(ctx, origin, back);
+    if (back !== undefined) moved(ctx, origin, back, v.native);
     throw err;
   }
   const done = await transition(ctx.db, row.sandbox_id, ["archiving"], "archived");
-  if (done === undefined) return (await daytonaSandboxById(ctx.db, row.sandbox_id)) ?? t.row;
-  return moved(ctx, origin, done);
+  return landed(ctx, origin, done, t.row, native);
 }
 
 /** any → destroying → gone (row deleted; GET answers 404 afterwards). */
 export async function destroySandbox(
   ctx: DaytonaContext,
-  row: DaytonaRow,
+  v: Viewed,
   origin: string | undefined,
 ): Promise<void> {
+  const { row } = v;
   const t = await transition(ctx.db, row.sandbox_id, FROM.delete, "destroying");
   if (t === undefined) throw wrongState(row, "delete");
-  moved(ctx, origin, t);
+  moved(ctx, origin, t, v.native);
   try {
     await deleteSandbox(ctx.deps, create(DeleteSandboxRequestSchema, { sandboxId: row.sandbox_id }));
   } catch (err) {
@@ -188,35 +223,20 @@ export async function destroySandbox(
     }
   }
   await deleteDaytonaRow(ctx.db, row.sandbox_id);
-  ctx.events.destroyed(t.row, origin);
+  ctx.events.destroyed(t.row, origin, v.native);
 }
 
-/** Whether the native sandbox is in `state` (false when it cannot be told). */
-async function nativeIs(ctx: DaytonaContext, sandboxId: string, state: SandboxState): Promise<boolean> {
-  try {
-    const res = await getSandbox(ctx.deps, create(GetSandboxRequestSchema, { sandboxId }));
-    return res.sandbox?.state === state;
-  } catch (err) {
-    ctx.logger.debug({ err, "sandbox.id": sandboxId }, "cannot look up a native sandbox state");
-    return false;
-  }
-}
-
-/**
- * For a GET: a row whose native sandbox is gone (deleted through another API, or lost with its
- * host) is forgotten, and the caller gets 404, as for any deleted sandbox.
- */
-export async function reconcile(
+/** The native sandbox when it is in `state` (undefined otherwise, or when it cannot be told). */
+async function nativeIn(
   ctx: DaytonaContext,
   row: DaytonaRow,
-  origin: string | undefined,
-): Promise<DaytonaRow> {
-  if (!["started", "stopped", "archived", "paused", "archiving"].includes(row.state)) return row;
+  state: SandboxState,
+): Promise<Sandbox | undefined> {
   try {
-    await getSandbox(ctx.deps, create(GetSandboxRequestSchema, { sandboxId: row.sandbox_id }));
+    const native = await nativeOf(ctx, row.sandbox_id);
+    return native?.state === state ? native : undefined;
   } catch (err) {
-    if (isNotFound(err)) return vanished(ctx, row, origin);
-    throw err;
+    ctx.logger.debug({ err, "sandbox.id": row.sandbox_id }, "cannot look up a native sandbox state");
+    return undefined;
   }
-  return row;
 }

@@ -1,6 +1,7 @@
 import type { Server as HttpServer, IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Logger } from "@dnah/platform";
+import type { Sandbox } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { Server } from "socket.io";
 import type { DaytonaRow } from "./db.js";
 import { organizationIdOf, sandboxDto } from "./dto.js";
@@ -69,25 +70,34 @@ export class DaytonaEvents {
     this.io = io;
   }
 
-  /** `sandbox.state.updated` to the owner's room. */
-  stateUpdated(row: DaytonaRow, oldState: DaytonaState, origin: string | undefined): void {
+  /**
+   * `sandbox.state.updated` to the owner's room. `native` (when the caller has it) adds the
+   * intervals to the DTO; the SDK only applies the state of these events.
+   */
+  stateUpdated(
+    row: DaytonaRow,
+    oldState: DaytonaState,
+    origin: string | undefined,
+    native: Sandbox | undefined,
+  ): void {
     if (this.io === undefined || oldState === row.state) return;
     this.io.to(organizationIdOf(row.owner_sha256)).emit("sandbox.state.updated", {
-      sandbox: sandboxDto(row, `${origin ?? ""}/toolbox`, false),
+      sandbox: sandboxDto(row, native, `${origin ?? ""}/toolbox`, false),
       oldState,
       newState: row.state,
     });
   }
 
   /** `sandbox.state.updated` for a sandbox that is gone (its row is deleted). */
-  destroyed(row: DaytonaRow, origin: string | undefined): void {
-    this.stateUpdated({ ...row, state: "destroyed", updated_at: new Date() }, row.state, origin);
+  destroyed(row: DaytonaRow, origin: string | undefined, native: Sandbox | undefined): void {
+    this.stateUpdated({ ...row, state: "destroyed", updated_at: new Date() }, row.state, origin, native);
   }
 
-  created(row: DaytonaRow, origin: string | undefined): void {
+  /** `sandbox.created` (the SDK applies the whole DTO: the native sandbox is required). */
+  created(row: DaytonaRow, origin: string | undefined, native: Sandbox): void {
     this.io
       ?.to(organizationIdOf(row.owner_sha256))
-      .emit("sandbox.created", sandboxDto(row, `${origin ?? ""}/toolbox`, false));
+      .emit("sandbox.created", sandboxDto(row, native, `${origin ?? ""}/toolbox`, false));
   }
 
   /** Disconnects every client and stops the engine; the HTTP server is the gateway's to close. */

@@ -22,6 +22,7 @@ import { metricsRoute } from "./routes/metrics.js";
 import { pauseRoute } from "./routes/pause.js";
 import { snapshotRoutes } from "./routes/snapshots.js";
 import { timeoutRoute } from "./routes/timeout.js";
+import { serveShareFile } from "./share-files.js";
 import { parseSignedFileRequest, SignedFileRouter } from "./signed-files.js";
 import { SandboxTunnels } from "./tunnels.js";
 
@@ -71,15 +72,29 @@ export async function createE2bCompat(deps: {
     logger: deps.logger,
   };
   const stopPruner = startRecordPruner(ctx);
+  const shareFiles = {
+    scheduler: deps.scheduler,
+    vmmAuthorization: deps.rpc.vmmAuthorization,
+    tokens: deps.tokens,
+    admit: (sandboxId: string) => isE2bSandbox(deps.db, sandboxId),
+    activity: deps.rpc.activity,
+    logger: deps.logger,
+  };
   const signedFiles = new SignedFileRouter({
     tokens: deps.tokens,
     candidates: (limit) => e2bSandboxIds(deps.db, limit),
   });
   return {
-    proxyHook: createProxyHook(tunnels, deps.logger, deps.rpc.activity, (url, method) => {
-      const signed = parseSignedFileRequest(url, method);
-      return signed === undefined ? undefined : signedFiles.sandboxFor(signed);
-    }),
+    proxyHook: createProxyHook(
+      tunnels,
+      deps.logger,
+      deps.rpc.activity,
+      (url, method) => {
+        const signed = parseSignedFileRequest(url, method);
+        return signed === undefined ? undefined : signedFiles.sandboxFor(signed);
+      },
+      (sandboxId, req, res) => serveShareFile(shareFiles, sandboxId, req, res),
+    ),
     routes: async (app) => {
       await app.register(async (e2b) => {
         e2b.addHook("onRequest", async (req) => {

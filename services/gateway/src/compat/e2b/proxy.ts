@@ -62,16 +62,22 @@ export function createProxyHook(
    * one (the request continues to the API), else a promise of its sandbox (undefined: none).
    */
   unnamed?: (url: string, method: string) => Promise<string | undefined> | undefined,
+  /** Answers an envd request itself (share files, `share-files.ts`): false sends it on to envd. */
+  local?: (sandboxId: string, req: IncomingMessage, res: ServerResponse) => Promise<boolean>,
 ): onRequestHookHandler {
   return (req, reply, done) => {
     const target = sandboxTarget(req.headers);
     const send = (t: { sandboxId: string; port: number }) =>
-      proxy(tunnels, logger, activity, t, req.raw, reply.raw, req.requestId).catch((err: unknown) => {
-        logger.warn({ err, "sandbox.id": t.sandboxId, requestId: req.requestId }, "sandbox proxy failed");
-        if (!reply.raw.headersSent)
-          sendJson(reply.raw, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(t.sandboxId));
-        else reply.raw.destroy();
-      });
+      (t.port === ENVD_PORT && local ? local(t.sandboxId, req.raw, reply.raw) : Promise.resolve(false))
+        .then((served) =>
+          served ? undefined : proxy(tunnels, logger, activity, t, req.raw, reply.raw, req.requestId),
+        )
+        .catch((err: unknown) => {
+          logger.warn({ err, "sandbox.id": t.sandboxId, requestId: req.requestId }, "sandbox proxy failed");
+          if (!reply.raw.headersSent)
+            sendJson(reply.raw, SANDBOX_NOT_FOUND_STATUS, sandboxNotFoundBody(t.sandboxId));
+          else reply.raw.destroy();
+        });
     if (target === undefined) {
       const found = unnamed?.(req.raw.url ?? "/", req.method);
       if (found === undefined) {

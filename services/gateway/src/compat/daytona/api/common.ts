@@ -1,3 +1,4 @@
+import type { Sandbox } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { FastifyRequest } from "fastify";
 import { SandboxNotFoundError } from "../../../errors.js";
 import { type DaytonaContext, requestOrigin, toolboxProxyUrl } from "../context.js";
@@ -19,8 +20,13 @@ export async function ownedSandbox(
   return row;
 }
 
-export function fullDto(req: FastifyRequest, row: DaytonaRow): Record<string, unknown> {
-  return sandboxDto(row, toolboxProxyUrl(requestOrigin(req)), true);
+/** The full DTO; `native` gives the intervals (see sandboxDto). */
+export function fullDto(
+  req: FastifyRequest,
+  row: DaytonaRow,
+  native: Sandbox | undefined,
+): Record<string, unknown> {
+  return sandboxDto(row, native, toolboxProxyUrl(requestOrigin(req)), true);
 }
 
 export type IdParams = { Params: { idOrName: string } };

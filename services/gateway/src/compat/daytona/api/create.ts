@@ -13,13 +13,18 @@ import { checkMetadata } from "../../../rpc/validate.js";
 import { daytonaBody, optBool, optInt, optMap, optStr } from "../body.js";
 import { type DaytonaContext, requestOrigin } from "../context.js";
 import { insertDaytonaSandbox, nameTaken } from "../db.js";
+import { organizationIdOf } from "../dto.js";
 import {
   DEFAULT_AUTO_ARCHIVE_MIN,
   DEFAULT_AUTO_DELETE_MIN,
   DEFAULT_AUTO_STOP_MIN,
-  MAX_AUTO_ARCHIVE_MIN,
   MAX_INTERVAL_MIN,
+  NATIVE_TYPE,
+  nativeLifecycleValues,
+  normalizeAutoArchive,
+  normalizeAutoDelete,
 } from "../lifecycle.js";
+import { ORG_METADATA_KEY } from "../native.js";
 import { fullDto } from "./common.js";
 
 /** The user every template runs commands as (`recipes.ts`). */
@@ -57,7 +62,9 @@ function refuseUnsupported(b: Json): void {
  * (default `base`) and records the Daytona view of it, already `started`. Network settings
  * (`networkBlockAll`, `networkAllowList`, `domainAllowList`) are stored and shown but NOT
  * enforced; cpu/memory/disk are validated but the template decides them (the DTO shows what
- * the sandbox really has; disk is not limited).
+ * the sandbox really has; disk is not limited). The intervals are the native lifecycle's,
+ * set here (lifecycle.ts has the mapping); the native sandbox carries the owner's
+ * organization id as metadata (`dnah.daytona.org`), so a list page reads it in one call.
  */
 export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
   app.post("/sandbox", async (req) => {
@@ -86,11 +93,12 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
     optBool(b, "spot");
     const target = optStr(b, "target") ?? "";
     const autoStop = optInt(b, "autoStopInterval", 0, MAX_INTERVAL_MIN) ?? DEFAULT_AUTO_STOP_MIN;
-    let autoArchive = optInt(b, "autoArchiveInterval", 0, MAX_INTERVAL_MIN) ?? DEFAULT_AUTO_ARCHIVE_MIN;
-    if (autoArchive === 0 || autoArchive > MAX_AUTO_ARCHIVE_MIN) autoArchive = MAX_AUTO_ARCHIVE_MIN;
-    let autoDelete =
-      optInt(b, "autoDeleteInterval", -MAX_INTERVAL_MIN, MAX_INTERVAL_MIN) ?? DEFAULT_AUTO_DELETE_MIN;
-    if (autoDelete < 0) autoDelete = -1;
+    const autoArchive = normalizeAutoArchive(
+      optInt(b, "autoArchiveInterval", 0, MAX_INTERVAL_MIN) ?? DEFAULT_AUTO_ARCHIVE_MIN,
+    );
+    let autoDelete = normalizeAutoDelete(
+      optInt(b, "autoDeleteInterval", -MAX_INTERVAL_MIN, MAX_INTERVAL_MIN) ?? DEFAULT_AUTO_DELETE_MIN,
+    );
     if (optBool(b, "ephemeral") === true) autoDelete = 0;
 
     const owner = req.daytonaOwner;
@@ -98,7 +106,13 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
       throw new GatewayError("already_exists", `Sandbox with name ${name} already exists`);
     const res = await createSandbox(
       ctx.deps,
-      create(CreateSandboxRequestSchema, { templateId: snapshot, metadata: {}, envVars: env }),
+      create(CreateSandboxRequestSchema, {
+        templateId: snapshot,
+        metadata: { [ORG_METADATA_KEY]: organizationIdOf(owner) },
+        envVars: env,
+        type: NATIVE_TYPE,
+        ...nativeLifecycleValues({ autoStop, autoArchive, autoDelete }),
+      }),
     );
     const sb = res.sandbox!;
     let row: Awaited<ReturnType<typeof insertDaytonaSandbox>>;
@@ -119,9 +133,6 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
         network_allow_list: networkAllowList ?? null,
         target,
         state: "started",
-        auto_stop_min: autoStop,
-        auto_archive_min: autoArchive,
-        auto_delete_min: autoDelete,
         preview_token: randomBytes(24).toString("base64url"),
       });
     } catch (err) {
@@ -134,8 +145,8 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
       throw new GatewayError("already_exists", `Sandbox with name ${name ?? sb.sandboxId} already exists`);
     }
     ctx.logger.info({ "sandbox.id": sb.sandboxId, snapshot }, "daytona sandbox created");
-    ctx.events.created(row, requestOrigin(req));
-    return fullDto(req, row);
+    ctx.events.created(row, requestOrigin(req), sb);
+    return fullDto(req, row, sb);
   });
 }
 

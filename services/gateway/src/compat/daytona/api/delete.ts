@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { type DaytonaContext, requestOrigin } from "../context.js";
+import { nativeOf } from "../native.js";
 import { destroySandbox } from "../ops.js";
 import { fullDto, type IdParams, ownedSandbox } from "./common.js";
 
@@ -7,7 +8,9 @@ import { fullDto, type IdParams, ownedSandbox } from "./common.js";
 export async function deleteRoute(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
   app.delete<IdParams>("/sandbox/:idOrName", async (req) => {
     const row = await ownedSandbox(ctx, req, req.params.idOrName);
-    await destroySandbox(ctx, row, requestOrigin(req));
-    return fullDto(req, { ...row, state: "destroyed", updated_at: new Date() });
+    // Read first for the DTO's intervals; one already gone underneath is deleted all the same.
+    const native = await nativeOf(ctx, row.sandbox_id);
+    await destroySandbox(ctx, { row, native }, requestOrigin(req));
+    return fullDto(req, { ...row, state: "destroyed", updated_at: new Date() }, native);
   });
 }

@@ -27,7 +27,8 @@ const FORKABLE: ReadonlySet<string> = new Set(["started", "stopped", "archived",
 /**
  * `POST /sandbox/{idOrName}/fork` `{name?}` (SDK `sandbox.fork({name})`): a native fork with
  * one clone, recorded as a new Daytona sandbox of the same owner, already `started`. The clone
- * keeps the source's settings (snapshot, labels, env, resources, intervals, network) but gets
+ * keeps the source's settings (snapshot, labels, env, resources, network; the native fork
+ * copies the lifecycle, so the intervals, and the organization tag) but gets
  * its own name (the given one, else its id) and preview token. The source keeps running. On
  * the jail runtime the clone has the source's disk and share; its processes start afresh.
  */
@@ -73,8 +74,8 @@ export async function forkRoute(app: FastifyInstance, ctx: DaytonaContext): Prom
       throw new GatewayError("already_exists", `Sandbox with name ${name ?? clone.sandboxId} already exists`);
     }
     ctx.logger.info({ "sandbox.id": clone.sandboxId, source: source.sandbox_id }, "daytona sandbox forked");
-    ctx.events.created(row, requestOrigin(req));
-    return fullDto(req, row);
+    ctx.events.created(row, requestOrigin(req), clone);
+    return fullDto(req, row, clone);
   });
 }
 
@@ -95,9 +96,6 @@ function cloneRow(source: DaytonaRow, clone: Sandbox, name: string | undefined) 
     network_allow_list: source.network_allow_list,
     target: source.target,
     state: "started" as const,
-    auto_stop_min: source.auto_stop_min,
-    auto_archive_min: source.auto_archive_min,
-    auto_delete_min: source.auto_delete_min,
     preview_token: randomBytes(24).toString("base64url"),
   };
 }

@@ -1,29 +1,32 @@
 import type { FastifyInstance } from "fastify";
 import { type DaytonaContext, requestOrigin } from "../context.js";
-import { archiveSandbox, pauseDaytonaSandbox, startSandbox, stopSandbox } from "../ops.js";
+import { nativeOf, viewOf } from "../native.js";
+import { archiveSandbox, pauseDaytonaSandbox, startSandbox, stopSandbox, type Viewed } from "../ops.js";
 import { fullDto, type IdParams, ownedSandbox } from "./common.js";
+
+type Op = (ctx: DaytonaContext, v: Viewed, origin: string | undefined) => Promise<Viewed>;
+
+const OPS: readonly (readonly [string, Op])[] = [
+  ["start", startSandbox],
+  ["stop", stopSandbox],
+  ["pause", pauseDaytonaSandbox],
+  ["archive", archiveSandbox],
+];
 
 /**
  * `POST /sandbox/{id}/start|stop|pause|archive` (no body). Each answers the DTO after the move
  * (the SDK reads it from start; the others' answers are ignored). `stop?force=` is accepted: a
  * stop here is always the same native pause; `pause` is that pause shown as `paused`, and
- * `start` resumes it.
+ * `start` resumes it. The row is first brought in line with the native state (a sandbox the
+ * reaper stopped is `stopped` here, so `start` resumes it).
  */
 export async function lifecycleRoutes(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
-  app.post<IdParams>("/sandbox/:idOrName/start", async (req) => {
-    const row = await ownedSandbox(ctx, req, req.params.idOrName);
-    return fullDto(req, await startSandbox(ctx, row, requestOrigin(req)));
-  });
-  app.post<IdParams>("/sandbox/:idOrName/stop", async (req) => {
-    const row = await ownedSandbox(ctx, req, req.params.idOrName);
-    return fullDto(req, await stopSandbox(ctx, row, requestOrigin(req)));
-  });
-  app.post<IdParams>("/sandbox/:idOrName/pause", async (req) => {
-    const row = await ownedSandbox(ctx, req, req.params.idOrName);
-    return fullDto(req, await pauseDaytonaSandbox(ctx, row, requestOrigin(req)));
-  });
-  app.post<IdParams>("/sandbox/:idOrName/archive", async (req) => {
-    const row = await ownedSandbox(ctx, req, req.params.idOrName);
-    return fullDto(req, await archiveSandbox(ctx, row, requestOrigin(req)));
-  });
+  for (const [path, op] of OPS) {
+    app.post<IdParams>(`/sandbox/:idOrName/${path}`, async (req) => {
+      const origin = requestOrigin(req);
+      const row = await ownedSandbox(ctx, req, req.params.idOrName);
+      const v = await op(ctx, await viewOf(ctx, row, origin), origin);
+      return fullDto(req, v.row, v.native ?? (await nativeOf(ctx, v.row.sandbox_id)));
+    });
+  }
 }

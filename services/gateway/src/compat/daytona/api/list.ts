@@ -5,9 +5,14 @@ import { type DaytonaContext, requestOrigin, toolboxProxyUrl } from "../context.
 import { type ListFilter, listDaytonaSandboxes } from "../db.js";
 import { sandboxDto } from "../dto.js";
 import { LISTABLE_STATES } from "../lifecycle.js";
+import { viewsOf } from "../native.js";
 
 const DEFAULT_LIMIT = 100;
 const MAX_LIMIT = 200;
+/** At most this many batches are read for one page; the cursor then resumes after the last. */
+const MAX_BATCHES = 4;
+/** The settled states a row can move between when its native state is read (lifecycle.ts). */
+const FOLLOWING: ReadonlySet<string> = new Set(["started", "stopped", "paused", "archived"]);
 /** Filters Daytona has that this server does not apply: refused, never silently ignored. */
 const UNSUPPORTED = [
   "regionIds",
@@ -32,18 +37,45 @@ const UNSUPPORTED = [
  * (or `order=asc`), filtered by `labels` (a JSON object; every pair must match), `id`, `name`,
  * `states`, `snapshots`, `isPublic`, `createdAtAfter|Before`. Keyset paging: `nextCursor` is
  * an opaque position, null on the last page. Items carry no `env` (spec §12.3).
+ *
+ * Each page is read against the native sandboxes (native.ts `viewsOf`: one ListSandboxes, or
+ * a few GetSandbox for small pages), for the intervals and for the state the reaper may have
+ * changed: rows move along, gone ones drop out. So a `states` filter on a settled state is
+ * asked of the table widened to every settled state and applied after that read; a page short
+ * of matches reads the next batch (at most MAX_BATCHES, then the cursor resumes there).
  */
 export async function listRoute(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
   app.get("/sandbox", async (req) => {
     const f = parseListQuery(req.url, req.daytonaOwner);
-    const rows = await listDaytonaSandboxes(ctx.db, { ...f, limit: f.limit + 1 });
-    const page = rows.slice(0, f.limit);
-    const last = page[page.length - 1];
-    const base = toolboxProxyUrl(requestOrigin(req));
+    const origin = requestOrigin(req);
+    const wanted = f.states === undefined ? undefined : new Set(f.states);
+    const states = f.states?.some((s) => FOLLOWING.has(s))
+      ? [...new Set([...f.states, ...FOLLOWING])]
+      : f.states;
+    const items: Awaited<ReturnType<typeof viewsOf>> = [];
+    let after = f.after;
+    let cursor: { createdAt: Date; id: string } | undefined;
+    for (let batch = 0; ; batch++) {
+      const rows = await listDaytonaSandboxes(ctx.db, { ...f, states, after, limit: f.limit + 1 });
+      for (const v of await viewsOf(ctx, f.owner, rows, origin))
+        if (wanted === undefined || wanted.has(v.row.state)) items.push(v);
+      if (items.length > f.limit) {
+        const last = items[f.limit - 1]!.row;
+        cursor = { createdAt: last.created_at, id: last.sandbox_id };
+        break;
+      }
+      const scanned = rows[rows.length - 1];
+      if (rows.length <= f.limit || scanned === undefined) break;
+      after = { createdAt: scanned.created_at, id: scanned.sandbox_id };
+      if (batch + 1 >= MAX_BATCHES) {
+        cursor = after;
+        break;
+      }
+    }
+    const base = toolboxProxyUrl(origin);
     return {
-      items: page.map((r) => sandboxDto(r, base, false)),
-      nextCursor:
-        rows.length > f.limit && last !== undefined ? encodeCursor(last.created_at, last.sandbox_id) : null,
+      items: items.slice(0, f.limit).map((v) => sandboxDto(v.row, v.native, base, false)),
+      nextCursor: cursor === undefined ? null : encodeCursor(cursor.createdAt, cursor.id),
     };
   });
 }

@@ -1,6 +1,13 @@
 import { Readable } from "node:stream";
 import type { FastifyPluginAsync } from "fastify";
-import { InvalidArgumentError } from "../../../errors.js";
+import { InvalidArgumentError, PayloadTooLargeError } from "../../../errors.js";
+import {
+  readShareFile,
+  type ShareHost,
+  shareHost,
+  shareRelative,
+  writeShareFile,
+} from "../../../sandbox/share-client.js";
 import type { ToolboxContext } from "./context.js";
 import { toFileInfo } from "./file-info.js";
 import { fsError, SandboxFs } from "./fs-agent.js";
@@ -22,7 +29,9 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
   app.post<P>("/:sandboxId/files/bulk-upload", async (req) => {
     if (!req.isMultipart()) throw new InvalidArgumentError("send multipart/form-data");
     const id = req.params.sandboxId;
-    const conn = await ctx.deps.agents.connect(id);
+    // Files below /mnt/dnah-share stream to the share plane; the agent is reached for the others.
+    let conn: Awaited<ReturnType<typeof ctx.deps.agents.connect>> | undefined;
+    let share: Promise<ShareHost> | undefined;
     const paths = new Map<string, string>();
     const done: { path: string; bytes: number }[] = [];
     for await (const part of req.parts()) {
@@ -38,10 +47,25 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
       }
       // The SDK sends the path field first and repeats the path as the part's filename.
       const requested = paths.get(index) ?? part.filename;
-      const data = await part.toBuffer();
       if (done.length >= MAX_FILES) throw new InvalidArgumentError(`at most ${MAX_FILES} files per upload`);
       const path = sandboxPath(requested, `files[${index}].path`);
+      const rel = shareRelative(path);
+      if (rel !== undefined) {
+        share ??= shareHost(ctx.deps, id);
+        // Past the upload limit the part ends early: fail the upload rather than keep a short file.
+        const file = part.file;
+        file.once("limit", () =>
+          file.destroy(new PayloadTooLargeError("file is larger than the upload limit")),
+        );
+        const written = await writeShareFile(await share, rel, file).catch((err: unknown) => {
+          throw fsError(ctx, id, path, err);
+        });
+        done.push({ path, bytes: written.sizeBytes });
+        continue;
+      }
+      const data = await part.toBuffer();
       try {
+        conn ??= await ctx.deps.agents.connect(id);
         await conn.postFile(path, data);
       } catch (err) {
         throw fsError(ctx, id, path, err);
@@ -58,7 +82,8 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
       if (/[\r\n]/.test(p)) throw new InvalidArgumentError("paths must not contain line breaks");
     const id = req.params.sandboxId;
     const fs = new SandboxFs(ctx, id);
-    const conn = await ctx.deps.agents.connect(id);
+    let conn: Awaited<ReturnType<typeof ctx.deps.agents.connect>> | undefined;
+    let share: Promise<ShareHost> | undefined;
     const signal = new AbortController();
     reply.raw.once("close", () => signal.abort());
     async function* parts(): AsyncGenerator<Buffer> {
@@ -66,6 +91,17 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
         let failure: { statusCode: number; code: string; message: string } | undefined;
         try {
           const path = sandboxPath(requested, "paths[]");
+          const rel = shareRelative(path);
+          if (rel !== undefined) {
+            share ??= shareHost(ctx.deps, id);
+            const res = await readShareFile(await share, rel, signal.signal).catch((err: unknown) => {
+              throw fsError(ctx, id, path, err);
+            });
+            yield head("file", requested, "application/octet-stream", Number(res.headers["content-length"]));
+            for await (const chunk of res as AsyncIterable<Buffer>) yield chunk;
+            yield Buffer.from("\r\n");
+            continue;
+          }
           const info = toFileInfo(await fs.stat(path));
           if (info.isDir) {
             failure = {
@@ -74,6 +110,7 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
               message: `'${requested}' is a directory`,
             };
           } else {
+            conn ??= await ctx.deps.agents.connect(id);
             const res = await conn.getFile(path, signal.signal).catch((err: unknown) => {
               throw fsError(ctx, id, path, err);
             });
