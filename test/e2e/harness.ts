@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { type DevStack, startDevStack } from "@dnah/cli";
-import { silentLogger } from "@dnah/platform";
+import { createLogger, silentLogger } from "@dnah/platform";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { createScheduler, configFromEnv as schedulerConfig } from "@dnah/scheduler";
 import pg from "pg";
@@ -40,10 +40,15 @@ export async function startTestStack(extra: Record<string, string> = {}): Promis
       DNAH_CGROUP_PARENT: cgroupParent,
       DNAH_POOL_SIZE: "2",
       DNAH_HOST_ID: `e2e-${suffix}`,
+      // Streams a test leaves open (watch, exec) are cut 2 s into close, not after a production drain's 10 s.
+      DNAH_SHUTDOWN_TIMEOUT_MS: "2000",
       ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
       ...extra,
     },
-    silentLogger(),
+    // DNAH_TEST_LOG=debug|info|warn shows the stack's logs when a test needs explaining.
+    process.env.DNAH_TEST_LOG
+      ? createLogger("e2e", { level: process.env.DNAH_TEST_LOG as "debug" })
+      : silentLogger(),
   );
   const api = (path: string, init: RequestInit = {}) =>
     fetch(stack.url + path, {

@@ -360,7 +360,9 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
             { ...fields, sizeBytes: Number(m.sizeBytes), copyMs: m.durationMs },
             "archive copied back",
           );
-          break;
+          // No break: the stream ends after its totals, and reading it to its end is what
+          // releases the call (a break leaves the client's deadline timer running).
+          continue;
         }
         const tenth = m.totalBytes === 0n ? 0 : Number((m.copiedBytes * 10n) / m.totalBytes);
         if (tenth <= reportedTenth || tenth >= 10) continue;

@@ -107,6 +107,13 @@ async function agentExec(
   }
 }
 
+/**
+ * This test dials the vsock backend itself, past the front the runtime drains before it stops
+ * the queues or unplugs the device: the closes of its last connections get time to reach the
+ * guest first (vhost-device-vsock wedges on a close that arrives after).
+ */
+const backendQuiet = () => new Promise((r) => setTimeout(r, 200));
+
 /** Polls until `script` exits 0 through the agent; resolves with its output. */
 async function execWhenUp(vsockPath: string, script: string, timeoutMs: number): Promise<string> {
   let out = "";
@@ -325,6 +332,7 @@ describe("qemu stop-snap pause, snapshot and restore", { skip: "skip" in prep ? 
     assert.ok(qemuPid && alive(qemuPid));
     const memBefore = cgroupMemory(paths.cgroup);
     let t0 = Date.now();
+    await backendQuiet();
     await runtime.pause(src);
     const pauseMs = Date.now() - t0;
     assert.equal(runtime.isPaused(src), true);
@@ -373,6 +381,7 @@ describe("qemu stop-snap pause, snapshot and restore", { skip: "skip" in prep ? 
       30_000,
     );
     // Paused again, then destroyed while paused: nothing is left.
+    await backendQuiet();
     await runtime.pause(src);
     await runtime.resume(src);
     assert.equal((await agentExec(vm.vsockPath, "cat /tmp/cpid")).stdout.trim(), String(pid));
@@ -392,6 +401,7 @@ describe("qemu stop-snap pause, snapshot and restore", { skip: "skip" in prep ? 
       InvalidArgumentError,
     );
     mkdirSync(snapDir, { mode: 0o700 });
+    await backendQuiet();
     let t0 = Date.now();
     const res = await runtime.snapshot(src, snapDir, tarHooks(snapDir));
     const snapshotMs = Date.now() - t0;
@@ -411,6 +421,7 @@ describe("qemu stop-snap pause, snapshot and restore", { skip: "skip" in prep ? 
     );
     // A stop-snapped sandbox is snapshotted from its memory file (QEMU stays gone) and stays
     // paused; destroyed while paused, it leaves nothing behind.
+    await backendQuiet();
     await runtime.pause(src);
     const parkedDir = `${snapDir}-parked`;
     mkdirSync(parkedDir, { mode: 0o700 });

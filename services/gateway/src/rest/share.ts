@@ -1,11 +1,10 @@
 import { request } from "node:http";
 import { pipeline } from "node:stream/promises";
-import { SandboxState } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { FastifyInstance } from "fastify";
-import { FailedPreconditionError, InvalidArgumentError, SandboxNotFoundError } from "../errors.js";
+import { InvalidArgumentError } from "../errors.js";
 import { checkSandboxId } from "../rpc/validate.js";
 import { sendJson } from "../sandbox/http-proxy.js";
-import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
+import { shareHost } from "../sandbox/share-client.js";
 import type { RestOptions } from "./common.js";
 import { shareSchema } from "./schemas.js";
 
@@ -60,19 +59,7 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
     async (req: import("fastify").FastifyRequest<ShareRoute>, reply: import("fastify").FastifyReply) => {
       const id = req.params.id;
       checkSandboxId(id);
-      let record: Awaited<ReturnType<typeof deps.scheduler.getSandbox>>["sandbox"];
-      try {
-        record = (
-          await deps.scheduler.getSandbox({ sandboxId: id }, { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS })
-        ).sandbox;
-      } catch (err) {
-        throw fromScheduler(err, (cause) => new SandboxNotFoundError(id, { cause }));
-      }
-      if (record === undefined || record.state === SandboxState.DELETED) throw new SandboxNotFoundError(id);
-      if (record.state !== SandboxState.RUNNING && record.state !== SandboxState.PAUSED)
-        throw new FailedPreconditionError(
-          `sandbox '${id}' is ${SandboxState[record.state]?.toLowerCase()}; its share is reachable while it runs or is paused`,
-        );
+      const host = await shareHost(deps, id);
       const segs = req.params["*"].split("/");
       // The vmm refuses these too; here they would be folded by URL parsing before it sees them.
       if (segs.some((x) => x === "." || x === ".."))
@@ -86,7 +73,7 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
       const query = params.size > 0 ? `?${params}` : "";
       const headers: Record<string, string> = {
         "content-type": "application/octet-stream",
-        authorization: deps.vmmAuthorization(record.vmmUrl),
+        authorization: host.authorization(),
       };
       for (const h of REQUEST_HEADERS) {
         const v = req.headers[h];
@@ -94,7 +81,7 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
       }
       reply.hijack();
       const res = reply.raw;
-      const upstream = request(`${record.vmmUrl}/share/${encodeURIComponent(id)}/${path}${query}`, {
+      const upstream = request(`${host.vmmUrl}/share/${encodeURIComponent(id)}/${path}${query}`, {
         method,
         headers,
       });
@@ -114,7 +101,10 @@ export async function shareRoutes(app: FastifyInstance, opts: RestOptions): Prom
           req.raw.resume();
         }
         res.writeHead(up.statusCode ?? 502, out);
-        pipeline(up, res).catch(() => res.destroy());
+        pipeline(up, res)
+          // A refused upload's request was never ended: the vmm would wait for its body.
+          .then(() => !upstream.writableFinished && upstream.destroy())
+          .catch(() => res.destroy());
       });
       upstream.on("error", (err) => {
         deps.logger.warn({ "sandbox.id": id, err: err.message }, "share transfer to the vmm failed");

@@ -735,7 +735,12 @@ export class QemuRuntime implements Runtime {
       // Paused for the vsock front from here on: nothing dials the backend while unplugged.
       rec.paused = true;
       // From the first device_del on, whatever went must come back (replug plugs what is gone).
+      // Open guest connections are not drained first, unlike a pause: measured, a drain right
+      // before the unplug left the replugged vsock wedged (2 of 2 runs of the qemu runtimes
+      // e2e); the unplug itself resets the guest's side of them.
       let unplugging = false;
+      // The snapshot's own failure, kept when the replug fails too (the first cause is the one to report).
+      let failure: Error | undefined;
       try {
         if (wasPaused) await rec.qmp.execute("cont");
         const fs = rec.helpers.find((p) => p.name === "virtiofsd");
@@ -760,6 +765,7 @@ export class QemuRuntime implements Runtime {
         );
         return this.snapshotResult(rec);
       } catch (err) {
+        failure = err as Error;
         await Promise.all(written.map((f) => rm(f, { force: true })));
         throw err;
       } finally {
@@ -768,6 +774,16 @@ export class QemuRuntime implements Runtime {
           if (!wasPaused) await rec.qmp.execute("cont").catch(() => {});
           else await rec.qmp.execute("stop").catch(() => {});
           rec.paused = wasPaused;
+        } else if (failure) {
+          this.opts.logger.warn(
+            { "sandbox.id": id, err: failure.message },
+            "qemu snapshot failed; plugging the devices back",
+          );
+          await this.replug(rec, wasPaused, t0).catch((err: Error) => {
+            throw new Error(`${failure?.message}; then the replug failed: ${err.message}`, {
+              cause: failure,
+            });
+          });
         } else await this.replug(rec, wasPaused, t0);
       }
     });
