@@ -7,6 +7,7 @@ import { createServiceClient, silentLogger } from "@dnah/platform";
 import { ExecStreamRequestSchema } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { Sandbox as E2bSandbox } from "e2b";
+import WebSocket from "ws";
 import { eventually, sandboxClient, startTestStack, type TestStack } from "./harness.js";
 
 type Json = Record<string, unknown>;
@@ -338,6 +339,24 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
           const first = new TextDecoder().decode((await reader.read()).value);
           assert.match(first, /event: start/);
           ac.abort();
+        },
+      },
+      "GET /v1/sandboxes/:id/terminal": {
+        target: nat,
+        run: async () => {
+          // A short terminal session: the shell is told to exit, the server says how it ended.
+          const ws = new WebSocket(`${s.url.replace(/^http/, "ws")}/v1/sandboxes/${nat}/terminal`, {
+            headers: { authorization: `Bearer ${s.key}` },
+          });
+          const exit = await new Promise<Json>((resolve, reject) => {
+            ws.on("open", () => ws.send(Buffer.from("exit 3\n")));
+            ws.on("message", (data, binary) => {
+              if (!binary) resolve(JSON.parse(String(data)) as Json);
+            });
+            ws.on("error", reject);
+            ws.on("close", () => reject(new Error("terminal closed before its exit frame")));
+          });
+          assert.deepEqual(exit, { exit: { code: 3 } });
         },
       },
       "POST /v1/sandboxes/:id/snapshot": { target: nat, run: () => snapshotOf(nat) },

@@ -29,14 +29,31 @@ export class DnahClient {
     this.#apiKey = opts.apiKey;
   }
 
+  /** The credentials every call sends (a WebSocket upgrade sends them too). */
+  authHeaders(): Record<string, string> {
+    return { authorization: `Bearer ${this.#apiKey}` };
+  }
+
+  /** The `ws://` / `wss://` URL of a route of the gateway. */
+  wsUrl(path: string): string {
+    return this.baseUrl.replace(/^http/, "ws") + path;
+  }
+
   /** A request whose 2xx answer is returned as is (the caller reads the body). */
   async request(
     method: string,
     path: string,
-    init: { json?: unknown; body?: Uint8Array; signal?: AbortSignal | undefined } = {},
+    init: {
+      json?: unknown;
+      /** Raw bytes; a stream is sent as it is read (chunked), never held whole. */
+      body?: Uint8Array | ReadableStream<Uint8Array>;
+      /** Extra request headers (`content-length`, checksums…). */
+      headers?: Record<string, string>;
+      signal?: AbortSignal | undefined;
+    } = {},
   ): Promise<Response> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#apiKey}` };
-    let body: string | Uint8Array | undefined;
+    const headers: Record<string, string> = { ...init.headers, ...this.authHeaders() };
+    let body: string | Uint8Array | ReadableStream<Uint8Array> | undefined;
     if (init.json !== undefined) {
       headers["content-type"] = "application/json";
       body = JSON.stringify(init.json);
@@ -50,8 +67,10 @@ export class DnahClient {
         method,
         headers,
         ...(body !== undefined ? { body } : {}),
+        // fetch sends a stream body only when told it is half-duplex (undici's rule).
+        ...(body instanceof ReadableStream ? { duplex: "half" } : {}),
         ...(init.signal !== undefined ? { signal: init.signal } : {}),
-      });
+      } as RequestInit);
     } catch (err) {
       if (init.signal?.aborted) throw new DnahApiError(499, "canceled", "the call was canceled");
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;

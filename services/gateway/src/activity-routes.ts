@@ -49,6 +49,8 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "GET /v1/sandboxes/:id/files": ID,
   "GET /v1/sandboxes/:id/files/list": ID,
   "GET /v1/sandboxes/:id/files/watch": "handler",
+  // A terminal (WebSocket) holds its sandbox active for as long as it is open.
+  "GET /v1/sandboxes/:id/terminal": ID,
   "POST /v1/sandboxes/:id/snapshot": ID,
   "GET /v1/sandboxes/:id/share/*": ID,
   "PUT /v1/sandboxes/:id/share/*": ID,

@@ -33,6 +33,7 @@ import { fileRoutes } from "./rest/files.js";
 import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
 import { shareRoutes } from "./rest/share.js";
 import { snapshotRoutes } from "./rest/snapshots.js";
+import { terminalRoutes } from "./rest/terminal.js";
 import { watchRoutes } from "./rest/watch.js";
 import { sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
@@ -208,6 +209,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       await v1.register(snapshotRoutes, restOpts);
       await v1.register(shareRoutes, restOpts);
       await v1.register(watchRoutes, restOpts);
+      await v1.register(terminalRoutes, restOpts);
     },
     { prefix: "/v1" },
   );

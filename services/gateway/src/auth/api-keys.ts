@@ -1,13 +1,17 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { Db, Logger } from "@dnah/platform";
 import {
+  type ApiKeyRow,
   countLiveApiKeys,
   insertApiKey,
   isLiveApiKeyHash,
+  listApiKeyRows,
   lockApiKeys,
   revokeApiKeyById,
   upsertLiveApiKey,
 } from "../db/queries.js";
+
+export type { ApiKeyRow };
 
 export const API_KEY_PREFIX = "dnah_";
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -46,6 +50,11 @@ export async function createApiKey(
 /** Revokes a key by id; false when no live key has it. Verifiers notice within their TTL. */
 export function revokeApiKey(db: Pick<Db, "query">, id: string): Promise<boolean> {
   return revokeApiKeyById(db, id);
+}
+
+/** Every key (id, name, created, revoked), oldest first; the plain keys are never stored. */
+export function listApiKeys(db: Pick<Db, "query">): Promise<ApiKeyRow[]> {
+  return listApiKeyRows(db);
 }
 
 /**

@@ -53,3 +53,23 @@ export async function revokeApiKeyById(db: Q, id: string): Promise<boolean> {
 export async function lockApiKeys(db: Q): Promise<void> {
   await db.query("SELECT pg_advisory_xact_lock(hashtext('gateway_api_keys'))");
 }
+
+export interface ApiKeyRow {
+  id: string;
+  name: string;
+  createdAt: Date;
+  revokedAt: Date | null;
+}
+
+/** Every key, live and revoked, oldest first (never the hash: it identifies the key). */
+export async function listApiKeyRows(db: Q): Promise<ApiKeyRow[]> {
+  const { rows } = await db.query<{ id: string; name: string; created_at: Date; revoked_at: Date | null }>(
+    "SELECT id, name, created_at, revoked_at FROM gateway_api_keys ORDER BY created_at, id",
+  );
+  return rows.map((r) => ({
+    id: r.id,
+    name: r.name,
+    createdAt: new Date(r.created_at),
+    revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
+  }));
+}

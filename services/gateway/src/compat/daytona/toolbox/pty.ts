@@ -1,8 +1,8 @@
 import type { WebSocket } from "@fastify/websocket";
 import type { FastifyPluginAsync } from "fastify";
 import { GatewayError, InvalidArgumentError } from "../../../errors.js";
+import { AgentProcess } from "../../../sandbox/agent-process.js";
 import { SANDBOX_HOME } from "../../../sandbox/paths.js";
-import { AgentProcess } from "./agent-process.js";
 import type { ToolboxContext } from "./context.js";
 import { body, envMap, optInt, optStr, query, sandboxPath } from "./validate.js";
 

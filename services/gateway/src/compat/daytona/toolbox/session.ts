@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
+import { AgentProcess } from "../../../sandbox/agent-process.js";
 import { SANDBOX_HOME } from "../../../sandbox/paths.js";
-import { AgentProcess } from "./agent-process.js";
 import type { ToolboxContext } from "./context.js";
 import { MarkerScanner } from "./parse.js";
 import { quote } from "./shell.js";

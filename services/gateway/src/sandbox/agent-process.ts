@@ -1,13 +1,20 @@
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { Logger } from "@dnah/platform";
 import type { ConnectResponse, StartResponse } from "@dnah/proto/process/process_pb";
 import { Signal } from "@dnah/proto/process/process_pb";
-import { UnavailableError } from "../../../errors.js";
-import type { ToolboxContext } from "./context.js";
+import { UnavailableError } from "../errors.js";
+import type { RpcDeps } from "../rpc/deps.js";
 
 /** Asks the agent for a keepalive on a silent stream this often (seconds). */
 const KEEPALIVE_S = "30";
 const CALL_TIMEOUT_MS = 10_000;
 const RECONNECTS = 3;
+
+/** What a process needs from its surface: the agent pool and a logger (Daytona's toolbox, the terminal route). */
+export interface AgentProcessContext {
+  deps: Pick<RpcDeps, "agents">;
+  logger: Logger;
+}
 
 export interface ProcessSpec {
   cmd: string;
@@ -28,7 +35,7 @@ export interface ProcessEvents {
 }
 
 /**
- * A long-lived process in a sandbox (a session's shell, a PTY), started through the agent's
+ * A long-lived process in a sandbox (a Daytona session's shell, a PTY, a native terminal), started through the agent's
  * process.Process and followed for as long as it runs. The agent keeps a process running when
  * its stream drops, so a transport failure is followed by a `Connect` to the same pid.
  */
@@ -37,7 +44,7 @@ export class AgentProcess {
   private ended = false;
 
   private constructor(
-    private readonly ctx: ToolboxContext,
+    private readonly ctx: AgentProcessContext,
     readonly sandboxId: string,
     readonly pid: number,
     private readonly events: ProcessEvents,
@@ -45,7 +52,7 @@ export class AgentProcess {
 
   /** Starts the process; resolves once the agent reports its pid. */
   static async start(
-    ctx: ToolboxContext,
+    ctx: AgentProcessContext,
     sandboxId: string,
     spec: ProcessSpec,
     events: ProcessEvents,
@@ -161,7 +168,7 @@ export class AgentProcess {
         if (attempt >= RECONNECTS) {
           this.ctx.logger.warn(
             { err, "sandbox.id": this.sandboxId, pid: this.pid },
-            "lost a toolbox process",
+            "lost a sandbox process",
           );
           this.finish(-1, "lost the connection to the sandbox", true);
           return;
@@ -179,7 +186,7 @@ export class AgentProcess {
         } catch (e) {
           this.ctx.logger.debug(
             { err: e, "sandbox.id": this.sandboxId },
-            "reconnect to a toolbox process failed",
+            "reconnect to a sandbox process failed",
           );
         }
       }

@@ -3,7 +3,7 @@ import { ConnectError } from "@connectrpc/connect";
 import { createServiceClient, type Env } from "@dnah/platform";
 import { type PublicKey, SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 
-/** `dnah keys …`: the snapshot service's signing keys, over its Connect API. */
+/** `dnah signing-keys …`: the snapshot service's signing keys, over its Connect API. */
 
 export const DEFAULT_SNAPSHOT_URL = "http://127.0.0.1:7003";
 /** Every call is one small request to a loopback service; anything slower is a hung service. */
@@ -17,21 +17,21 @@ export function snapshotUrl(opts: KeysOptions, env: Env): string {
   return opts.snapshotUrl ?? (env.DNAH_SNAPSHOT_URL || DEFAULT_SNAPSHOT_URL);
 }
 
-/** `dnah keys list`: every key with its status, oldest first. */
+/** `dnah signing-keys list`: every key with its status, oldest first. */
 export async function keysList(opts: KeysOptions, env: Env): Promise<void> {
   const url = snapshotUrl(opts, env);
   const { keys } = await call(url, (c) => c.listKeys({}, { timeoutMs: CALL_TIMEOUT_MS }));
   process.stdout.write(formatKeyTable(keys));
 }
 
-/** `dnah keys rotate`: a new active key; prints its kid. */
+/** `dnah signing-keys rotate`: a new active key; prints its kid. */
 export async function keysRotate(opts: KeysOptions, env: Env): Promise<void> {
   const url = snapshotUrl(opts, env);
   const { kid } = await call(url, (c) => c.rotateKey({}, { timeoutMs: CALL_TIMEOUT_MS }));
   process.stdout.write(`${kid}\n`);
 }
 
-/** `dnah keys retire <kid>`: snapshots signed by it are refused from now on. */
+/** `dnah signing-keys retire <kid>`: snapshots signed by it are refused from now on. */
 export async function keysRetire(kid: string, opts: KeysOptions, env: Env): Promise<void> {
   const url = snapshotUrl(opts, env);
   await call(url, (c) => c.retireKey({ kid }, { timeoutMs: CALL_TIMEOUT_MS }));
@@ -60,7 +60,7 @@ async function call<T>(url: string, fn: (c: Client) => Promise<T>): Promise<T> {
   }
 }
 
-/** The `keys list` table: KID, STATUS (active | verifies | retired), CREATED, RETIRED. */
+/** The `signing-keys list` table: KID, STATUS (active | verifies | retired), CREATED, RETIRED. */
 export function formatKeyTable(keys: readonly PublicKey[]): string {
   const when = (ts: PublicKey["createdAt"]) =>
     ts === undefined ? "-" : `${timestampDate(ts).toISOString().slice(0, 19)}Z`;
