@@ -208,6 +208,30 @@ describe("scheduler service, no warm pool", () => {
     await h.client.createSandbox({ templateId: "base" });
   });
 
+  it("a live host that reports a sandbox missing at two beats in a row loses it; listed again, it is found", async () => {
+    const a = (await h.client.createSandbox({ templateId: "base" })).sandbox!;
+    const b = (await h.client.createSandbox({ templateId: "base" })).sandbox!;
+    const beat = (ids: string[]) =>
+      h.client.heartbeat({ hostId: "host-1", runningSandboxes: ids.length, reportsSandboxes: true, sandboxIds: ids });
+    // One missed beat is not enough (a list assembled just before a create finished).
+    await beat([b.sandboxId]);
+    assert.equal(await stateOf(h.db, a.sandboxId), "running");
+    // Listed again: the mark goes, so a later single miss does not lose it either.
+    await beat([a.sandboxId, b.sandboxId]);
+    await beat([b.sandboxId]);
+    assert.equal(await stateOf(h.db, a.sandboxId), "running");
+    await beat([b.sandboxId]);
+    assert.equal(await stateOf(h.db, a.sandboxId), "lost");
+    assert.equal(await stateOf(h.db, b.sandboxId), "running");
+    const { events } = await h.client.listSandboxEvents({ sandboxId: a.sandboxId });
+    assert.match(events.at(-1)!.detail, /reported it missing twice/);
+    assert.equal(events.at(-1)!.kind, "lost");
+    // The host has it after all (a stalled report): it runs again.
+    await beat([a.sandboxId, b.sandboxId]);
+    assert.equal(await stateOf(h.db, a.sandboxId), "running");
+    for (const x of [a, b]) await h.client.deleteSandbox({ sandboxId: x.sandboxId });
+  });
+
   it("respects host capacity", async () => {
     await register(h, "host-1", 0);
     await assert.rejects(

@@ -284,13 +284,19 @@ export async function markLostOnDeadHosts(
 /**
  * Reconciles what a live host reports it has with the database: its lost sandboxes it still
  * has are back in the state they had ('found'); what it has that the database does not hold
- * as its own (deleted, failed, unknown, on another host) is returned for removal.
+ * as its own (deleted, failed, unknown, on another host) is returned for removal; what the
+ * database holds there that it no longer has becomes lost at its second missed beat.
  */
 export async function reconcileHost(
   db: Queryable,
   hostId: string,
   has: readonly string[],
-): Promise<{ found: { id: string; state: SandboxRowState }[]; remove: string[] }> {
+): Promise<{
+  found: { id: string; state: SandboxRowState }[];
+  remove: string[];
+  lost: { id: string; from: SandboxRowState }[];
+  failed: string[];
+}> {
   const found = await db.query<{ id: string; state: SandboxRowState }>(
     `UPDATE sandboxes SET state = lost_from, lost_from = NULL
      WHERE host_id = $1 AND state = 'lost' AND id = ANY($2::text[]) RETURNING id, state`,
@@ -302,7 +308,47 @@ export async function reconcileHost(
     [hostId, has],
   );
   const keep = new Set(known.rows.map((r) => r.id));
-  return { found: found.rows, remove: has.filter((id) => !keep.has(id)) };
+  return {
+    found: found.rows,
+    remove: has.filter((id) => !keep.has(id)),
+    ...(await missingOnHost(db, hostId, has)),
+  };
+}
+
+/**
+ * What the database holds as running or paused on a live host that its heartbeat does not
+ * list: missing at one beat it is marked, at the next it is lost (users' sandboxes, remembering
+ * their state) or failed (warm-pool ones, which nobody was given). Listed again, the mark goes.
+ * Rows a reaper holds a claim on are left to it.
+ */
+async function missingOnHost(
+  db: Queryable,
+  hostId: string,
+  has: readonly string[],
+): Promise<{ lost: { id: string; from: SandboxRowState }[]; failed: string[] }> {
+  await db.query(
+    "UPDATE sandboxes SET missing_since = NULL WHERE host_id = $1 AND missing_since IS NOT NULL AND id = ANY($2::text[])",
+    [hostId, has],
+  );
+  const gone = `host_id = $1 AND NOT (id = ANY($2::text[])) AND state IN ('running', 'paused') AND reaper_op IS NULL`;
+  const lost = await db.query<{ id: string; lost_from: SandboxRowState }>(
+    `UPDATE sandboxes SET lost_from = state, state = 'lost', missing_since = NULL
+     WHERE ${gone} AND missing_since IS NOT NULL AND NOT pooled RETURNING id, lost_from`,
+    [hostId, has],
+  );
+  const failed = await db.query<{ id: string }>(
+    `UPDATE sandboxes SET state = 'error', error = 'its host no longer has it', deleted_at = now(), missing_since = NULL
+     WHERE ${gone} AND missing_since IS NOT NULL AND pooled RETURNING id`,
+    [hostId, has],
+  );
+  await db.query(`UPDATE sandboxes SET missing_since = now() WHERE ${gone} AND missing_since IS NULL`, [
+    hostId,
+    has,
+  ]);
+  return {
+    lost: lost.rows.map((r) => ({ id: r.id, from: r.lost_from })),
+    failed: failed.rows.map((r) => r.id),
+  };
 }
 
 /** Every host with its load, and the database's clock (the one heartbeats are stamped with). */

@@ -11,8 +11,9 @@ const MAX_REPORTED = 100_000;
 /**
  * Marks a host alive. An unknown host is NOT_FOUND, which tells a vmm to register again (e.g.
  * after a reset). A host that reports its sandboxes is reconciled: its lost ones it still has
- * run again (event "found"), and what it has that the scheduler deleted or never placed there
- * is named in the answer for the host to remove.
+ * run again (event "found"), what it has that the scheduler deleted or never placed there
+ * is named in the answer for the host to remove, and what it should have but reported missing
+ * at two beats in a row is lost (event "lost"; warm-pool ones fail and the pool refills).
  */
 export async function heartbeat(
   ctx: Context,
@@ -31,7 +32,25 @@ export async function heartbeat(
     ctx.kickRefill();
   }
   if (!req.reportsSandboxes) return {};
-  const { found, remove } = await reconcileHost(ctx.db, hostId, req.sandboxIds);
+  const { found, remove, lost, failed } = await reconcileHost(ctx.db, hostId, req.sandboxIds);
+  for (const l of lost) {
+    ctx.logger.warn(
+      { "sandbox.id": l.id, "host.id": hostId, was: l.from },
+      "host no longer has it: sandbox lost",
+    );
+    await insertEvent(ctx.db, {
+      sandboxId: l.id,
+      kind: "lost",
+      fromState: l.from,
+      toState: "lost",
+      actor: "reaper",
+      detail: `host '${hostId}' is live but reported it missing twice (the host restarted or the VM died)`,
+    });
+  }
+  if (failed.length > 0) {
+    ctx.logger.warn({ "host.id": hostId, sandboxIds: failed }, "warm-pool sandboxes gone from their host");
+    ctx.kickRefill();
+  }
   for (const f of found) {
     ctx.logger.info({ "sandbox.id": f.id, "host.id": hostId, state: f.state }, "lost sandbox found again");
     await insertEvent(ctx.db, {

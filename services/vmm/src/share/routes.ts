@@ -42,9 +42,6 @@ type Query = Record<string, string | undefined>;
 
 /** One JSON error on a share route: `{code, message}` as every dnah service answers. */
 function fail(reply: FastifyReply, status: number, code: string, message: string) {
-  // A refusal before the whole body arrived (413, 507…): the connection ends with the answer,
-  // or it would wait for the rest of a body nobody will read (and hold the vmm's close).
-  if (!reply.request.raw.complete) reply.header("connection", "close");
   return reply.code(status).type("application/json").send({ code, message });
 }
 
