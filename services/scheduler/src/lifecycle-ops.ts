@@ -17,6 +17,7 @@ import {
   type ReaperClaim,
   releaseReaperOp,
   type SandboxRow,
+  type SandboxRowState,
   type SnapshotRow,
   setArchiveRefs,
 } from "./db/queries.js";
@@ -412,4 +413,21 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
 /** Archive storage every host can read (an S3-compatible bucket), unlike a host's folder. */
 function isSharedArchive(uri: string | null): boolean {
   return uri?.startsWith("s3://") ?? false;
+}
+
+/** A sandbox its host no longer has, as `markLost…` or a heartbeat found it: logged and recorded. */
+export async function recordLost(
+  ctx: Pick<Context, "db" | "logger">,
+  l: { id: string; hostId: string; from: SandboxRowState },
+  why: string,
+): Promise<void> {
+  ctx.logger.warn({ "sandbox.id": l.id, "host.id": l.hostId, was: l.from, why }, "sandbox lost");
+  await insertEvent(ctx.db, {
+    sandboxId: l.id,
+    kind: "lost",
+    fromState: l.from,
+    toState: "lost",
+    actor: "reaper",
+    detail: `host '${l.hostId}' ${why}`,
+  });
 }

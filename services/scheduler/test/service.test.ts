@@ -212,7 +212,12 @@ describe("scheduler service, no warm pool", () => {
     const a = (await h.client.createSandbox({ templateId: "base" })).sandbox!;
     const b = (await h.client.createSandbox({ templateId: "base" })).sandbox!;
     const beat = (ids: string[]) =>
-      h.client.heartbeat({ hostId: "host-1", runningSandboxes: ids.length, reportsSandboxes: true, sandboxIds: ids });
+      h.client.heartbeat({
+        hostId: "host-1",
+        runningSandboxes: ids.length,
+        reportsSandboxes: true,
+        sandboxIds: ids,
+      });
     // One missed beat is not enough (a list assembled just before a create finished).
     await beat([b.sandboxId]);
     assert.equal(await stateOf(h.db, a.sandboxId), "running");

@@ -16,6 +16,9 @@ import { ArchiveStore } from "./snapshot/archive.js";
 import { SnapshotStore } from "./snapshot/store.js";
 import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
+/** How long close() waits for creates and restores in flight (main.ts forces an exit at 30 s). */
+const BUSY_WAIT_MS = 20_000;
+
 export interface VmmOverrides {
   runtime?: Runtime;
 }
@@ -134,6 +137,10 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
     async close() {
       stopRegistration?.();
       await app?.close();
+      // Creates and restores still running finish first (their caller may be gone), so what
+      // they built is destroyed below rather than left mounted when the process ends.
+      for (const deadline = Date.now() + BUSY_WAIT_MS; ctx.busy.size > 0 && Date.now() < deadline; )
+        await new Promise((r) => setTimeout(r, 100));
       const ids = [...ctx.vms.keys()];
       await Promise.all(
         ids.map((id) =>

@@ -1,7 +1,7 @@
 import type { Context } from "../context.js";
 import { claimReaperOps, insertEvent, markLostOnDeadHosts, type ReaperClaim } from "../db/queries.js";
 import type { ReaperOp } from "../domain/lifecycle.js";
-import { archiveSandbox, deleteByReaper, type OpOutcome, stopSandbox } from "../lifecycle-ops.js";
+import { archiveSandbox, deleteByReaper, type OpOutcome, recordLost, stopSandbox } from "../lifecycle-ops.js";
 import { errorDetail, logFields } from "../provision.js";
 
 export interface ReaperPass {
@@ -95,17 +95,7 @@ export function createReaper(ctx: Context): Reaper {
 
   async function markLost(): Promise<number> {
     const lost = await markLostOnDeadHosts(ctx.db, ctx.cfg.hostDeadAfterMs);
-    for (const l of lost) {
-      ctx.logger.warn({ "sandbox.id": l.id, "host.id": l.hostId, was: l.from }, "host is dead: sandbox lost");
-      await insertEvent(ctx.db, {
-        sandboxId: l.id,
-        kind: "lost",
-        fromState: l.from,
-        toState: "lost",
-        actor: "reaper",
-        detail: `host '${l.hostId}' missed its heartbeats for ${ctx.cfg.hostDeadAfterMs} ms`,
-      });
-    }
+    for (const l of lost) await recordLost(ctx, l, `missed its heartbeats for ${ctx.cfg.hostDeadAfterMs} ms`);
     return lost.length;
   }
 

@@ -4,6 +4,7 @@ import type { Context } from "../context.js";
 import { insertEvent, reconcileHost, heartbeat as recordHeartbeat } from "../db/queries.js";
 import { HostNotFoundError, InvalidArgumentError } from "../domain/errors.js";
 import { checkCount, checkHostId, checkTemplateList } from "../domain/validate.js";
+import { recordLost } from "../lifecycle-ops.js";
 
 /** Most sandbox ids one heartbeat may report. */
 const MAX_REPORTED = 100_000;
@@ -33,20 +34,12 @@ export async function heartbeat(
   }
   if (!req.reportsSandboxes) return {};
   const { found, remove, lost, failed } = await reconcileHost(ctx.db, hostId, req.sandboxIds);
-  for (const l of lost) {
-    ctx.logger.warn(
-      { "sandbox.id": l.id, "host.id": hostId, was: l.from },
-      "host no longer has it: sandbox lost",
+  for (const l of lost)
+    await recordLost(
+      ctx,
+      { ...l, hostId },
+      "is live but reported it missing twice (the host restarted or the VM died)",
     );
-    await insertEvent(ctx.db, {
-      sandboxId: l.id,
-      kind: "lost",
-      fromState: l.from,
-      toState: "lost",
-      actor: "reaper",
-      detail: `host '${hostId}' is live but reported it missing twice (the host restarted or the VM died)`,
-    });
-  }
   if (failed.length > 0) {
     ctx.logger.warn({ "host.id": hostId, sandboxIds: failed }, "warm-pool sandboxes gone from their host");
     ctx.kickRefill();
