@@ -1,4 +1,4 @@
-import { createGateway, configFromEnv as gatewayConfig } from "@dnah/gateway";
+import { createGateway, type Gateway, configFromEnv as gatewayConfig } from "@dnah/gateway";
 import { createLogger, createServiceClient, type Db, type Env, type Logger, openDb } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { createScheduler, configFromEnv as schedulerConfig } from "@dnah/scheduler";
@@ -19,6 +19,8 @@ export interface DevStack {
   readonly schedulerUrl: string;
   readonly vmmUrl: string;
   readonly snapshotUrl: string;
+  /** The gateway's Fastify app: tests walk its real route table and read its server timeouts. */
+  readonly gatewayApp: Gateway["app"];
   /** Stops accepting work, deletes warm sandboxes, then every service. */
   close(): Promise<void>;
 }
@@ -75,6 +77,7 @@ export async function startDevStack(env: Env, logger?: Logger): Promise<DevStack
     schedulerUrl,
     vmmUrl,
     snapshotUrl,
+    gatewayApp: gateway.app,
     close() {
       closing ??= (async () => {
         await gateway.close();

@@ -49,6 +49,12 @@ export interface VmmConfig {
   readonly cgroupParent: string;
   readonly capacitySandboxes: number;
   readonly pidsMax: number;
+  /**
+   * Jail runtime: each sandbox's writable layer is a filesystem of this size (a sparse ext4
+   * image on a loop device), so one sandbox cannot fill the host's disk; 0 = no limit (its
+   * writes land on the state disk directly).
+   */
+  readonly jailDiskMib: number;
   readonly bootTimeoutMs: number;
   readonly schedulerUrl: string | undefined;
   /** Presented to the scheduler's RegisterHost when set (its DNAH_JOIN_TOKEN). */
@@ -105,6 +111,7 @@ export function configFromEnv(env: Env): VmmConfig {
     cgroupParent: r.str("DNAH_CGROUP_PARENT", "dnah"),
     capacitySandboxes: r.int("DNAH_VMM_CAPACITY", 64, 1, 10_000),
     pidsMax: r.int("DNAH_SANDBOX_PIDS_MAX", 4096, 16, 1_000_000),
+    jailDiskMib: r.int("DNAH_JAIL_DISK_MIB", 10_240, 0, 16 * 1024 * 1024),
     // A qemu microVM under TCG boots its kernel and the agent's Node in seconds to tens of seconds.
     bootTimeoutMs: r.int(
       "DNAH_BOOT_TIMEOUT_MS",

@@ -153,6 +153,7 @@ export async function selectRuntime(cfg: VmmConfig, logger: Logger): Promise<Run
         agentDir: cfg.agentDir,
         cgroupParent: cfg.cgroupParent,
         pidsMax: cfg.pidsMax,
+        diskMib: cfg.jailDiskMib,
         hostPath: cfg.hostPath,
         logger,
       });

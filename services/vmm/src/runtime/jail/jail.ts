@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { type Dirent, existsSync } from "node:fs";
-import { lstat, mkdir, readdir, readFile, rm, rmdir, statfs, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readdir, readFile, rm, rmdir, statfs, symlink, writeFile } from "node:fs/promises";
 import { totalmem } from "node:os";
 import { join } from "node:path";
 import type { Logger } from "@dnah/platform";
@@ -26,7 +26,7 @@ import {
   openCgroup,
   removeCgroupParent,
 } from "./cgroup.js";
-import { mountOverlay, mountsUnder, unmount } from "./mounts.js";
+import { mountOverlay, mountSizedDisk, mountsUnder, unmount } from "./mounts.js";
 
 export interface JailOptions {
   /** Per-sandbox folders live in `<stateDir>/sandboxes/<id>`. */
@@ -38,6 +38,8 @@ export interface JailOptions {
   /** cgroup parent name for all sandboxes of this host. */
   cgroupParent: string;
   pidsMax: number;
+  /** Size of each sandbox's writable layer (a loop-mounted ext4 image); 0 = no limit. */
+  diskMib?: number;
   /** PATH for the host tools (sh, bwrap). */
   hostPath: string;
   logger: Logger;
@@ -147,15 +149,11 @@ export class JailRuntime implements Runtime {
     const rootfs = join(dir, "rootfs");
     const vsockDir = join(dir, "vsock");
     const share = this.shareDir(id);
-    await mkdir(join(dir, "upper"), { recursive: true });
-    await Promise.all([
-      mkdir(join(dir, "work")),
-      mkdir(rootfs),
-      mkdir(vsockDir, { mode: 0o700 }),
-      createShareDir(share),
-    ]);
+    await mkdir(dir, { recursive: true });
+    await Promise.all([mkdir(rootfs), mkdir(vsockDir, { mode: 0o700 }), createShareDir(share)]);
     let cgroup: Cgroup | undefined;
     try {
+      await this.makeLayer(dir);
       await steps.upper?.(join(dir, "upper"));
       await steps.share?.(share);
       await mountOverlay(spec.template.rootfsDir, join(dir, "upper"), join(dir, "work"), rootfs);
@@ -200,6 +198,24 @@ export class JailRuntime implements Runtime {
       );
       throw err;
     }
+  }
+
+  /**
+   * The writable layer, `<dir>/upper` and `<dir>/work`: with a disk limit they live in a
+   * filesystem of that size mounted at `<dir>/layer` (the two names link into it, so every
+   * path that reads `upper` is unchanged); without one, plain folders on the state disk.
+   */
+  private async makeLayer(dir: string): Promise<void> {
+    const sizeMib = this.opts.diskMib ?? 0;
+    if (sizeMib === 0) {
+      await Promise.all([mkdir(join(dir, "upper")), mkdir(join(dir, "work"))]);
+      return;
+    }
+    const layer = join(dir, "layer");
+    await mkdir(layer);
+    await mountSizedDisk(join(dir, "disk.img"), layer, sizeMib, this.opts.hostPath);
+    await Promise.all([mkdir(join(layer, "upper")), mkdir(join(layer, "work"))]);
+    await Promise.all([symlink("layer/upper", join(dir, "upper")), symlink("layer/work", join(dir, "work"))]);
   }
 
   private spawnJail(
@@ -420,11 +436,14 @@ export class JailRuntime implements Runtime {
   async metrics(id: string): Promise<VmMetricsSample> {
     const jail = this.running(id);
     const upper = join(jail.dir, "upper");
-    const [usage, diskUsed, fs] = await Promise.all([
+    // A sized layer is its own filesystem: its use is one statfs, not a walk of the tree.
+    const sized = (this.opts.diskMib ?? 0) > 0;
+    const [usage, walked, fs] = await Promise.all([
       jail.cgroup.usage(),
-      diskUsage(upper, this.opts.logger, id),
+      sized ? 0 : diskUsage(upper, this.opts.logger, id),
       statfs(upper),
     ]);
+    const diskUsed = sized ? (fs.blocks - fs.bfree) * fs.bsize : walked;
     const now = Date.now();
     const cur = { cpuUsec: usage.cpuUsec, atMs: now };
     const pct = cpuUsedPct(jail.lastCpu, cur, jail.cpuCount);

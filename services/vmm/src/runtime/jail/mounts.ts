@@ -25,6 +25,29 @@ export async function mountOverlay(
   ]);
 }
 
+/**
+ * A filesystem of `sizeMib` at `target`: a sparse ext4 image (`image`, no journal, no
+ * reserved blocks; about 30 ms to make) on a loop device that `umount` releases. Writes past
+ * its size fail with ENOSPC inside the sandbox and nowhere else.
+ */
+export async function mountSizedDisk(
+  image: string,
+  target: string,
+  sizeMib: number,
+  path: string,
+): Promise<void> {
+  const env = { PATH: path };
+  await run("truncate", ["-s", `${sizeMib}M`, image], { env });
+  await run(
+    "mkfs.ext4",
+    ["-q", "-F", "-O", "^has_journal", "-m", "0", "-E", "lazy_itable_init=1,nodiscard", image],
+    {
+      env,
+    },
+  );
+  await run("mount", ["-o", "loop,noatime", image, target], { env });
+}
+
 /** Unmounts `target`, lazily if something still holds it. A path not mounted is fine. */
 export async function unmount(target: string): Promise<void> {
   if (!(await isMounted(target))) return;

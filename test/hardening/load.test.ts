@@ -1,0 +1,219 @@
+/**
+ * Bounded load (issue 11): concurrent create / exec / files / delete through the real stack
+ * (loopback only, a fixed number of operations), at 50 and 200 requests in flight. Every
+ * request must succeed (error rate 0); latencies P50/P95/P99 are reported, not asserted
+ * (benchmarks judge speed); afterwards nothing is left behind: no sandbox folder, cgroup,
+ * mount or sandbox process of the stack, and the gateway holds no more sockets than before.
+ *
+ * CI runs a bounded pass (`DNAH_LOAD_SCALE=1`: 8 sandboxes, 400 operations per level);
+ * `DNAH_LOAD_SCALE=5` is the longer local mode.
+ */
+import assert from "node:assert/strict";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
+import { startTestStack, type TestStack } from "../e2e/harness.js";
+
+const SCALE = Math.max(1, Number(process.env.DNAH_LOAD_SCALE ?? "1") || 1);
+const SANDBOXES = 8 * SCALE;
+const OPS_PER_LEVEL = 400 * SCALE;
+const LEVELS = [50, 200] as const;
+
+type Json = Record<string, unknown>;
+
+/** The p-th percentile (nearest rank) of ascending `sorted` (pure). */
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** Runs `total` tasks with at most `inFlight` at once; resolves with each one's latency (ms). */
+async function pool(total: number, inFlight: number, task: (i: number) => Promise<void>): Promise<number[]> {
+  const latencies: number[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < total) {
+      const i = next++;
+      const t0 = performance.now();
+      await task(i);
+      latencies.push(performance.now() - t0);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(inFlight, total) }, worker));
+  return latencies.sort((a, b) => a - b);
+}
+
+/** The stack's sandbox processes: bubblewrap/qemu children whose command line names its state folder. */
+function stackProcesses(stateDir: string): number[] {
+  const pids: number[] = [];
+  for (const e of readdirSync("/proc")) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/cmdline`, "utf8").includes(stateDir)) pids.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Open sockets of this process (the gateway, scheduler and vmm run in it). */
+function openSockets(): number {
+  let n = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith("socket:")) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+describe("load: create / exec / files / delete at 50 and 200 in flight", () => {
+  let s: TestStack;
+  let socketsBefore = 0;
+  const summary: string[] = [];
+
+  before(async () => {
+    s = await startTestStack({
+      DNAH_POOL_SIZE: "2",
+      DNAH_VMM_CAPACITY: String(SANDBOXES + 8),
+      DNAH_RATE_LIMIT_PER_MINUTE: "0",
+    });
+    // Settle the pool, then count: what the stack holds at rest.
+    await new Promise((r) => setTimeout(r, 1_000));
+    socketsBefore = openSockets();
+  });
+  after(async () => {
+    await s?.close();
+  });
+
+  test("every operation succeeds; nothing leaks afterwards", { timeout: 600_000 }, async (t) => {
+    const fail = (what: string, status: number, body: unknown) =>
+      assert.fail(`${what}: ${status} ${JSON.stringify(body).slice(0, 300)}`);
+
+    // Creates, all at once (the pool serves two, the rest boot cold).
+    const ids: string[] = [];
+    const createLat = await pool(SANDBOXES, SANDBOXES, async () => {
+      const r = await s.json<Json>("/v1/sandboxes", { method: "POST", body: '{"type":"ephemeral"}' });
+      if (r.status !== 201) fail("create", r.status, r.body);
+      ids.push(r.body.sandboxId as string);
+    });
+    summary.push(row("create", SANDBOXES, SANDBOXES, createLat, 0));
+
+    for (const inFlight of LEVELS) {
+      let errors = 0;
+      const lat = await pool(OPS_PER_LEVEL, inFlight, async (i) => {
+        const id = ids[i % ids.length]!;
+        // Three of four: exec; one of four: a file written then read back.
+        if (i % 4 !== 3) {
+          const r = await s.json<Json>(`/v1/sandboxes/${id}/exec`, {
+            method: "POST",
+            body: JSON.stringify({ command: `echo ${i}` }),
+          });
+          if (r.status !== 200 || r.body.stdout !== `${i}\n`) {
+            errors++;
+            fail(`exec #${i}`, r.status, r.body);
+          }
+          return;
+        }
+        const path = encodeURIComponent(`/home/user/load-${i}.txt`);
+        const put = await s.api(`/v1/sandboxes/${id}/files?path=${path}`, {
+          method: "PUT",
+          body: `payload ${i}`,
+          headers: { "content-type": "application/octet-stream" },
+        });
+        if (put.status !== 200 && put.status !== 201) {
+          errors++;
+          fail(`write #${i}`, put.status, await put.text());
+        }
+        await put.arrayBuffer().catch(() => {});
+        const get = await s.api(`/v1/sandboxes/${id}/files?path=${path}`);
+        const text = await get.text();
+        if (get.status !== 200 || text !== `payload ${i}`) {
+          errors++;
+          fail(`read #${i}`, get.status, text);
+        }
+      });
+      summary.push(row(`exec+files @${inFlight}`, OPS_PER_LEVEL, inFlight, lat, errors));
+    }
+
+    const deleteLat = await pool(ids.length, ids.length, async (i) => {
+      const r = await s.api(`/v1/sandboxes/${ids[i]}`, { method: "DELETE" });
+      if (r.status !== 200 && r.status !== 204) fail("delete", r.status, await r.text());
+      await r.arrayBuffer().catch(() => {});
+    });
+    summary.push(row("delete", ids.length, ids.length, deleteLat, 0));
+
+    // Nothing of the deleted sandboxes is left: folders, cgroups, mounts, processes.
+    const left = (await s.json<{ sandboxes: Json[] }>("/v1/sandboxes")).body.sandboxes.map(
+      (x) => x.sandboxId,
+    );
+    assert.deepEqual(
+      left.filter((x) => ids.includes(x as string)),
+      [],
+    );
+    const folders = (() => {
+      try {
+        return readdirSync(`${s.stateDir}/sandboxes`);
+      } catch {
+        return [];
+      }
+    })();
+    const cgroups = (() => {
+      try {
+        return readdirSync(`/sys/fs/cgroup/${s.cgroupParent}`).filter((n) => ids.includes(n));
+      } catch {
+        return [];
+      }
+    })();
+    const mounts = readFileSync("/proc/self/mountinfo", "utf8")
+      .split("\n")
+      .filter((l) => ids.some((id) => l.includes(`/${id}/`) || l.includes(`/${id} `)));
+    assert.deepEqual(
+      folders.filter((f) => ids.includes(f)),
+      [],
+      "sandbox folders left",
+    );
+    assert.deepEqual(cgroups, [], "cgroups left");
+    assert.deepEqual(mounts, [], "mounts left");
+    const procs = stackProcesses(s.stateDir).filter((pid) => {
+      try {
+        const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+        return ids.some((id) => cmd.includes(id));
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(procs, [], "sandbox processes left");
+    // No request hangs in the gateway: once its idle keep-alive connections are closed, it
+    // holds none of the load's. Then every socket of this process (clients, gateway → scheduler
+    // and vmm, vmm → sandboxes) winds down to where it started (keep-alive timers close them).
+    const server = s.gatewayApp.server;
+    server.closeIdleConnections();
+    const conns = await new Promise<number>((res, rej) =>
+      server.getConnections((e, n) => (e ? rej(e) : res(n))),
+    );
+    assert.ok(conns <= 2, `the gateway still holds ${conns} connections after closing idle ones`);
+    let sockets = openSockets();
+    for (let i = 0; i < 100 && sockets > socketsBefore + 8; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      sockets = openSockets();
+    }
+    assert.ok(sockets <= socketsBefore + 8, `sockets: ${socketsBefore} before, ${sockets} after`);
+
+    t.diagnostic("load | operation | count | in flight | P50 ms | P95 ms | P99 ms | errors");
+    for (const line of summary) t.diagnostic(line);
+    t.diagnostic(
+      `hardening | load | tried ${2 * OPS_PER_LEVEL + 2 * SANDBOXES} | held ${2 * OPS_PER_LEVEL + 2 * SANDBOXES} | failures 0`,
+    );
+    t.diagnostic(
+      `load | sockets ${socketsBefore} before, ${sockets} after; nothing left of ${ids.length} sandboxes`,
+    );
+  });
+});
+
+function row(what: string, count: number, inFlight: number, sorted: number[], errors: number): string {
+  const f = (p: number) => percentile(sorted, p).toFixed(0);
+  return `load | ${what} | ${count} | ${inFlight} | ${f(50)} | ${f(95)} | ${f(99)} | ${errors}`;
+}
