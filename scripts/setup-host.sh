@@ -7,7 +7,7 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # jail runtime + template builds
-for pkg in bubblewrap debootstrap debian-archive-keyring util-linux iproute2 procps ca-certificates shellcheck jq; do
+for pkg in bubblewrap debootstrap debian-archive-keyring util-linux e2fsprogs iproute2 procps ca-certificates shellcheck jq; do
   have "$pkg" || need+=("$pkg")
 done
 # qemu runtime + `dnah image build`: qemu (TCG or KVM), qcow2 overlays, ext4 images without
