@@ -6,6 +6,7 @@ import type { Socket } from "node:net";
 import { delimiter, join } from "node:path";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { recodeConnectParseErrors } from "@dnah/platform/connect-parse-errors";
 import { Filesystem } from "@dnah/proto/filesystem/filesystem_pb";
 import { Process } from "@dnah/proto/process/process_pb";
 import { ACCESS_TOKEN_HEADER, isTokenExempt, tokenMatches, UNAUTHORIZED_MESSAGE } from "./auth.js";
@@ -142,6 +143,8 @@ export function createAgent(opts: AgentOptions = {}): Agent {
         return;
       }
     }
+    // Garbage protobuf is the caller's fault: 400 invalid_argument, not connect-es's 500.
+    recodeConnectParseErrors(res as ServerResponse);
     connectHandler(req, res);
   };
 

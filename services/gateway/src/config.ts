@@ -30,6 +30,17 @@ export interface GatewayConfig {
   shutdownTimeoutMs: number;
   /** How often coalesced activity (working calls) is sent to the scheduler. */
   activityFlushMs: number;
+  /**
+   * Requests one credential (API key, envd access token, preview token; else one client IP)
+   * may make per minute, averaged over `rateLimitWindowMs`; 0 turns the limit off. Counted
+   * in this process only: N gateways behind a balancer allow N times this.
+   */
+  rateLimitPerMinute: number;
+  /**
+   * The counting window. Each window allows perMinute × window / 60 s requests, all at once
+   * if the caller likes: a shorter window means smaller bursts (and quicker recovery).
+   */
+  rateLimitWindowMs: number;
   logLevel: string;
 }
 
@@ -47,6 +58,8 @@ export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Obje
   jsonBodyLimitBytes: 1 * MIB,
   shutdownTimeoutMs: 10_000,
   activityFlushMs: 2_000,
+  rateLimitPerMinute: 6_000,
+  rateLimitWindowMs: 60_000,
   logLevel: "info",
 });
 
@@ -87,14 +100,30 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
     jsonBodyLimitBytes: r.int("DNAH_JSON_BODY_LIMIT_BYTES", d.jsonBodyLimitBytes, 1024, 1024 * MIB),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", d.shutdownTimeoutMs, 0, 600_000),
     activityFlushMs: r.int("DNAH_ACTIVITY_FLUSH_MS", d.activityFlushMs, 10, 60_000),
+    rateLimitPerMinute: r.int("DNAH_RATE_LIMIT_PER_MINUTE", d.rateLimitPerMinute, 0, 100_000_000),
+    rateLimitWindowMs: r.int("DNAH_RATE_LIMIT_WINDOW_MS", d.rateLimitWindowMs, 1_000, 3_600_000),
     logLevel: r.oneOf(
       "DNAH_LOG_LEVEL",
       ["trace", "debug", "info", "warn", "error", "fatal", "silent"],
       "info",
     ),
   };
+  if (cfg.rateLimitPerMinute > 0 && requestsPerWindow(cfg) < 1) {
+    const least = Math.ceil(60_000 / cfg.rateLimitPerMinute);
+    r.problem(
+      `DNAH_RATE_LIMIT_WINDOW_MS: ${cfg.rateLimitWindowMs} ms allows less than one of ` +
+        `DNAH_RATE_LIMIT_PER_MINUTE=${cfg.rateLimitPerMinute} requests; use at least ${least}`,
+    );
+  }
   r.done();
   return Object.freeze(cfg);
+}
+
+/** How many requests one credential may make in one rate-limit window (0: no limit). */
+export function requestsPerWindow(
+  cfg: Pick<GatewayConfig, "rateLimitPerMinute" | "rateLimitWindowMs">,
+): number {
+  return Math.floor((cfg.rateLimitPerMinute * cfg.rateLimitWindowMs) / 60_000);
 }
 
 function isHttpUrl(s: string): boolean {

@@ -5,9 +5,10 @@ import { type Logger, TunnelError } from "@dnah/platform";
  * Every error the gateway reports, by kind. The kind is also the `code` of the REST body
  * `{code, message}`. THE one table: REST status and Connect code per kind.
  *
- * Choice: `resource_exhausted` (no capacity to place a sandbox) is 503, not 429. Nothing here
- * rate-limits callers; it is the server that is temporarily full, and a retry later may work.
- * The code string still tells it apart from `unavailable`.
+ * Choice: `resource_exhausted` (no capacity to place a sandbox) is 503, not 429: it is the
+ * server that is temporarily full, and a retry later may work. The code string still tells it
+ * apart from `unavailable`. A caller over its request budget (auth/rate-limit.ts) is
+ * `rate_limited`: 429 with `Retry-After`, and Connect's ResourceExhausted.
  */
 export const ERROR_TABLE = Object.freeze({
   invalid_argument: { httpStatus: 400, connectCode: Code.InvalidArgument },
@@ -17,6 +18,7 @@ export const ERROR_TABLE = Object.freeze({
   failed_precondition: { httpStatus: 409, connectCode: Code.FailedPrecondition },
   payload_too_large: { httpStatus: 413, connectCode: Code.ResourceExhausted },
   unsupported_media_type: { httpStatus: 415, connectCode: Code.InvalidArgument },
+  rate_limited: { httpStatus: 429, connectCode: Code.ResourceExhausted },
   canceled: { httpStatus: 499, connectCode: Code.Canceled },
   internal: { httpStatus: 500, connectCode: Code.Internal },
   unimplemented: { httpStatus: 501, connectCode: Code.Unimplemented },
@@ -157,6 +159,16 @@ export class CapacityError extends GatewayError {
   }
 }
 
+/** The caller spent its request budget for the current window; `Retry-After` says when to retry. */
+export class RateLimitedError extends GatewayError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super("rate_limited", message);
+  }
+}
+
 /** A dependency (scheduler, vmm, agent) cannot be reached right now; retrying may work. */
 export class UnavailableError extends GatewayError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -197,6 +209,9 @@ export function classify(err: unknown, requestContentType?: string): Classified 
     return { kind: "unavailable", message: "sandbox agent unreachable" };
   }
   if (err instanceof ConnectError) {
+    // The connection broke (a service restarting): not the upstream's answer, whatever code
+    // the client library gave it (connect-node calls ECONNRESET "aborted").
+    if (lostConnection(err)) return { kind: "unavailable", message: "upstream connection lost; retry" };
     const row = UPSTREAM_CODES[err.code];
     if (row.kind === "internal") return { kind: "internal", message: undefined };
     return { kind: row.kind, message: row.pass && err.rawMessage !== "" ? err.rawMessage : row.message };
@@ -204,6 +219,24 @@ export function classify(err: unknown, requestContentType?: string): Classified 
   const fst = fastifyError(err);
   if (fst !== undefined) return classifyFastify(fst, requestContentType);
   return { kind: "internal", message: undefined };
+}
+
+/** Node's codes for a connection that broke under a call (as opposed to an answer). */
+const LOST_CONNECTION = new Set([
+  "ECONNRESET",
+  "EPIPE",
+  "ECONNREFUSED",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_PREMATURE_CLOSE",
+]);
+
+/** Whether a Connect error was made by the client from a broken connection (pure). */
+export function lostConnection(err: ConnectError): boolean {
+  return (
+    findCause(err.cause, (e): e is NodeJS.ErrnoException =>
+      LOST_CONNECTION.has(String((e as NodeJS.ErrnoException).code)),
+    ) !== undefined || /^socket hang up$/.test(err.rawMessage)
+  );
 }
 
 /** The REST answer for an error; internal errors are logged with the request id. */

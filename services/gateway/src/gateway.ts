@@ -10,14 +10,16 @@ import {
   migrate,
   vmmAuthorization,
 } from "@dnah/platform";
+import { recodeConnectParseErrors } from "@dnah/platform/connect-parse-errors";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import { SnapshotService } from "@dnah/proto/dnah/snapshot/v1/snapshot_pb";
 import websocket from "@fastify/websocket";
-import type { FastifyError, FastifyInstance } from "fastify";
+import type { FastifyError, FastifyInstance, FastifyRequest } from "fastify";
 import { installActivityRoutes } from "./activity-routes.js";
 import { ApiKeyVerifier, ensureDevKey } from "./auth/api-keys.js";
 import { createAuthHook } from "./auth/hook.js";
+import { installRateLimit } from "./auth/rate-limit.js";
 import { createDaytonaCompat, isDaytonaRequest } from "./compat/daytona/index.js";
 import { AccessTokens } from "./compat/e2b/access-token.js";
 import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
@@ -44,6 +46,8 @@ import { AgentPool } from "./sandbox/agent-client.js";
 const KILL_GRACE_MS = 5_000;
 /** GET routes that need no API key. */
 const PUBLIC_GETS = new Set(["/health", "/openapi.json", "/llms.txt", "/llms-full.txt"]);
+const isPublicGet = (req: FastifyRequest) =>
+  (req.method === "GET" || req.method === "HEAD") && PUBLIC_GETS.has(req.routeOptions.url ?? "");
 const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations", import.meta.url));
 
 export interface GatewayDeps {
@@ -156,6 +160,20 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
   );
   app.decorateRequest("requestId", "");
   app.addHook("onRequest", requestIdHook);
+  // Garbage protobuf to a Connect method is the caller's fault: 400, not connect-es's 500.
+  app.addHook("onRequest", (req, reply, done) => {
+    if (req.url.startsWith(`/${SandboxService.typeName}/`)) recodeConnectParseErrors(reply.raw);
+    done();
+  });
+  // Per-caller request budget: before the E2B proxy hook hijacks sandbox traffic and before any
+  // key lookup. Health and the API's documents are not counted.
+  await installRateLimit(app, {
+    perMinute: cfg.rateLimitPerMinute,
+    windowMs: cfg.rateLimitWindowMs,
+    isExempt: isPublicGet,
+    connectPrefixes: [`/${SandboxService.typeName}/`],
+    logger,
+  });
   // E2B sandbox traffic (E2b-Sandbox-Id) is proxied and leaves the lifecycle here, before the
   // API-key hook: the SDK sends envd no API key; envd checks its own access token.
   app.addHook("onRequest", e2b.proxyHook);
@@ -167,7 +185,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       // E2B control-API routes check the key themselves, to fail with E2B's error body.
       isPublic: (req) =>
         // The API's documents (/openapi.json, /llms*.txt) describe it and hold no secret.
-        ((req.method === "GET" || req.method === "HEAD") && PUBLIC_GETS.has(req.routeOptions.url ?? "")) ||
+        isPublicGet(req) ||
         isE2bApiRequest(req) ||
         // Daytona routes check the key (or preview token) themselves, to fail Daytona's way.
         isDaytonaRequest(req),

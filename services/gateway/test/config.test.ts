@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ConfigError } from "@dnah/platform";
-import { configFromEnv } from "../src/config.js";
+import { configFromEnv, requestsPerWindow } from "../src/config.js";
 
 describe("configFromEnv", () => {
   it("applies the defaults", () => {
@@ -78,5 +78,45 @@ describe("configFromEnv", () => {
       }
       assert.ok(!text.includes("short secret"));
     }
+  });
+
+  it("reads the rate limit: 6000 per minute over 60 s windows by default, 0 turns it off", () => {
+    const d = configFromEnv({ DNAH_SCHEDULER_URL: "http://s" });
+    assert.deepEqual([d.rateLimitPerMinute, d.rateLimitWindowMs, requestsPerWindow(d)], [6000, 60_000, 6000]);
+    const short = configFromEnv({
+      DNAH_SCHEDULER_URL: "http://s",
+      DNAH_RATE_LIMIT_PER_MINUTE: "360",
+      DNAH_RATE_LIMIT_WINDOW_MS: "5000",
+    });
+    // The per-minute rate is kept; the window only sets the burst: 30 requests per 5 s.
+    assert.equal(requestsPerWindow(short), 30);
+    const off = configFromEnv({ DNAH_SCHEDULER_URL: "http://s", DNAH_RATE_LIMIT_PER_MINUTE: "0" });
+    assert.equal(off.rateLimitPerMinute, 0);
+  });
+
+  it("refuses a rate-limit window too short to hold one request, and bad numbers", () => {
+    assert.throws(
+      () =>
+        configFromEnv({
+          DNAH_SCHEDULER_URL: "http://s",
+          DNAH_RATE_LIMIT_PER_MINUTE: "30",
+          DNAH_RATE_LIMIT_WINDOW_MS: "1000",
+        }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /DNAH_RATE_LIMIT_WINDOW_MS: .*use at least 2000/.test(err.problems.join("\n")),
+    );
+    assert.throws(
+      () =>
+        configFromEnv({
+          DNAH_SCHEDULER_URL: "http://s",
+          DNAH_RATE_LIMIT_PER_MINUTE: "-1",
+          DNAH_RATE_LIMIT_WINDOW_MS: "10",
+        }),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /DNAH_RATE_LIMIT_PER_MINUTE/.test(err.problems.join("\n")) &&
+        /DNAH_RATE_LIMIT_WINDOW_MS/.test(err.problems.join("\n")),
+    );
   });
 });

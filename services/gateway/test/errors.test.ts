@@ -41,6 +41,7 @@ const EXPECTED: Record<ErrorKind, [number, Code]> = {
   failed_precondition: [409, Code.FailedPrecondition],
   payload_too_large: [413, Code.ResourceExhausted],
   unsupported_media_type: [415, Code.InvalidArgument],
+  rate_limited: [429, Code.ResourceExhausted],
   canceled: [499, Code.Canceled],
   internal: [500, Code.Internal],
   unimplemented: [501, Code.Unimplemented],
@@ -132,6 +133,19 @@ describe("upstream Connect codes", () => {
   it("never passes the caller an upstream unauthenticated: that is our own credential failing", () => {
     assert.equal(classify(new ConnectError("bad token", Code.Unauthenticated)).kind, "internal");
     assert.equal(classify(new ConnectError("nope", Code.PermissionDenied)).kind, "internal");
+  });
+
+  it("a connection that broke under a call is unavailable, whatever code the client library chose", () => {
+    // What connect-node makes of a service killed mid-call: ECONNRESET as "aborted".
+    const reset = Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
+    const broken = ConnectError.from(reset, Code.Aborted);
+    broken.cause = reset;
+    assert.deepEqual(classify(broken), { kind: "unavailable", message: "upstream connection lost; retry" });
+    // The same code answered by the service itself keeps its meaning and message.
+    assert.deepEqual(classify(new ConnectError("sandbox is busy", Code.Aborted)), {
+      kind: "failed_precondition",
+      message: "sandbox is busy",
+    });
   });
 });
 

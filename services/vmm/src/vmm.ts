@@ -18,6 +18,8 @@ import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
 /** How long close() waits for creates and restores in flight (main.ts forces an exit at 30 s). */
 const BUSY_WAIT_MS = 20_000;
+/** How long close() lets requests in flight finish before it cuts their connections. */
+const CLOSE_GRACE_MS = 5_000;
 
 export interface VmmOverrides {
   runtime?: Runtime;
@@ -136,7 +138,12 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
     },
     async close() {
       stopRegistration?.();
+      // In-flight requests get a bound, then their connections are cut (a stalled client must
+      // not hold the shutdown, and the sandboxes' destruction, for ever).
+      const cut = setTimeout(() => app?.server.closeAllConnections(), CLOSE_GRACE_MS);
+      cut.unref();
       await app?.close();
+      clearTimeout(cut);
       // Creates and restores still running finish first (their caller may be gone), so what
       // they built is destroyed below rather than left mounted when the process ends.
       for (const deadline = Date.now() + BUSY_WAIT_MS; ctx.busy.size > 0 && Date.now() < deadline; )

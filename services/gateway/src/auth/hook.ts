@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from "node:http";
 import type { Logger } from "@dnah/platform";
+import { connectErrorEndFrame } from "@dnah/platform/connect-parse-errors";
 import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from "fastify";
 import { UnavailableError } from "../errors.js";
 import type { ApiKeyVerifier } from "./api-keys.js";
@@ -69,12 +70,10 @@ function reject(
     }
     if (contentType.startsWith("application/connect+")) {
       // Connect streaming: HTTP 200 and an end-of-stream frame (flags 0x02) with the error.
-      const json = Buffer.from(JSON.stringify({ error: { code: "unauthenticated", message } }));
-      const frame = Buffer.alloc(5 + json.length);
-      frame.writeUInt8(0x02, 0);
-      frame.writeUInt32BE(json.length, 1);
-      json.copy(frame, 5);
-      return reply.code(200).header("content-type", contentType).send(frame);
+      return reply
+        .code(200)
+        .header("content-type", contentType)
+        .send(connectErrorEndFrame("unauthenticated", message));
     }
   }
   // REST, and Connect unary, whose error wire format is exactly this.

@@ -225,11 +225,12 @@ export function errorAnswers(...extra: (400 | 404 | 409 | 413 | 415 | 422 | 416 
     415: "Not application/json.",
     416: "Range not satisfiable.",
     422: "Checksum mismatch: nothing written.",
+    429: "Over this key's request budget (rate_limited); retry after `Retry-After` seconds.",
     502: "The sandbox's host did not answer.",
     503: "Scheduler, host or agent unavailable; retry.",
     507: "The share's quota is full.",
   };
-  for (const code of [401, ...extra, 503]) out[code] = jsonAnswer(why[code] ?? "Failure.", ref("Error"));
+  for (const code of [401, ...extra, 429, 503]) out[code] = jsonAnswer(why[code] ?? "Failure.", ref("Error"));
   return out;
 }
 

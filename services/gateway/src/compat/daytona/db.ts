@@ -74,12 +74,19 @@ export async function nameTaken(db: Q, owner: string, name: string): Promise<boo
   return rows.length > 0;
 }
 
+/**
+ * Postgres text cannot hold NUL: a key with one names no row, and asking would fail the query
+ * (a 500 for what is a caller's typo or probe).
+ */
+const storable = (key: string) => !key.includes("\0");
+
 /** The owner's sandbox with this id, else the one with this name. */
 export async function findDaytonaSandbox(
   db: Q,
   owner: string,
   idOrName: string,
 ): Promise<DaytonaRow | undefined> {
+  if (!storable(idOrName)) return undefined;
   const { rows } = await db.query<DaytonaRow>(
     `SELECT ${COLUMNS} FROM gateway_daytona_sandboxes
      WHERE owner_sha256 = $1 AND (sandbox_id = $2 OR name = $2)
@@ -91,6 +98,7 @@ export async function findDaytonaSandbox(
 
 /** Any owner's sandbox by id (the toolbox and preview check the owner or token themselves). */
 export async function daytonaSandboxById(db: Q, sandboxId: string): Promise<DaytonaRow | undefined> {
+  if (!storable(sandboxId)) return undefined;
   const { rows } = await db.query<DaytonaRow>(
     `SELECT ${COLUMNS} FROM gateway_daytona_sandboxes WHERE sandbox_id = $1`,
     [sandboxId],

@@ -12,8 +12,8 @@ export type DaytonaSource = "DAYTONA_API" | "DAYTONA_DAEMON" | "DAYTONA_PROXY";
  * THE table of the Daytona compatibility surface (STYLE rule 8): the HTTP status and the
  * `code` string the SDK is told for each kind of gateway failure. The SDK maps the status to
  * its class (400 validation, 401 auth, 404 not found — which `stop()` and `delete()` read as
- * "destroyed" —, 408 timeout, 409 conflict, 503 …). Everything not listed is a 500 whose
- * detail is only logged.
+ * "destroyed" —, 408 timeout, 409 conflict, 429 rate limit, 503 …). Everything not listed is
+ * a 500 whose detail is only logged.
  */
 export const DAYTONA_ERROR_TABLE = Object.freeze({
   invalid_argument: { status: 400, code: "BAD_REQUEST" },
@@ -24,6 +24,8 @@ export const DAYTONA_ERROR_TABLE = Object.freeze({
   already_exists: { status: 409, code: "CONFLICT" },
   failed_precondition: { status: 409, code: "CONFLICT" },
   deadline_exceeded: { status: 408, code: "REQUEST_TIMEOUT" },
+  // Over the key's request budget (auth/rate-limit.ts); the reply carries Retry-After.
+  rate_limited: { status: 429, code: "TOO_MANY_REQUESTS" },
   unimplemented: { status: 501, code: "NOT_IMPLEMENTED" },
   unavailable: { status: 503, code: "SERVICE_UNAVAILABLE" },
   resource_exhausted: { status: 503, code: "SERVICE_UNAVAILABLE" },
@@ -104,6 +106,7 @@ const REASON: Record<number, string> = {
   413: "Payload Too Large",
   415: "Unsupported Media Type",
   422: "Unprocessable Entity",
+  429: "Too Many Requests",
   500: "Internal Server Error",
   501: "Not Implemented",
   502: "Bad Gateway",

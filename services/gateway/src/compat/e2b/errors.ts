@@ -6,7 +6,8 @@ import { classify, type ErrorKind, SandboxNotFoundError, TemplateNotFoundError }
  * each kind of failure. Control-API bodies are E2B's `Error` schema `{code, message,
  * error_code?}` with `code` equal to the HTTP status; the SDK branches on that `code` (404 →
  * `SandboxNotFoundError` / `false` from kill, 409 → `false` from pause: "already paused"), on
- * 401 (`AuthenticationError`) and on 503 (`ServiceBusyError`). Everything not listed is a 500
+ * 401 (`AuthenticationError`), 429 (`RateLimitError`, after retrying on its own while
+ * `Retry-After` fits its timeout) and 503 (`ServiceBusyError`). Everything not listed is a 500
  * with a generic message; its detail is only logged.
  */
 export const E2B_ERROR_TABLE = Object.freeze({
@@ -18,6 +19,8 @@ export const E2B_ERROR_TABLE = Object.freeze({
   // Wrong state for the call: pausing a paused sandbox, resuming a running one (E2B: 409).
   failed_precondition: { status: 409 },
   already_exists: { status: 409 },
+  // Over the key's request budget (auth/rate-limit.ts); the reply carries Retry-After.
+  rate_limited: { status: 429 },
   canceled: { status: 499 },
   unimplemented: { status: 501 },
   // A dependency (scheduler, vmm, API-key store) is down; the SDK raises ServiceBusyError.

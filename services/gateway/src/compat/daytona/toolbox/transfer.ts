@@ -34,10 +34,10 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
     let share: Promise<ShareHost> | undefined;
     const paths = new Map<string, string>();
     const done: { path: string; bytes: number }[] = [];
-    for await (const part of req.parts()) {
+    for await (const part of wellFormed(req.parts())) {
       const m = FIELD_RE.exec(part.fieldname);
       if (m === null) {
-        if (part.type === "file") await part.toBuffer(); // drain what we do not use
+        if (part.type === "file") await part.toBuffer().catch(malformed); // drain what we do not use
         continue;
       }
       const index = m[1] ?? "";
@@ -63,7 +63,7 @@ export const transferRoutes: FastifyPluginAsync<ToolboxContext> = async (app, ct
         done.push({ path, bytes: written.sizeBytes });
         continue;
       }
-      const data = await part.toBuffer();
+      const data = await part.toBuffer().catch(malformed);
       try {
         conn ??= await ctx.deps.agents.connect(id);
         await conn.postFile(path, data);
@@ -157,4 +157,30 @@ function partError(
   if (err instanceof InvalidArgumentError)
     return { statusCode: 400, code: "INVALID_FILE_PATH", message: `${requested}: ${err.message}` };
   return undefined;
+}
+
+/** Rethrows a multipart parse error as the caller's (limits keep their own 4xx). */
+function malformed(err: unknown): never {
+  const status = (err as { statusCode?: unknown }).statusCode;
+  if (typeof status === "number" && status >= 400 && status < 500) throw err;
+  throw new InvalidArgumentError(`malformed multipart body: ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * The parts of a multipart body, where a body that does not parse (busboy's "Unexpected end of
+ * form", "Malformed part header", …) is the caller's mistake, not a 500. Errors that already
+ * carry a 4xx status (the multipart limits) keep it.
+ */
+async function* wellFormed<T>(parts: AsyncIterable<T>): AsyncGenerator<T> {
+  const it = parts[Symbol.asyncIterator]();
+  for (;;) {
+    let next: IteratorResult<T>;
+    try {
+      next = await it.next();
+    } catch (err) {
+      malformed(err);
+    }
+    if (next.done === true) return;
+    yield next.value;
+  }
 }
