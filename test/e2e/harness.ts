@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { rm } from "node:fs/promises";
 import { type Client, createClient } from "@connectrpc/connect";
@@ -106,6 +107,60 @@ export async function waitForHttp(url: string, timeoutMs = 60_000): Promise<void
       ),
     timeoutMs,
   );
+}
+
+/** Services run as their own processes (`services/<name>/src/main.ts`), on one schema. */
+export interface ServiceProcesses {
+  readonly procs: Map<string, ChildProcess>;
+  /** Starts (or starts again) one service with the common env plus `env`. */
+  start(service: string, env: Record<string, string>): ChildProcess;
+  /** Waits until something listens at `url` (any answer will do). */
+  listening(url: string): Promise<void>;
+  /** SIGTERMs the running ones, gateway → vmm → snapshot → scheduler, each waited for. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Each service from its own main.ts, wired only by URLs: how docker-compose and a multi-host
+ * install run them. Their stderr is the test's; stdout is dropped.
+ */
+export function serviceProcesses(schema: string, logLevel = "warn"): ServiceProcesses {
+  const procs = new Map<string, ChildProcess>();
+  const common = {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    DATABASE_URL,
+    DNAH_DB_SCHEMA: schema,
+    DNAH_LOG_LEVEL: logLevel,
+    ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
+  };
+  return {
+    procs,
+    start(service, env) {
+      const p = spawn(process.execPath, ["--import", "tsx", `services/${service}/src/main.ts`], {
+        env: { ...common, ...env },
+        stdio: ["ignore", "ignore", "inherit"],
+      });
+      procs.set(service, p);
+      return p;
+    },
+    listening: (url) =>
+      eventually(() =>
+        fetch(url).then(
+          () => true,
+          () => false,
+        ),
+      ).then(() => undefined),
+    async stop() {
+      for (const name of ["gateway", "vmm", "snapshot", "scheduler"]) {
+        const p = procs.get(name);
+        if (p === undefined || p.exitCode !== null || p.signalCode !== null) continue;
+        await new Promise<void>((resolve) => {
+          p.once("exit", () => resolve());
+          p.kill("SIGTERM");
+        });
+      }
+    },
+  };
 }
 
 /** A Connect client for the native SandboxService that sends the stack's API key. */

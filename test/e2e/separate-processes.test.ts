@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes, randomInt } from "node:crypto";
 import { rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { DATABASE_URL, eventually, waitForHttp } from "./harness.js";
+import { DATABASE_URL, eventually, serviceProcesses, waitForHttp } from "./harness.js";
 
 /**
  * Each service from its own main.ts, wired only by URLs — how docker-compose and a
@@ -16,22 +15,8 @@ describe("services as separate processes", () => {
   const key = `dnah_procs_${suffix}_0123456789`;
   const base = 20_000 + randomInt(0, 20_000);
   const ports = { scheduler: base, vmm: base + 1, snapshot: base + 2, gateway: base + 3 };
-  const procs: ChildProcess[] = [];
   const gw = `http://127.0.0.1:${ports.gateway}`;
-  const common = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    DATABASE_URL,
-    DNAH_DB_SCHEMA: schema,
-    DNAH_LOG_LEVEL: "warn",
-    ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
-  };
-  const start = (service: string, env: Record<string, string>) => {
-    const p = spawn(process.execPath, ["--import", "tsx", `services/${service}/src/main.ts`], {
-      env: { ...common, ...env },
-      stdio: ["ignore", "ignore", "inherit"],
-    });
-    procs.push(p);
-  };
+  const { start, listening, stop } = serviceProcesses(schema);
 
   before(async () => {
     start("scheduler", { DNAH_SCHEDULER_PORT: String(ports.scheduler), DNAH_POOL_SIZE: "1" });
@@ -39,12 +24,7 @@ describe("services as separate processes", () => {
       DNAH_SNAPSHOT_PORT: String(ports.snapshot),
       DNAH_SNAPSHOT_KEYS_DIR: `/tmp/dnah-procs-${suffix}/keys`,
     });
-    await eventually(() =>
-      fetch(`http://127.0.0.1:${ports.scheduler}/`).then(
-        () => true,
-        () => false,
-      ),
-    );
+    await listening(`http://127.0.0.1:${ports.scheduler}/`);
     start("vmm", {
       DNAH_VMM_PORT: String(ports.vmm),
       DNAH_SCHEDULER_URL: `http://127.0.0.1:${ports.scheduler}`,
@@ -63,13 +43,7 @@ describe("services as separate processes", () => {
 
   after(async () => {
     // Stop in dependency order (gateway, vmm, snapshot, scheduler), like a rolling shutdown.
-    for (const p of [...procs].reverse()) {
-      await new Promise<void>((resolve) => {
-        if (p.exitCode !== null) return resolve();
-        p.once("exit", () => resolve());
-        p.kill("SIGTERM");
-      });
-    }
+    await stop();
     rmSync(`/tmp/dnah-procs-${suffix}`, { recursive: true, force: true });
     const c = new pg.Client({ connectionString: DATABASE_URL });
     await c.connect();

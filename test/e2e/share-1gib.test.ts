@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createCipheriv, createHash, randomBytes, randomInt } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { DATABASE_URL, eventually } from "./harness.js";
+import { DATABASE_URL, eventually, serviceProcesses } from "./harness.js";
 
 const MIB = 1024 * 1024;
 const GIB = 1024 * MIB;
@@ -53,23 +52,11 @@ describe("share: 1 GiB through the gateway, memory flat", () => {
   const base = 20_000 + randomInt(0, 20_000);
   const ports = { scheduler: base, vmm: base + 1, snapshot: base + 2, gateway: base + 3 };
   const stateDir = `/tmp/dnah-share1g-${suffix}`;
-  const procs: Record<string, ChildProcess> = {};
+  const services = serviceProcesses(schema);
   const gw = `http://127.0.0.1:${ports.gateway}`;
   const auth = { authorization: `Bearer ${key}` };
   let id: string;
-  const common = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    DATABASE_URL,
-    DNAH_DB_SCHEMA: schema,
-    DNAH_LOG_LEVEL: "warn",
-    ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
-  };
-  const start = (service: string, env: Record<string, string>) => {
-    procs[service] = spawn(process.execPath, ["--import", "tsx", `services/${service}/src/main.ts`], {
-      env: { ...common, ...env },
-      stdio: ["ignore", "ignore", "inherit"],
-    });
-  };
+  const start = services.start;
 
   before(async () => {
     start("scheduler", { DNAH_SCHEDULER_PORT: String(ports.scheduler), DNAH_POOL_SIZE: "0" });
@@ -77,12 +64,7 @@ describe("share: 1 GiB through the gateway, memory flat", () => {
       DNAH_SNAPSHOT_PORT: String(ports.snapshot),
       DNAH_SNAPSHOT_KEYS_DIR: `${stateDir}-keys`,
     });
-    await eventually(() =>
-      fetch(`http://127.0.0.1:${ports.scheduler}/`).then(
-        () => true,
-        () => false,
-      ),
-    );
+    await services.listening(`http://127.0.0.1:${ports.scheduler}/`);
     start("vmm", {
       DNAH_VMM_PORT: String(ports.vmm),
       DNAH_SCHEDULER_URL: `http://127.0.0.1:${ports.scheduler}`,
@@ -117,14 +99,7 @@ describe("share: 1 GiB through the gateway, memory flat", () => {
 
   after(async () => {
     if (id) await fetch(`${gw}/v1/sandboxes/${id}`, { method: "DELETE", headers: auth }).catch(() => {});
-    for (const name of ["gateway", "vmm", "snapshot", "scheduler"]) {
-      const p = procs[name];
-      if (p === undefined || p.exitCode !== null) continue;
-      await new Promise<void>((resolve) => {
-        p.once("exit", () => resolve());
-        p.kill("SIGTERM");
-      });
-    }
+    await services.stop();
     rmSync(stateDir, { recursive: true, force: true });
     rmSync(`${stateDir}-keys`, { recursive: true, force: true });
     const c = new pg.Client({ connectionString: DATABASE_URL });
@@ -134,7 +109,7 @@ describe("share: 1 GiB through the gateway, memory flat", () => {
   });
 
   test("1 GiB up and down: sha256 matches both ways, gateway and vmm peak RSS grow < 200 MiB", async () => {
-    const pids = { gateway: procs.gateway!.pid!, vmm: procs.vmm!.pid! };
+    const pids = { gateway: services.procs.get("gateway")!.pid!, vmm: services.procs.get("vmm")!.pid! };
     const before: Record<string, number> = {};
     for (const [name, pid] of Object.entries(pids)) {
       resetPeak(pid);

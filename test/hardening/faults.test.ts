@@ -7,12 +7,11 @@
  * its VM is removed), the share's temp-then-rename (an upload cut off leaves nothing).
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes, randomInt } from "node:crypto";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import pg from "pg";
-import { DATABASE_URL, eventually, waitForHttp } from "../e2e/harness.js";
+import { DATABASE_URL, eventually, serviceProcesses, waitForHttp } from "../e2e/harness.js";
 
 type Json = Record<string, unknown>;
 
@@ -25,15 +24,9 @@ describe("faults: services killed mid-work and restarted", () => {
   const stateDir = `/tmp/dnah-faults-${suffix}`;
   const gw = `http://127.0.0.1:${ports.gateway}`;
   const headers = { authorization: `Bearer ${key}`, "content-type": "application/json" };
-  const procs = new Map<string, ChildProcess>();
+  const services = serviceProcesses(schema, "error");
+  const procs = services.procs;
   const held: string[] = [];
-  const common = {
-    PATH: process.env.PATH ?? "/usr/bin:/bin",
-    DATABASE_URL,
-    DNAH_DB_SCHEMA: schema,
-    DNAH_LOG_LEVEL: "error",
-    ...(process.env.DNAH_CACHE_DIR ? { DNAH_CACHE_DIR: process.env.DNAH_CACHE_DIR } : {}),
-  };
   const env: Record<string, Record<string, string>> = {
     scheduler: {
       DNAH_SCHEDULER_PORT: String(ports.scheduler),
@@ -60,13 +53,7 @@ describe("faults: services killed mid-work and restarted", () => {
       DNAH_API_KEY: key,
     },
   };
-  const start = (service: string) => {
-    const p = spawn(process.execPath, ["--import", "tsx", `services/${service}/src/main.ts`], {
-      env: { ...common, ...env[service] },
-      stdio: ["ignore", "ignore", "inherit"],
-    });
-    procs.set(service, p);
-  };
+  const start = (service: string) => services.start(service, env[service]!);
   const kill9 = async (service: string) => {
     const p = procs.get(service)!;
     if (p.exitCode !== null || p.signalCode !== null) return;
@@ -108,26 +95,14 @@ describe("faults: services killed mid-work and restarted", () => {
   before(async () => {
     start("scheduler");
     start("snapshot");
-    await eventually(() =>
-      fetch(`http://127.0.0.1:${ports.scheduler}/`).then(
-        () => true,
-        () => false,
-      ),
-    );
+    await services.listening(`http://127.0.0.1:${ports.scheduler}/`);
     start("vmm");
     start("gateway");
     await waitForHttp(`${gw}/health`);
   });
 
   after(async () => {
-    for (const name of ["gateway", "vmm", "snapshot", "scheduler"]) {
-      const p = procs.get(name);
-      if (!p || p.exitCode !== null || p.signalCode !== null) continue;
-      await new Promise<void>((resolve) => {
-        p.once("exit", () => resolve());
-        p.kill("SIGTERM");
-      });
-    }
+    await services.stop();
     rmSync(stateDir, { recursive: true, force: true });
     const c = new pg.Client({ connectionString: DATABASE_URL });
     await c.connect();
