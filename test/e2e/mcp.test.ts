@@ -30,9 +30,24 @@ describe("MCP server with the official @modelcontextprotocol/sdk client", () => 
     await s?.close();
   });
 
+  /** Progress notifications as they came off the wire, per client. */
+  const wireProgress = new WeakMap<Client, string[]>();
+
   async function connect(transport: Transport): Promise<Client> {
     const client = new Client({ name: "dnah-mcp-test", version: "0.0.0" });
     await client.connect(transport);
+    // The SDK client drops a progress notification that arrives in the same read as its
+    // request's response (it retires the handler synchronously but dispatches notifications a
+    // microtask later: modelcontextprotocol/typescript-sdk#2580). What the server sent is
+    // therefore read here, ahead of the SDK's dispatch.
+    const seen: string[] = [];
+    wireProgress.set(client, seen);
+    const dispatch = transport.onmessage;
+    transport.onmessage = (message, extra) => {
+      const m = message as { method?: string; params?: { message?: string } };
+      if (m.method === "notifications/progress") seen.push(m.params?.message ?? "");
+      dispatch?.(message, extra);
+    };
     return client;
   }
 
@@ -93,7 +108,9 @@ describe("MCP server with the official @modelcontextprotocol/sdk client", () => 
     assert.equal(ex.exitCode, 0);
     assert.equal(ex.stdout, "one hi\nthree\n");
     assert.equal(ex.stderr, "two\n");
-    assert.equal(progress.join(""), logged.join(""));
+    const wire = wireProgress.get(client) ?? [];
+    assert.equal(wire.join(""), logged.join(""), "a progress notification for every chunk");
+    assert.deepEqual(progress, wire.slice(0, progress.length), "those the SDK delivered, in order");
     assert.deepEqual(progress.join("").split("\n").sort(), ["", "one hi", "three", "two"]);
     const failed = await call(client, "exec", { sandboxId: id, command: "exit 3" });
     assert.equal(failed.exitCode, 3);
