@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync, statfsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { startTestStack, type TestStack } from "./harness.js";
 
@@ -52,6 +53,31 @@ for p in sys.argv[1:]:
     // No interface but loopback: no route anywhere.
     const ifaces = (await run(a, "tail -n +3 /proc/net/dev | cut -d: -f1")).stdout.trim().split(/\s+/);
     assert.deepEqual(ifaces, ["lo"]);
+  });
+
+  test("A cannot fill the host's disk through its share, which is nosuid,nodev on the host", async () => {
+    // The share is written directly (a bind mount): only a filesystem of its own bounds it.
+    const free = () => statfsSync(s.stateDir).bavail * statfsSync(s.stateDir).bsize;
+    const before = free();
+    const r = await run(
+      a,
+      "fallocate -l 64G /mnt/dnah-share/fill; echo rc=$?; df -B1 --output=size /mnt/dnah-share | tail -1; rm -f /mnt/dnah-share/fill",
+      "user",
+    );
+    assert.match(r.stdout, /^rc=1\n/, r.stdout);
+    assert.match(r.stderr, /No space left on device/);
+    assert.ok(Number(r.stdout.split("\n")[1]) < 64 * 1024 ** 3, `share size ${r.stdout}`);
+    assert.ok(before - free() < 256 * 1024 ** 2, `the host lost ${before - free()} bytes to A's share`);
+    // The mount the share folder is in (the deepest one holding its path).
+    const mount = readFileSync("/proc/self/mounts", "utf8")
+      .split("\n")
+      .filter((l) => {
+        const at = l.split(" ")[1] ?? "";
+        return at !== "" && `${s.shareDir(a)}/`.startsWith(`${at}/`);
+      })
+      .sort((x, y) => (y.split(" ")[1] ?? "").length - (x.split(" ")[1] ?? "").length)[0];
+    assert.match(mount ?? "", /[ ,]nosuid[ ,]/, `share mount: ${mount}`);
+    assert.match(mount ?? "", /[ ,]nodev[ ,]/, `share mount: ${mount}`);
   });
 
   test("A and B do not share files or processes", async () => {

@@ -1,5 +1,5 @@
 import { constants as fsc, type Stats } from "node:fs";
-import { chown, open, stat } from "node:fs/promises";
+import { chown, open, stat, truncate, unlink } from "node:fs/promises";
 import { constants as osc } from "node:os";
 import { basename, dirname } from "node:path";
 import type { Readable } from "node:stream";
@@ -175,8 +175,16 @@ async function writeUpload(source: Readable, path: string, target: UploadTarget)
       throw fsError(err, "error changing file ownership");
     }
   }
-  // The write stream owns the handle from here on and closes it, also on failure.
-  await pipeline(source, handle.createWriteStream()).catch((err: unknown) => {
+  // The write stream owns the handle from here on and closes it, also on failure. `flush`:
+  // on disk (fsync) before it counts as written. On a thin-provisioned disk (a jail's sparse
+  // layer when its host is full) every write lands in the page cache and only the sync
+  // reports ENOSPC; without it the caller is told 200 and the bytes vanish later.
+  await pipeline(source, handle.createWriteStream({ flush: true })).catch(async (err: unknown) => {
+    // Not all of it landed: a new file goes, an old one (already truncated) is left empty, so
+    // no partial file passes for the upload.
+    await (existing === undefined ? unlink(path) : truncate(path, 0)).catch((cleanupErr: unknown) =>
+      target.ctx.log.warn("partial upload not removed", { path, error: String(cleanupErr) }),
+    );
     throw uploadError(err, "error writing file");
   });
   const { ctx, metadata } = target;

@@ -52,19 +52,55 @@ export async function startDevStack(env: Env, logger?: Logger): Promise<DevStack
     schema: merged.DNAH_DB_SCHEMA,
   });
 
+  // What started so far, stopped (newest first) when a later part fails to start: a failed
+  // start must not leave servers and timers behind (a test's process would never exit).
+  const started: (() => Promise<unknown>)[] = [() => db.close()];
+  const starting = async <T>(part: () => Promise<T>, stop: (t: T) => Promise<unknown>): Promise<T> => {
+    try {
+      const t = await part();
+      started.unshift(() => stop(t));
+      return t;
+    } catch (err) {
+      for (const undo of started)
+        await undo().catch((e: unknown) =>
+          log("dev").warn({ err: e }, "a part could not stop after a failed start"),
+        );
+      throw err;
+    }
+  };
+
   const snapshot = createSnapshotService(snapCfg, { logger: log("snapshot") });
-  const snapshotUrl = await snapshot.start();
+  const snapshotUrl = await starting(
+    () => snapshot.start(),
+    () => snapshot.close(),
+  );
   const withSnapshot: Env = { ...merged, DNAH_SNAPSHOT_URL: snapshotUrl };
   const scheduler = createScheduler(schedulerConfig(withSnapshot), { db, logger: log("scheduler") });
-  const schedulerUrl = await scheduler.start();
-  const vmm = await createVmm(vmmConfig({ ...merged, DNAH_SCHEDULER_URL: schedulerUrl }), log("vmm"));
-  const vmmUrl = await vmm.start();
-  const gateway = await createGateway(gatewayConfig({ ...withSnapshot, DNAH_SCHEDULER_URL: schedulerUrl }), {
-    db,
-    scheduler: createServiceClient(SchedulerService, schedulerUrl),
-    logger: log("gateway"),
-  });
-  const url = await gateway.start();
+  const schedulerUrl = await starting(
+    () => scheduler.start(),
+    () => scheduler.close(),
+  );
+  const vmm = await starting(
+    () => createVmm(vmmConfig({ ...merged, DNAH_SCHEDULER_URL: schedulerUrl }), log("vmm")),
+    (v) => v.close(),
+  );
+  const vmmUrl = await starting(
+    () => vmm.start(),
+    async () => {},
+  );
+  const gateway = await starting(
+    () =>
+      createGateway(gatewayConfig({ ...withSnapshot, DNAH_SCHEDULER_URL: schedulerUrl }), {
+        db,
+        scheduler: createServiceClient(SchedulerService, schedulerUrl),
+        logger: log("gateway"),
+      }),
+    (g) => g.close(),
+  );
+  const url = await starting(
+    () => gateway.start(),
+    async () => {},
+  );
 
   let closing: Promise<void> | undefined;
   return {

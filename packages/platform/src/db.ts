@@ -30,6 +30,48 @@ export async function openDb(opts: DbOptions): Promise<Db> {
   return openPglite(opts.pgliteDir, opts.schema);
 }
 
+/**
+ * The database could not be reached, or the connection broke under the call (Postgres down,
+ * restarting, or crashed mid-query). Nothing the caller did wrong: retrying later may work.
+ * Services report it as `unavailable`; `cause` is the driver's error.
+ */
+export class DatabaseUnavailableError extends Error {
+  constructor(options: { cause: unknown }) {
+    super("the database is unavailable; retry shortly", options);
+    this.name = "DatabaseUnavailableError";
+  }
+}
+
+/** Socket-level errors of a connection that could not be made or broke. */
+const LOST_SOCKET = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+]);
+
+/**
+ * Whether a pg error means "no database right now" rather than "this query is wrong" (pure):
+ * a socket error, SQLSTATE class 08 (connection exception), 57P01–57P03 (shut down, crashed,
+ * still starting), or pg's own messages for a connection that ended or never came up.
+ */
+export function isConnectionError(err: unknown): boolean {
+  if (typeof err !== "object" || err === null) return false;
+  const code = String((err as { code?: unknown }).code ?? "");
+  if (LOST_SOCKET.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code)) return true;
+  const message = String((err as { message?: unknown }).message ?? "");
+  return /^Connection terminated|^timeout exceeded when trying to connect|is not queryable|^Connection ended/.test(
+    message,
+  );
+}
+
+function unavailableOr(err: unknown): unknown {
+  return isConnectionError(err) ? new DatabaseUnavailableError({ cause: err }) : err;
+}
+
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
 function checkSchema(schema: string): string {
@@ -58,11 +100,25 @@ async function openPostgres(url: string, schema: string | undefined, max: number
   return {
     kind: "postgres",
     async query(sql, params) {
-      const res = await pool.query(sql, params as unknown[]);
-      return { rows: res.rows };
+      try {
+        const res = await pool.query(sql, params as unknown[]);
+        return { rows: res.rows };
+      } catch (err) {
+        throw unavailableOr(err);
+      }
     },
     async transaction(fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => {
+        throw unavailableOr(err);
+      });
+      // Checked out, the client has no pool listener: a connection that breaks while `fn`
+      // awaits something else (Postgres restarting) would be an unhandled 'error' event and
+      // end the process. Its queries fail instead, and the release below discards it.
+      let broken: unknown;
+      const onError = (err: unknown) => {
+        broken = err;
+      };
+      client.on("error", onError);
       try {
         await client.query("BEGIN");
         const out = await fn({
@@ -71,10 +127,12 @@ async function openPostgres(url: string, schema: string | undefined, max: number
         await client.query("COMMIT");
         return out;
       } catch (err) {
-        await client.query("ROLLBACK").catch(() => {});
-        throw err;
+        if (isConnectionError(err)) broken ??= err;
+        else await client.query("ROLLBACK").catch(() => {});
+        throw unavailableOr(err);
       } finally {
-        client.release();
+        client.off("error", onError);
+        client.release(broken === undefined ? undefined : (broken as Error));
       }
     },
     close: () => pool.end(),

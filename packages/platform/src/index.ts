@@ -1,6 +1,13 @@
 export { ConfigError, type Env, EnvReader } from "./config.js";
 export { createServiceClient, createServiceServer, listen, type ServiceServerOptions } from "./connect.js";
-export { type Db, type DbOptions, migrate, openDb } from "./db.js";
+export {
+  DatabaseUnavailableError,
+  type Db,
+  type DbOptions,
+  isConnectionError,
+  migrate,
+  openDb,
+} from "./db.js";
 export { createLogger, type Logger, silentLogger } from "./logger.js";
 export {
   clientTracing,

@@ -62,6 +62,16 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "DELETE /v1/snapshots/:idOrName": false,
   "POST /v1/snapshots/:idOrName/restore": false,
   "GET /v1/snapshot-keys": false,
+  // Templates: no sandbox is touched.
+  "POST /v1/templates": false,
+  "GET /v1/templates": false,
+  "GET /v1/templates/:id": false,
+  "DELETE /v1/templates/:id": false,
+  "POST /v1/templates/files/:sha256": false,
+  "GET /v1/templates/files/:sha256": false,
+  "GET /v1/templates/:id/builds/:buildId": false,
+  "GET /v1/templates/:id/builds/:buildId/logs": false,
+  "POST /v1/templates/:id/builds/:buildId/cancel": false,
 
   // Connect dnah.sandbox.v1.SandboxService (the param is the request's field)
   [`${CONNECT}/CreateSandbox`]: false,
@@ -106,6 +116,16 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   "POST /sandboxes/:id/snapshots": ID,
   "GET /snapshots": false,
   "DELETE /templates/:id": false,
+  // E2B's template builder: no sandbox involved.
+  "POST /v3/templates": false,
+  "POST /v2/templates/:templateId/builds/:buildId": false,
+  "GET /templates/:templateId/builds/:buildId/status": false,
+  "GET /templates/:templateId/files/:hash": false,
+  "PUT /templates/:templateId/files/:hash": false,
+  "GET /templates/aliases/:alias": false,
+  "POST /templates/tags": false,
+  "DELETE /templates/tags": false,
+  "GET /templates/:templateId/tags": false,
   "POST /sandboxes/:id/fork": ID,
 
   // Daytona: the API (by id or name), the toolbox, preview links
@@ -126,6 +146,18 @@ export const ACTIVITY_ROUTES: Readonly<Record<string, ActivityRule>> = {
   // The SDK's refreshActivity(): an explicit "I am still working".
   "POST /api/sandbox/:idOrName/last-activity": "handler",
   "POST /api/sandbox/:idOrName/fork": "handler",
+  // Daytona snapshots, image builds and their context store (compat/daytona/snapshots).
+  "GET /api/sandbox/:idOrName/build-logs-url": false,
+  "GET /api/sandbox/:idOrName/build-logs": false,
+  "POST /api/snapshots": false,
+  "GET /api/snapshots": false,
+  "GET /api/snapshots/:id": false,
+  "DELETE /api/snapshots/:id": false,
+  "POST /api/snapshots/:id/activate": false,
+  "GET /api/snapshots/:id/build-logs-url": false,
+  "GET /api/snapshots/:id/build-logs": false,
+  "GET /api/object-storage/push-access": false,
+  "* /daytona-storage/*": false,
   "* /toolbox/:sandboxId/*": SANDBOX_ID,
   "* /preview/*": "handler",
 

@@ -26,8 +26,17 @@ export interface GatewayConfig {
   execTimeoutMs: number;
   /** Largest JSON request body on the REST routes. */
   jsonBodyLimitBytes: number;
+  /** Largest template build context tar (POST /v1/templates/files/{sha256}); the scheduler's own limit should match. */
+  templateContextMaxBytes: number;
   /** How long close() lets in-flight requests finish before cutting connections. */
   shutdownTimeoutMs: number;
+  /** A request's headers must all arrive within this long (slowloris): else 408, connection closed. */
+  headersTimeoutMs: number;
+  /**
+   * A request body that sends nothing for this long is cut, connection closed (an upload cut
+   * so leaves no file). Not a bound on the whole upload, which may take minutes. 0: no bound.
+   */
+  bodyIdleTimeoutMs: number;
   /** How often coalesced activity (working calls) is sent to the scheduler. */
   activityFlushMs: number;
   /**
@@ -56,7 +65,10 @@ export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Obje
   fileLimitBytes: 100 * MIB,
   execTimeoutMs: 60_000,
   jsonBodyLimitBytes: 1 * MIB,
+  templateContextMaxBytes: 64 * MIB,
   shutdownTimeoutMs: 10_000,
+  headersTimeoutMs: 10_000,
+  bodyIdleTimeoutMs: 30_000,
   activityFlushMs: 2_000,
   rateLimitPerMinute: 6_000,
   rateLimitWindowMs: 60_000,
@@ -98,7 +110,15 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
     fileLimitBytes: r.int("DNAH_FILE_LIMIT_BYTES", d.fileLimitBytes, 1, 16 * 1024 * MIB),
     execTimeoutMs: r.int("DNAH_EXEC_TIMEOUT_MS", d.execTimeoutMs, 1, 0xffffffff),
     jsonBodyLimitBytes: r.int("DNAH_JSON_BODY_LIMIT_BYTES", d.jsonBodyLimitBytes, 1024, 1024 * MIB),
+    templateContextMaxBytes: r.int(
+      "DNAH_TEMPLATE_CONTEXT_MAX_BYTES",
+      d.templateContextMaxBytes,
+      1,
+      1024 * MIB,
+    ),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", d.shutdownTimeoutMs, 0, 600_000),
+    headersTimeoutMs: r.int("DNAH_HEADERS_TIMEOUT_MS", d.headersTimeoutMs, 100, 600_000),
+    bodyIdleTimeoutMs: r.int("DNAH_BODY_IDLE_TIMEOUT_MS", d.bodyIdleTimeoutMs, 0, 3_600_000),
     activityFlushMs: r.int("DNAH_ACTIVITY_FLUSH_MS", d.activityFlushMs, 10, 60_000),
     rateLimitPerMinute: r.int("DNAH_RATE_LIMIT_PER_MINUTE", d.rateLimitPerMinute, 0, 100_000_000),
     rateLimitWindowMs: r.int("DNAH_RATE_LIMIT_WINDOW_MS", d.rateLimitWindowMs, 1_000, 3_600_000),

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type Logger, TunnelError } from "@dnah/platform";
+import { DatabaseUnavailableError, type Logger, TunnelError } from "@dnah/platform";
 
 /**
  * Every error the gateway reports, by kind. The kind is also the `code` of the REST body
@@ -13,6 +13,7 @@ import { type Logger, TunnelError } from "@dnah/platform";
 export const ERROR_TABLE = Object.freeze({
   invalid_argument: { httpStatus: 400, connectCode: Code.InvalidArgument },
   unauthenticated: { httpStatus: 401, connectCode: Code.Unauthenticated },
+  permission_denied: { httpStatus: 403, connectCode: Code.PermissionDenied },
   not_found: { httpStatus: 404, connectCode: Code.NotFound },
   already_exists: { httpStatus: 409, connectCode: Code.AlreadyExists },
   failed_precondition: { httpStatus: 409, connectCode: Code.FailedPrecondition },
@@ -100,6 +101,13 @@ export class InvalidArgumentError extends GatewayError {
 export class UnauthenticatedError extends GatewayError {
   constructor(message: string) {
     super("unauthenticated", message);
+  }
+}
+
+/** The caller may see it but not change it (a built-in template, another key's public one). */
+export class PermissionDeniedError extends GatewayError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("permission_denied", message, options);
   }
 }
 
@@ -200,6 +208,9 @@ export function classify(err: unknown, requestContentType?: string): Classified 
   if (err instanceof GatewayError) {
     return { kind: err.kind, message: err.kind === "internal" ? undefined : err.message };
   }
+  // The gateway's own tables (API keys, E2B and Daytona records) while Postgres is down.
+  if (findCause(err, (e): e is DatabaseUnavailableError => e instanceof DatabaseUnavailableError))
+    return { kind: "unavailable", message: "the database is unavailable; retry shortly" };
   const tunnel = findCause(err, (e): e is TunnelError => e instanceof TunnelError);
   if (tunnel !== undefined) {
     if (tunnel.status === 404) return { kind: "not_found", message: "sandbox not found" };

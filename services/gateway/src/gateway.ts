@@ -1,5 +1,6 @@
+import { setMaxListeners } from "node:events";
 import { fileURLToPath } from "node:url";
-import type { Client } from "@connectrpc/connect";
+import { type Client, createContextValues } from "@connectrpc/connect";
 import {
   createServiceClient,
   createServiceServer,
@@ -24,7 +25,7 @@ import { createDaytonaCompat, isDaytonaRequest } from "./compat/daytona/index.js
 import { AccessTokens } from "./compat/e2b/access-token.js";
 import { createE2bCompat, isE2bApiRequest } from "./compat/e2b/index.js";
 import type { GatewayConfig } from "./config.js";
-import { toErrorResponse } from "./errors.js";
+import { toErrorResponse, UnavailableError } from "./errors.js";
 import { llmsRoutes } from "./llms.js";
 import { mcpRoutes } from "./mcp.js";
 import { docsOnlySchemas, openApiRoutes, registerOpenApi } from "./openapi.js";
@@ -35,15 +36,18 @@ import { fileRoutes } from "./rest/files.js";
 import { sandboxRoutes as restSandboxRoutes } from "./rest/sandboxes.js";
 import { shareRoutes } from "./rest/share.js";
 import { snapshotRoutes } from "./rest/snapshots.js";
+import { templateRoutes } from "./rest/templates.js";
 import { terminalRoutes } from "./rest/terminal.js";
 import { watchRoutes } from "./rest/watch.js";
-import { sandboxRoutes } from "./routes.js";
+import { API_KEY_ID, sandboxRoutes } from "./routes.js";
 import type { RpcDeps } from "./rpc/deps.js";
 import { ActivityRecorder } from "./sandbox/activity.js";
 import { AgentPool } from "./sandbox/agent-client.js";
 
 /** How long close() waits for commands cut by the shutdown to be killed. */
 const KILL_GRACE_MS = 5_000;
+/** At the drain bound, how long calls get to send their `unavailable` answer before the cut. */
+const ANSWER_GRACE_MS = 1_000;
 /** GET routes that need no API key. */
 const PUBLIC_GETS = new Set(["/health", "/openapi.json", "/llms.txt", "/llms-full.txt"]);
 const isPublicGet = (req: FastifyRequest) =>
@@ -69,7 +73,8 @@ export interface Gateway {
   /** The dev key when this start created it or configuration fixed it; else undefined. */
   readonly apiKey: string | undefined;
   /**
-   * Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs, closes
+   * Stops accepting, lets in-flight requests finish within cfg.shutdownTimeoutMs (then ends
+   * the calls still running with `unavailable`, and cuts what is left a moment later), closes
    * tunnels, then sends the activity still pending.
    */
   close(): Promise<void>;
@@ -123,6 +128,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     verifier,
     rpc: rpcDeps,
     logger,
+    templateContextMaxBytes: cfg.templateContextMaxBytes,
   });
 
   let url: string | undefined;
@@ -134,11 +140,21 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     origin: () => url,
   });
 
+  // Aborted when close() reaches its bound: running calls answer `unavailable` and end.
+  const shutdown = new AbortController();
+  // Every running call listens to it: no listener limit (and no leak warning under load).
+  setMaxListeners(0, shutdown.signal);
   const app = await createServiceServer({
     routes: sandboxRoutes(rpcDeps),
+    // Connect handlers see who called (after the auth hook) as ctx.values.get(API_KEY_ID).
+    contextValues: (req) => createContextValues().set(API_KEY_ID, req.apiKeyId),
     logger,
     bodyLimitBytes: Math.max(cfg.fileLimitBytes, cfg.jsonBodyLimitBytes),
+    shutdownSignal: shutdown.signal,
+    headersTimeoutMs: cfg.headersTimeoutMs,
+    bodyIdleTimeoutMs: cfg.bodyIdleTimeoutMs,
   });
+  app.decorate("shutdownSignal", shutdown.signal);
   // Before any route but Connect's: every route is classified as activity or not.
   installActivityRoutes(app, activity);
   // Once, at the root: WebSocket routes anywhere below (Daytona PTY, session logs).
@@ -159,6 +175,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
     },
   );
   app.decorateRequest("requestId", "");
+  app.decorateRequest("apiKeyId", "");
   app.addHook("onRequest", requestIdHook);
   // Garbage protobuf to a Connect method is the caller's fault: 400, not connect-es's 500.
   app.addHook("onRequest", (req, reply, done) => {
@@ -228,6 +245,10 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       await v1.register(shareRoutes, restOpts);
       await v1.register(watchRoutes, restOpts);
       await v1.register(terminalRoutes, restOpts);
+      await v1.register(templateRoutes, {
+        ...restOpts,
+        templateContextMaxBytes: cfg.templateContextMaxBytes,
+      });
     },
     { prefix: "/v1" },
   );
@@ -254,16 +275,28 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       return url;
     },
     async close() {
-      // Long exec streams would hold close() forever: cut what is left after the bound.
-      const timer = setTimeout(() => app.server.closeAllConnections(), cfg.shutdownTimeoutMs);
+      // Long exec streams would hold close() forever: at the bound, calls still running end
+      // with a clear `unavailable` (an exec stream's last line, a Connect call's status), and
+      // the connections still open a moment later (raw proxies, uploads) are cut.
+      let cut: NodeJS.Timeout | undefined;
+      const timer = setTimeout(() => {
+        logger.warn(
+          { timeoutMs: cfg.shutdownTimeoutMs },
+          "drain bound reached: ending the calls still running",
+        );
+        shutdown.abort(new UnavailableError("the gateway is shutting down; retry"));
+        cut = setTimeout(() => app.server.closeAllConnections(), ANSWER_GRACE_MS);
+        cut.unref();
+      }, cfg.shutdownTimeoutMs);
       timer.unref();
       try {
         await daytona.close();
         await app.close();
-        // Streams cut above are killing their processes in the sandboxes: let them finish.
+        // Streams ended above are killing their processes in the sandboxes: let them finish.
         await agents.drain(KILL_GRACE_MS);
       } finally {
         clearTimeout(timer);
+        clearTimeout(cut);
         agents.close();
         await e2b.close();
         // Last: the calls that just finished are in it.

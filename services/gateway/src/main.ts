@@ -19,11 +19,19 @@ if (gateway.apiKey !== undefined && cfg.apiKey === undefined) {
   process.stdout.write(`dnah gateway at ${url}\nAPI key (shown once): ${gateway.apiKey}\n`);
 }
 
+/** close() ends its calls at cfg.shutdownTimeoutMs; killing their commands and flushing get this long more. */
+const EXIT_AFTER_BOUND_MS = 10_000;
+
 let stopping = false;
 async function stop(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal }, "gateway stopping");
+  logger.info({ signal, timeoutMs: cfg.shutdownTimeoutMs }, "gateway stopping");
+  setTimeout(() => {
+    logger.error("shutdown did not finish in time; exiting anyway");
+    logger.flush();
+    process.exit(1);
+  }, cfg.shutdownTimeoutMs + EXIT_AFTER_BOUND_MS).unref();
   try {
     await gateway.close();
     await telemetry.shutdown();

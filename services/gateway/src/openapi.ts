@@ -1,6 +1,7 @@
 import swagger from "@fastify/swagger";
 import type { FastifyInstance } from "fastify";
 import { COMPONENT_SCHEMAS } from "./rest/schemas.js";
+import { TEMPLATE_SCHEMAS } from "./rest/template-schemas.js";
 
 /** Where the committed copy lives (test/openapi.test.ts keeps it equal to the live one). */
 export const OPENAPI_FILE = "docs/openapi.json";
@@ -23,7 +24,7 @@ const DESCRIPTION = [
  * become `components.schemas` under their `$id`.
  */
 export async function registerOpenApi(app: FastifyInstance): Promise<void> {
-  for (const s of COMPONENT_SCHEMAS) app.addSchema(s);
+  for (const s of [...COMPONENT_SCHEMAS, ...TEMPLATE_SCHEMAS]) app.addSchema(s);
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
@@ -47,6 +48,10 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
         { name: "files", description: "Read, write, list and watch files in the sandbox." },
         { name: "share", description: "Bulk transfer to the sandbox's share folder (/mnt/dnah-share)." },
         { name: "snapshots", description: "Signed snapshots, forks and restores." },
+        {
+          name: "templates",
+          description: "Build your own templates (steps or a Dockerfile subset), cached per step.",
+        },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },

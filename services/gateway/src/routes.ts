@@ -1,4 +1,9 @@
-import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import {
+  type ConnectRouter,
+  createContextKey,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import { SandboxService } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { activityRule } from "./activity-routes.js";
 import { toConnectError } from "./errors.js";
@@ -7,7 +12,7 @@ import { archiveSandbox } from "./rpc/archive-sandbox.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
-import type { RpcDeps } from "./rpc/deps.js";
+import type { CallOptions, RpcDeps } from "./rpc/deps.js";
 import { exec } from "./rpc/exec.js";
 import { execStream } from "./rpc/exec-stream.js";
 import { forkSandbox } from "./rpc/fork-sandbox.js";
@@ -26,6 +31,9 @@ import { resumeSandbox } from "./rpc/resume-sandbox.js";
 import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
 import { updateLifecycle } from "./rpc/update-lifecycle.js";
 import { writeFile } from "./rpc/write-file.js";
+
+/** The caller's API key id, set per request by the server's `contextValues` (after auth). */
+export const API_KEY_ID = createContextKey("", { description: "the caller's API key id" });
 
 /** Response header set when Exec dropped output over the limit (the proto has no field). */
 export const TRUNCATED_HEADER = "dnah-output-truncated";
@@ -50,12 +58,12 @@ export function sandboxRoutes(deps: RpcDeps): (router: ConnectRouter) => void {
   const unary =
     <Req extends object, Res>(
       method: Method,
-      fn: (deps: RpcDeps, req: Req, opts: { signal: AbortSignal }) => Promise<Res>,
+      fn: (deps: RpcDeps, req: Req, opts: CallOptions) => Promise<Res>,
     ) =>
     async (req: Req, ctx: HandlerContext): Promise<Res> => {
       const release = held(method, req);
       try {
-        return await fn(deps, req, { signal: ctx.signal });
+        return await fn(deps, req, { signal: ctx.signal, owner: ctx.values.get(API_KEY_ID) });
       } catch (err) {
         throw fail(err, ctx);
       } finally {

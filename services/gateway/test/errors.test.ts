@@ -13,6 +13,7 @@ import {
   GatewayError,
   InvalidArgumentError,
   PayloadTooLargeError,
+  PermissionDeniedError,
   SandboxNotFoundError,
   TemplateNotFoundError,
   toConnectError,
@@ -36,6 +37,7 @@ function recordingLogger(): { logger: Logger; errors: unknown[][] } {
 const EXPECTED: Record<ErrorKind, [number, Code]> = {
   invalid_argument: [400, Code.InvalidArgument],
   unauthenticated: [401, Code.Unauthenticated],
+  permission_denied: [403, Code.PermissionDenied],
   not_found: [404, Code.NotFound],
   already_exists: [409, Code.AlreadyExists],
   failed_precondition: [409, Code.FailedPrecondition],
@@ -85,6 +87,7 @@ describe("the error table", () => {
       [new FileNotFoundError("/a"), "not_found", "path '/a' not found"],
       [new InvalidArgumentError("bad"), "invalid_argument", "bad"],
       [new UnauthenticatedError("who"), "unauthenticated", "who"],
+      [new PermissionDeniedError("built in"), "permission_denied", "built in"],
       [new FailedPreconditionError("paused"), "failed_precondition", "paused"],
       [new PayloadTooLargeError("big"), "payload_too_large", "big"],
       [new CapacityError("full"), "resource_exhausted", "full"],

@@ -20,6 +20,8 @@ export interface SchedulerConfig {
   readonly placementPolicy: "spread" | "pack";
   /** vCPUs placed per vCPU a host offers: sandboxes are idle most of the time. */
   readonly cpuOvercommit: number;
+  /** A host reporting less free disk than this (MiB) is not placed on. */
+  readonly minFreeDiskMib: number;
   /** How often the warm pool is checked (claims and host registrations also wake it). */
   readonly poolRefillIntervalMs: number;
   /** Deadline of vmm.CreateVm (boot until the agent answers). */
@@ -45,6 +47,10 @@ export interface SchedulerConfig {
   readonly reaperBatch: number;
   /** How long SIGTERM waits for in-flight requests and boots before exiting anyway. */
   readonly shutdownTimeoutMs: number;
+  /** Largest build context tar (PutTemplateFiles); the Connect server accepts a bit more. */
+  readonly templateContextMaxBytes: number;
+  /** Deadline of one template build (vmm.BuildTemplate), all steps. */
+  readonly templateBuildTimeoutMs: number;
   readonly logLevel: LogLevel;
 }
 
@@ -76,6 +82,7 @@ export function configFromEnv(env: Env): SchedulerConfig {
     joinToken: r.optStr("DNAH_JOIN_TOKEN"),
     placementPolicy: r.oneOf("DNAH_PLACEMENT_POLICY", ["spread", "pack"] as const, "spread"),
     cpuOvercommit: r.int("DNAH_CPU_OVERCOMMIT", 16, 1, 1_000),
+    minFreeDiskMib: r.int("DNAH_MIN_FREE_DISK_MIB", 1_024, 0, 1 << 30),
     poolRefillIntervalMs: r.int("DNAH_POOL_REFILL_INTERVAL_MS", 500, 10),
     vmBootTimeoutMs: r.int("DNAH_VM_BOOT_TIMEOUT_MS", 60_000, 1),
     vmmCallTimeoutMs: r.int("DNAH_VMM_CALL_TIMEOUT_MS", 10_000, 1),
@@ -85,6 +92,13 @@ export function configFromEnv(env: Env): SchedulerConfig {
     reaperLeaseMs: r.int("DNAH_REAPER_LEASE_MS", 600_000, 1_000),
     reaperBatch: r.int("DNAH_REAPER_BATCH", 20, 1, 1_000),
     shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 30_000, 0),
+    templateContextMaxBytes: r.int(
+      "DNAH_TEMPLATE_CONTEXT_MAX_BYTES",
+      64 * 1024 * 1024,
+      1,
+      1024 * 1024 * 1024,
+    ),
+    templateBuildTimeoutMs: r.int("DNAH_TEMPLATE_BUILD_TIMEOUT_MS", 3_600_000, 1_000),
     logLevel: r.oneOf("DNAH_LOG_LEVEL", LOG_LEVELS, "info"),
   };
   r.done();

@@ -35,6 +35,11 @@ export interface Context {
    */
   readonly templateCache: Map<string, { row: TemplateRow; at: number }>;
   /**
+   * Template builds this process is running (their vmm streams), by build id: cancelling one
+   * aborts its stream; `done` settles once its outcome is recorded.
+   */
+  readonly runningBuilds: Map<string, { abort: AbortController; done: Promise<void> }>;
+  /**
    * Runs best-effort work (cleanup after a failure) without making the caller wait; failures
    * are logged with `what` and the fields. close() waits for it.
    */
@@ -86,6 +91,7 @@ export function createContext(parts: ContextParts): Context & { settle(): Promis
     kickRefill: parts.kickRefill,
     controlKey: parts.getControlKey,
     templateCache: new Map(),
+    runningBuilds: new Map(),
     background(what, fields, fn) {
       const p: Promise<unknown> = Promise.resolve()
         .then(fn)

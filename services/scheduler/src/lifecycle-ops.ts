@@ -318,7 +318,12 @@ export async function unarchiveSandbox(ctx: Context, id: string): Promise<Sandbo
         fresh.hosts.filter((h) => h.hostId !== cur!.hostId && h.runtime === cur!.runtime),
         fresh.now,
         ctx.cfg.hostDeadAfterMs,
-        { cpuCount: cur.cpuCount, memoryMib: cur.memoryMib, policy: ctx.cfg.placementPolicy },
+        {
+          cpuCount: cur.cpuCount,
+          memoryMib: cur.memoryMib,
+          policy: ctx.cfg.placementPolicy,
+          minFreeDiskMib: ctx.cfg.minFreeDiskMib,
+        },
       );
       await moveToHost(tx, id, snap.id, to.hostId);
       ctx.logger.info(

@@ -12,6 +12,7 @@ import {
   markFailed,
   markRunning,
   type NewSandbox,
+  type Queryable,
   type SandboxRow,
   type TemplateRow,
 } from "./db/queries.js";
@@ -45,8 +46,11 @@ function placementOf(ctx: Context, template: TemplateRow, labels?: Record<string
     cpuCount: template.cpuCount,
     memoryMib: template.memoryMib,
     templateId: template.id,
+    // A built template exists only where it was built; installed ones are built on demand.
+    requireTemplate: template.readyBuildId !== null,
     policy: ctx.cfg.placementPolicy,
     cpuOvercommit: ctx.cfg.cpuOvercommit,
+    minFreeDiskMib: ctx.cfg.minFreeDiskMib,
     ...(labels !== undefined ? { labels } : {}),
   };
 }
@@ -56,10 +60,33 @@ export const logFields = (row: Pick<SandboxRow, "id" | "hostId">) => ({
   "host.id": row.hostId,
 });
 
+/** The tail of each scheduler's queue of placement transactions. */
+const placements = new WeakMap<Context, Promise<unknown>>();
+
+/**
+ * A transaction under the placement lock. Placements serialize on that Postgres lock anyway
+ * (replicas too); queueing this process's ones first means a burst of creates keeps one
+ * pooled connection waiting for the lock instead of all of them. (50 creates at once used to
+ * hold the whole pool for seconds: heartbeats waited behind them, long enough for a live host
+ * to count as dead and the creates after to fail with "no live host".)
+ */
+function underPlacementLock<T>(ctx: Context, fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  const run = (placements.get(ctx) ?? Promise.resolve()).then(() =>
+    ctx.db.transaction(async (tx) => {
+      await lockPlacement(tx);
+      return fn(tx);
+    }),
+  );
+  placements.set(
+    ctx,
+    run.catch(() => undefined),
+  );
+  return run;
+}
+
 /** Places one sandbox on the least loaded live host and records it as 'starting'. */
 export function reserveSandbox(ctx: Context, template: TemplateRow, owner: Owner): Promise<SandboxRow> {
-  return ctx.db.transaction(async (tx) => {
-    await lockPlacement(tx);
+  return underPlacementLock(ctx, async (tx) => {
     const { now, hosts } = await hostLoads(tx);
     const host = chooseHost(
       hosts,
@@ -83,8 +110,7 @@ export function reserveOnHost(
   holding: string,
   s: Omit<NewSandbox, "id" | "hostId" | "pooled" | "runtime">,
 ): Promise<SandboxRow> {
-  return ctx.db.transaction(async (tx) => {
-    await lockPlacement(tx);
+  return underPlacementLock(ctx, async (tx) => {
     const { now, hosts } = await hostLoads(tx);
     const host = hosts.find((h) => h.hostId === hostId);
     if (host === undefined || !isLive(host, now, ctx.cfg.hostDeadAfterMs))
@@ -107,8 +133,7 @@ export function reservePoolSlots(
   ctx: Context,
   template: TemplateRow,
 ): Promise<{ rows: SandboxRow[]; shortfall: NoCapacityError | undefined }> {
-  return ctx.db.transaction(async (tx) => {
-    await lockPlacement(tx);
+  return underPlacementLock(ctx, async (tx) => {
     const deficit = template.poolTarget - (await countPool(tx, template.id, ctx.cfg.hostDeadAfterMs));
     if (deficit <= 0) return { rows: [], shortfall: undefined };
     const { now, hosts } = await hostLoads(tx);
@@ -170,6 +195,11 @@ export async function boot(
     // The vmm may have got part of the way, or finished after our deadline; DeleteVm of an
     // unknown id succeeds, so asking is always safe.
     ctx.background("cleanup after a failed boot", logFields(row), () => deleteVm(ctx, row));
+    // The host is out of something (its disk): retrying there will not help until it has room.
+    if (ConnectError.from(err).code === Code.ResourceExhausted)
+      throw new HostFullError(
+        `host '${row.hostId}' cannot start the sandbox: ${ConnectError.from(err).rawMessage}`,
+      );
     throw new VmmUnavailableError(
       `could not start sandbox on host '${row.hostId}' (${codeName(err)}); try again`,
       { cause: err },

@@ -3,20 +3,27 @@ import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_p
 import type { Context } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
 import { archiveSandbox } from "./rpc/archive-sandbox.js";
+import { buildTemplate } from "./rpc/build-template.js";
+import { cancelTemplateBuild } from "./rpc/cancel-template-build.js";
 import { createSandbox } from "./rpc/create-sandbox.js";
 import { deleteSandbox } from "./rpc/delete-sandbox.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
+import { deleteTemplate } from "./rpc/delete-template.js";
 import { forkSandbox } from "./rpc/fork-sandbox.js";
 import { getSandbox } from "./rpc/get-sandbox.js";
 import { getSandboxMetrics } from "./rpc/get-sandbox-metrics.js";
 import { getSnapshot } from "./rpc/get-snapshot.js";
 import { getTemplate } from "./rpc/get-template.js";
+import { getTemplateBuild } from "./rpc/get-template-build.js";
+import { hasTemplateFiles } from "./rpc/has-template-files.js";
 import { heartbeat } from "./rpc/heartbeat.js";
 import { listHosts } from "./rpc/list-hosts.js";
 import { listSandboxEvents } from "./rpc/list-sandbox-events.js";
 import { listSandboxes } from "./rpc/list-sandboxes.js";
 import { listSnapshots } from "./rpc/list-snapshots.js";
+import { listTemplates } from "./rpc/list-templates.js";
 import { pauseSandbox } from "./rpc/pause-sandbox.js";
+import { putTemplateFiles } from "./rpc/put-template-files.js";
 import { recordActivity } from "./rpc/record-activity.js";
 import { registerHost } from "./rpc/register-host.js";
 import { restoreSnapshot } from "./rpc/restore-snapshot.js";
@@ -59,5 +66,12 @@ export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService>
     archiveSandbox: edge("ArchiveSandbox", archiveSandbox),
     listHosts: edge("ListHosts", listHosts),
     setHostDraining: edge("SetHostDraining", setHostDraining),
+    putTemplateFiles: edge("PutTemplateFiles", putTemplateFiles),
+    hasTemplateFiles: edge("HasTemplateFiles", hasTemplateFiles),
+    buildTemplate: edge("BuildTemplate", buildTemplate),
+    getTemplateBuild: edge("GetTemplateBuild", getTemplateBuild),
+    cancelTemplateBuild: edge("CancelTemplateBuild", cancelTemplateBuild),
+    listTemplates: edge("ListTemplates", listTemplates),
+    deleteTemplate: edge("DeleteTemplate", deleteTemplate),
   };
 }

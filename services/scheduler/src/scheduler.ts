@@ -19,8 +19,11 @@ import { createRefiller } from "./pool/refill.js";
 import { destroy, logFields } from "./provision.js";
 import { createReaper, type Reaper } from "./reaper/reaper.js";
 import { createRoutes } from "./routes.js";
+import { createBuildKeeper } from "./template-builds.js";
 
 const MIGRATIONS_DIR = fileURLToPath(new URL("./db/migrations/", import.meta.url));
+/** createServiceServer's own default: every request but a build context is far smaller. */
+const DEFAULT_BODY_LIMIT_BYTES = 64 * 1024 * 1024;
 
 export interface SchedulerOverrides {
   /** An open database (not closed by close()); otherwise one is opened from the config. */
@@ -82,6 +85,7 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
   });
   const refiller = createRefiller(ctx);
   const reaper = createReaper(ctx);
+  const builds = createBuildKeeper(ctx);
   const impl = createRoutes(ctx);
 
   async function doStart(): Promise<string> {
@@ -92,7 +96,14 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
     if (!(await setPoolTarget(db, "base", cfg.poolSize))) {
       logger.warn("template 'base' does not exist: DNAH_POOL_SIZE not applied");
     }
-    app = await createServiceServer({ routes: (router) => router.service(SchedulerService, impl), logger });
+    // Builds whose scheduler died are marked before anything else sees them.
+    await builds.start();
+    app = await createServiceServer({
+      routes: (router) => router.service(SchedulerService, impl),
+      logger,
+      // PutTemplateFiles carries a whole build context tar.
+      bodyLimitBytes: Math.max(DEFAULT_BODY_LIMIT_BYTES, cfg.templateContextMaxBytes + 1024 * 1024),
+    });
     url = await listen(app, cfg.host, cfg.port);
     refiller.start();
     reaper.start();
@@ -123,6 +134,8 @@ export function createScheduler(cfg: SchedulerConfig, overrides: SchedulerOverri
   async function doClose(): Promise<void> {
     await starting?.catch(() => {});
     await app?.close();
+    // Running template builds end (recorded as interrupted): they may take many minutes.
+    await builds.close();
     await reaper.close();
     await refiller.close();
     await ctx.settle();

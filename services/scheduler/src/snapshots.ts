@@ -138,6 +138,8 @@ function snapshotVmError(err: unknown, row: SandboxRow): Error {
   // snapshot) are the caller's to act on; the rest are worth a retry.
   if (ce.code === Code.FailedPrecondition || ce.code === Code.Unimplemented)
     return new WrongStateError(`host '${row.hostId}' cannot snapshot sandbox '${row.id}': ${ce.rawMessage}`);
+  if (ce.code === Code.ResourceExhausted)
+    return new HostFullError(`host '${row.hostId}' cannot snapshot sandbox '${row.id}': ${ce.rawMessage}`);
   return new VmmUnavailableError(
     `host '${row.hostId}' could not snapshot sandbox '${row.id}' (${codeName(err)}); try again`,
     { cause: err },

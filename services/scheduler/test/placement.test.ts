@@ -94,6 +94,11 @@ describe("placement", () => {
     assert.equal(placed.length, 2, "two vCPUs: two sandboxes of one vCPU");
     const lowDisk = { ...host("lowdisk", 0, 10), diskFreeMib: 100 };
     assert.equal(chooseHost([lowDisk, big], now, DEAD_MS).hostId, "big");
+    assert.throws(
+      () => chooseHost([lowDisk], now, DEAD_MS),
+      (e) => e instanceof NoCapacityError && /\(1 low on free disk\)/.test(e.message),
+    );
+    assert.equal(chooseHost([lowDisk], now, DEAD_MS, { minFreeDiskMib: 64 }).hostId, "lowdisk");
   });
 
   it("honours labels, skips draining hosts and prefers hosts holding the template", () => {

@@ -49,6 +49,11 @@ export interface VmmConfig {
   readonly cgroupParent: string;
   readonly capacitySandboxes: number;
   readonly pidsMax: number;
+  /** Template builds: a step running longer is killed; limits of a build jail. */
+  readonly templateStepTimeoutMs: number;
+  readonly templateBuildMemoryMib: number;
+  /** Largest BuildTemplate request (its context tars), bytes. */
+  readonly templateRequestMaxBytes: number;
   /**
    * Jail runtime: each sandbox's writable layer is a filesystem of this size (a sparse ext4
    * image on a loop device), so one sandbox cannot fill the host's disk; 0 = no limit (its
@@ -65,6 +70,11 @@ export interface VmmConfig {
   readonly vcpus: number | undefined;
   readonly memoryMib: number | undefined;
   readonly heartbeatIntervalMs: number;
+  /**
+   * On SIGTERM, how long requests, tunnels and creates in flight get to finish; then what is
+   * left is cut and every sandbox of the host is destroyed (they do not survive a restart).
+   */
+  readonly shutdownTimeoutMs: number;
   readonly logLevel: string;
   /** PATH for the host tools the runtime runs (mount, bwrap, sh). */
   readonly hostPath: string;
@@ -111,6 +121,14 @@ export function configFromEnv(env: Env): VmmConfig {
     cgroupParent: r.str("DNAH_CGROUP_PARENT", "dnah"),
     capacitySandboxes: r.int("DNAH_VMM_CAPACITY", 64, 1, 10_000),
     pidsMax: r.int("DNAH_SANDBOX_PIDS_MAX", 4096, 16, 1_000_000),
+    templateStepTimeoutMs: r.int("DNAH_TEMPLATE_STEP_TIMEOUT_MS", 30 * 60_000, 1_000, 24 * 3_600_000),
+    templateBuildMemoryMib: r.int("DNAH_TEMPLATE_BUILD_MEMORY_MIB", 4096, 128, 1 << 20),
+    templateRequestMaxBytes: r.int(
+      "DNAH_TEMPLATE_REQUEST_MAX_BYTES",
+      128 * 1024 ** 2,
+      1024 * 1024,
+      2 * 1024 ** 3,
+    ),
     jailDiskMib: r.int("DNAH_JAIL_DISK_MIB", 10_240, 0, 16 * 1024 * 1024),
     // A qemu microVM under TCG boots its kernel and the agent's Node in seconds to tens of seconds.
     bootTimeoutMs: r.int(
@@ -126,6 +144,7 @@ export function configFromEnv(env: Env): VmmConfig {
     memoryMib:
       env.DNAH_VMM_MEMORY_MIB === undefined ? undefined : r.int("DNAH_VMM_MEMORY_MIB", 1, 64, 1 << 30),
     heartbeatIntervalMs: r.int("DNAH_HEARTBEAT_INTERVAL_MS", 5_000, 100, 600_000),
+    shutdownTimeoutMs: r.int("DNAH_SHUTDOWN_TIMEOUT_MS", 20_000, 0, 600_000),
     logLevel: r.str("DNAH_LOG_LEVEL", "info"),
     hostPath: r.str("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
   });

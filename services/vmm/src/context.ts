@@ -3,6 +3,7 @@ import type { VmmConfig } from "./config.js";
 import type { RunningVm, Runtime } from "./runtime/runtime.js";
 import type { ArchiveStore } from "./snapshot/archive.js";
 import type { SnapshotStore } from "./snapshot/store.js";
+import type { TemplateBuilder } from "./template/builder.js";
 import type { TunnelRegistry } from "./tunnel/server.js";
 
 export interface VmRecord {
@@ -27,4 +28,6 @@ export interface VmmContext {
   readonly snapshots: SnapshotStore;
   /** This host's archive storage (DNAH_ARCHIVE_DIR). */
   readonly archives: ArchiveStore;
+  /** Builds templates from steps into this host's layer cache. */
+  readonly templates: TemplateBuilder;
 }

@@ -6,6 +6,7 @@ import { createServiceClient, type Logger } from "@dnah/platform";
 import { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { VmmConfig } from "./config.js";
 import type { Runtime } from "./runtime/runtime.js";
+import { userTemplatesHeld } from "./template/user-templates.js";
 
 export interface RegistrationParts {
   cfg: VmmConfig;
@@ -112,20 +113,26 @@ export async function startRegistration(p: RegistrationParts): Promise<() => voi
 async function diskFreeMib(dir: string): Promise<number> {
   try {
     const s = await statfs(dir);
-    return Math.floor((s.bavail * s.bsize) / 1024 / 1024);
+    // 0 on the wire means "not reported" (no limit): a full disk is reported as 1 MiB.
+    return Math.max(1, Math.floor((s.bavail * s.bsize) / 1024 / 1024));
   } catch {
     return 0;
   }
 }
 
-/** Template ids with a built rootfs in the cache (`templates/<id>/…`). */
+/**
+ * Template ids with a built rootfs in the cache (`templates/<id>/…`), and the templates built
+ * from steps whose layers are all here.
+ */
 async function templatesHeld(cacheDir: string): Promise<string[]> {
+  let builtin: string[] = [];
   try {
-    return (await readdir(join(cacheDir, "templates"), { withFileTypes: true }))
+    builtin = (await readdir(join(cacheDir, "templates"), { withFileTypes: true }))
       .filter((d) => d.isDirectory() && /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/.test(d.name))
       .map((d) => d.name)
       .slice(0, 1000);
   } catch {
-    return [];
+    // none built yet
   }
+  return [...builtin, ...(await userTemplatesHeld(cacheDir))];
 }

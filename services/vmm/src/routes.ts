@@ -3,10 +3,12 @@ import { VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { VmmContext } from "./context.js";
 import { toConnectError } from "./domain/errors.js";
 import { archiveSnapshot } from "./rpc/archive-snapshot.js";
+import { buildTemplate } from "./rpc/build-template.js";
 import { configureVm } from "./rpc/configure-vm.js";
 import { createVm } from "./rpc/create-vm.js";
 import { deleteArchive } from "./rpc/delete-archive.js";
 import { deleteSnapshot } from "./rpc/delete-snapshot.js";
+import { deleteTemplate } from "./rpc/delete-template.js";
 import { deleteVm } from "./rpc/delete-vm.js";
 import { getHostInfo } from "./rpc/get-host-info.js";
 import { getVmMetrics } from "./rpc/get-vm-metrics.js";
@@ -63,6 +65,8 @@ export function vmmImpl(ctx: VmmContext): ServiceImpl<typeof VmmService> {
     archiveSnapshot: edge(ctx, "ArchiveSnapshot", (req) => archiveSnapshot(ctx, req)),
     unarchiveSnapshot: edgeStream(ctx, "UnarchiveSnapshot", (req) => unarchiveSnapshot(ctx, req)),
     deleteArchive: edge(ctx, "DeleteArchive", (req) => deleteArchive(ctx, req)),
+    buildTemplate: edgeStream(ctx, "BuildTemplate", (req, hc) => buildTemplate(ctx, req, hc.signal)),
+    deleteTemplate: edge(ctx, "DeleteTemplate", (req) => deleteTemplate(ctx, req)),
   };
 }
 

@@ -14,12 +14,15 @@ import { FolderArchive } from "./snapshot/archive/folder.js";
 import { S3Archive } from "./snapshot/archive/s3.js";
 import { ArchiveStore } from "./snapshot/archive.js";
 import { SnapshotStore } from "./snapshot/store.js";
+import { TemplateBuilder } from "./template/builder.js";
 import { createTunnelHandler, TunnelRegistry } from "./tunnel/server.js";
 
-/** How long close() waits for creates and restores in flight (main.ts forces an exit at 30 s). */
-const BUSY_WAIT_MS = 20_000;
-/** How long close() lets requests in flight finish before it cuts their connections. */
-const CLOSE_GRACE_MS = 5_000;
+/**
+ * Creates and restores still running at the drain bound get this long more: what they build
+ * must exist before it can be destroyed, not be left mounted when the process ends.
+ */
+export const BUSY_GRACE_MS = 15_000;
+const UNAVAILABLE = JSON.stringify({ code: "unavailable", message: "this vmm is shutting down" });
 
 export interface VmmOverrides {
   runtime?: Runtime;
@@ -51,11 +54,23 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       snapshots,
       logger,
     ),
+    // buildTemplate (rpc/build-template.ts) runs its builds through this.
+    templates: new TemplateBuilder({
+      cacheDir: cfg.cacheDir,
+      mirror: cfg.debianMirror,
+      cgroupParent: cfg.cgroupParent,
+      hostPath: cfg.hostPath,
+      memoryMib: cfg.templateBuildMemoryMib,
+      cpuCount: 2,
+      pidsMax: cfg.pidsMax,
+      stepTimeoutMs: cfg.templateStepTimeoutMs,
+    }),
   };
   runtime.onExit((id) => ctx.vms.delete(id));
   const impl = vmmImpl(ctx);
   let app: FastifyInstance | undefined;
   let url = "";
+  let closing: Promise<void> | undefined;
 
   let stopRegistration: (() => void) | undefined;
   // Once joined, every request must carry a control-plane token for this vmm (vmm-auth.ts).
@@ -96,7 +111,19 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       const reclaimed = await runtime.reclaimOrphans(new Set());
       if (reclaimed.length > 0)
         logger.warn({ count: reclaimed.length }, "removed sandboxes left by an earlier run");
-      app = await createServiceServer({ routes: vmmRoutes(ctx), logger });
+      const partial = await snapshots.removePartial();
+      if (partial.length > 0)
+        logger.warn({ folders: partial }, "removed snapshot folders an earlier run left half-written");
+      app = await createServiceServer({
+        routes: vmmRoutes(ctx),
+        logger,
+        bodyLimitBytes: cfg.templateRequestMaxBytes,
+      });
+      // Draining: a request that still arrives on a kept-alive connection starts nothing new.
+      app.addHook("onRequest", async (_req, reply) => {
+        if (closing === undefined) return;
+        return reply.code(503).type("application/json").send(UNAVAILABLE);
+      });
       app.addHook("onRequest", async (req, reply) => {
         const why = refusal(req.headers.authorization);
         if (why === undefined) return;
@@ -123,6 +150,12 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
         ctx.tunnels,
       );
       app.server.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+        if (closing !== undefined) {
+          socket.end(
+            `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(UNAVAILABLE)}\r\nConnection: close\r\n\r\n${UNAVAILABLE}`,
+          );
+          return;
+        }
         const why = refusal(req.headers.authorization);
         if (why === undefined) return tunnels(req, socket, head);
         logger.warn({ url: req.url?.slice(0, 200), why }, "unauthenticated tunnel refused");
@@ -136,30 +169,53 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       logger.info({ "host.id": cfg.hostId, url, runtime: runtime.name }, "vmm listening");
       return url;
     },
-    async close() {
-      stopRegistration?.();
-      // In-flight requests get a bound, then their connections are cut (a stalled client must
-      // not hold the shutdown, and the sandboxes' destruction, for ever).
-      const cut = setTimeout(() => app?.server.closeAllConnections(), CLOSE_GRACE_MS);
-      cut.unref();
-      await app?.close();
-      clearTimeout(cut);
-      // Creates and restores still running finish first (their caller may be gone), so what
-      // they built is destroyed below rather than left mounted when the process ends.
-      for (const deadline = Date.now() + BUSY_WAIT_MS; ctx.busy.size > 0 && Date.now() < deadline; )
-        await new Promise((r) => setTimeout(r, 100));
-      const ids = [...ctx.vms.keys()];
-      await Promise.all(
-        ids.map((id) =>
-          runtime
-            .destroy(id)
-            .catch((err: Error) => logger.error({ "sandbox.id": id, err: err.message }, "destroy failed")),
-        ),
-      );
-      ctx.vms.clear();
-      await runtime.dispose();
+    close() {
+      closing ??= drain();
+      return closing;
     },
   };
+
+  /**
+   * Stops accepting; requests, tunnels and creates in flight get cfg.shutdownTimeoutMs to
+   * finish (an exec through a tunnel completes); then what is left is cut and every sandbox
+   * is destroyed, so nothing of them outlives the process. The scheduler learns from the
+   * heartbeats (or their absence) that they are gone: lost, never ghosts.
+   */
+  async function drain(): Promise<void> {
+    stopRegistration?.();
+    const deadline = Date.now() + cfg.shutdownTimeoutMs;
+    // Tunnels are byte pipes: an idle kept-alive one looks like a busy one, so all get the
+    // bound (the gateway closes its own when it stops first).
+    const cut = setTimeout(() => {
+      const tunnels = ctx.tunnels.severAll();
+      logger.warn({ timeoutMs: cfg.shutdownTimeoutMs, tunnels }, "drain bound reached: cutting connections");
+      app?.server.closeAllConnections();
+    }, cfg.shutdownTimeoutMs);
+    cut.unref();
+    try {
+      await app?.close();
+    } finally {
+      clearTimeout(cut);
+    }
+    // Creates and restores whose caller went away are still running: let them finish first.
+    for (const until = deadline + BUSY_GRACE_MS; ctx.busy.size > 0 && Date.now() < until; )
+      await new Promise((r) => setTimeout(r, 100));
+    const ids = [...ctx.vms.keys()];
+    const failed: string[] = [];
+    await Promise.all(
+      ids.map((id) =>
+        runtime.destroy(id).catch((err: Error) => {
+          failed.push(id);
+          logger.error({ "sandbox.id": id, err: err.message }, "destroy failed");
+        }),
+      ),
+    );
+    ctx.vms.clear();
+    await runtime.dispose();
+    if (ids.length > 0) logger.info({ destroyed: ids.length - failed.length }, "sandboxes destroyed");
+    if (failed.length > 0)
+      throw new Error(`${failed.length} sandbox(es) not destroyed: ${failed.join(", ")}`);
+  }
 }
 
 /** A URL as the scheduler records a vmm's (origin and path, no trailing slash): the token audience. */

@@ -4,8 +4,8 @@ import {
   type ApiKeyRow,
   countLiveApiKeys,
   insertApiKey,
-  isLiveApiKeyHash,
   listApiKeyRows,
+  liveApiKeyIdByHash,
   lockApiKeys,
   revokeApiKeyById,
   upsertLiveApiKey,
@@ -98,7 +98,8 @@ export interface ApiKeyVerifierOptions {
 
 /** Checks keys against the table through a small in-memory cache keyed by hash. */
 export class ApiKeyVerifier {
-  private readonly cache = new Map<string, { live: boolean; expiresAt: number }>();
+  /** By key hash: the live key's id, or undefined for an unknown or revoked key. */
+  private readonly cache = new Map<string, { id: string | undefined; expiresAt: number }>();
   private readonly ttlMs: number;
   private readonly negativeTtlMs: number;
   private readonly maxEntries: number;
@@ -115,19 +116,24 @@ export class ApiKeyVerifier {
   }
 
   async verify(key: string): Promise<boolean> {
+    return (await this.identify(key)) !== undefined;
+  }
+
+  /** The id of a live key (who owns what it makes: templates), or undefined. */
+  async identify(key: string): Promise<string | undefined> {
     const hash = hashApiKey(key);
     const now = this.now();
     const hit = this.cache.get(hash);
-    if (hit !== undefined && hit.expiresAt > now) return hit.live;
-    const live = await isLiveApiKeyHash(this.db, hash);
+    if (hit !== undefined && hit.expiresAt > now) return hit.id;
+    const id = await liveApiKeyIdByHash(this.db, hash);
     if (this.cache.size >= this.maxEntries) {
       // Map keeps insertion order: drop the oldest entry.
       const oldest = this.cache.keys().next();
       if (oldest.done !== true) this.cache.delete(oldest.value);
     }
     this.cache.delete(hash);
-    this.cache.set(hash, { live, expiresAt: now + (live ? this.ttlMs : this.negativeTtlMs) });
-    return live;
+    this.cache.set(hash, { id, expiresAt: now + (id !== undefined ? this.ttlMs : this.negativeTtlMs) });
+    return id;
   }
 
   /** Forgets every cached answer (after a revocation in this process, in tests). */

@@ -5,6 +5,16 @@ import type { FastifyReply, FastifyRequest, onRequestAsyncHookHandler } from "fa
 import { UnavailableError } from "../errors.js";
 import type { ApiKeyVerifier } from "./api-keys.js";
 
+declare module "fastify" {
+  interface FastifyRequest {
+    /**
+     * The id of the API key the request was authenticated with (set by the auth hook on the
+     * routes it guards; "" elsewhere): the owner of the templates it builds.
+     */
+    apiKeyId: string;
+  }
+}
+
 export const MISSING_KEY_MESSAGE = "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'";
 export const INVALID_KEY_MESSAGE = "invalid API key";
 
@@ -39,14 +49,15 @@ export function createAuthHook(opts: AuthHookOptions): onRequestAsyncHookHandler
     if (opts.isPublic(req)) return;
     const key = apiKeyFromHeaders(req.headers);
     if (key === undefined) return reject(req, reply, opts.connectPrefixes, MISSING_KEY_MESSAGE);
-    let live: boolean;
+    let id: string | undefined;
     try {
-      live = await opts.verifier.verify(key);
+      id = await opts.verifier.identify(key);
     } catch (err) {
       opts.logger.warn({ err, requestId: req.requestId }, "cannot verify an API key");
       throw new UnavailableError("cannot verify the API key right now; retry", { cause: err });
     }
-    if (!live) return reject(req, reply, opts.connectPrefixes, INVALID_KEY_MESSAGE);
+    if (id === undefined) return reject(req, reply, opts.connectPrefixes, INVALID_KEY_MESSAGE);
+    req.apiKeyId = id;
   };
 }
 

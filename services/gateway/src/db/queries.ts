@@ -25,12 +25,13 @@ export async function upsertLiveApiKey(
   );
 }
 
-export async function isLiveApiKeyHash(db: Q, keySha256: string): Promise<boolean> {
-  const { rows } = await db.query(
-    "SELECT 1 AS ok FROM gateway_api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
+/** The id of the live key with this hash, or undefined (unknown or revoked). */
+export async function liveApiKeyIdByHash(db: Q, keySha256: string): Promise<string | undefined> {
+  const { rows } = await db.query<{ id: string }>(
+    "SELECT id FROM gateway_api_keys WHERE key_sha256 = $1 AND revoked_at IS NULL",
     [keySha256],
   );
-  return rows.length > 0;
+  return rows[0]?.id;
 }
 
 export async function countLiveApiKeys(db: Q): Promise<number> {

@@ -192,6 +192,7 @@ export async function sandboxRoutes(app: FastifyInstance, opts: RestOptions): Pr
         type: lifecycleType(body),
         ...lifecycleValues(body),
       }),
+      { owner: req.apiKeyId },
     );
     return reply.code(201).send(sandboxJson(res.sandbox!));
   });

@@ -214,11 +214,12 @@ export { ref };
 export const noContent = { 204: { description: "Done; no body.", type: "null" } };
 
 /** The failures every authenticated route can answer, plus the ones named. */
-export function errorAnswers(...extra: (400 | 404 | 409 | 413 | 415 | 422 | 416 | 502 | 507)[]) {
+export function errorAnswers(...extra: (400 | 403 | 404 | 409 | 413 | 415 | 422 | 416 | 502 | 507)[]) {
   const out: Record<number, object> = {};
   const why: Record<number, string> = {
     400: "Bad input (invalid_argument).",
     401: "Missing or invalid API key.",
+    403: "This key may not change it (permission_denied): built in, or another key's.",
     404: "No such sandbox, snapshot, file or route.",
     409: "The sandbox is not in a state that allows this (failed_precondition).",
     413: "Body over its limit.",

@@ -35,6 +35,7 @@ export async function createSandbox(
         envVars: req.envVars,
         type: toSchedulerLifecycleType(req.type),
         ...schedulerLifecycleValues(req),
+        owner: opts.owner ?? "",
       },
       { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
     );

@@ -32,4 +32,6 @@ export interface RpcDeps {
 export interface CallOptions {
   /** Aborted when the caller goes away; running commands are then killed. */
   signal?: AbortSignal | undefined;
+  /** The caller's API key id: who may use a private template. */
+  owner?: string | undefined;
 }

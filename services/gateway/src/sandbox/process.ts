@@ -1,7 +1,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "@dnah/platform";
 import { Signal } from "@dnah/proto/process/process_pb";
-import { InvalidArgumentError, UnavailableError } from "../errors.js";
+import { GatewayError, InvalidArgumentError, UnavailableError } from "../errors.js";
 import type { AgentConnection, AgentPool } from "./agent-client.js";
 
 /** A command to run through the agent, already validated. */
@@ -101,6 +101,8 @@ export async function* runCommand(
     }
     throw new UnavailableError("the sandbox agent ended the command's stream without an exit status");
   } catch (err) {
+    // Ended by the gateway itself (its shutdown): the reason it gave is the answer.
+    if (signal?.aborted === true && signal.reason instanceof GatewayError) throw signal.reason;
     if (
       err instanceof ConnectError &&
       err.code === Code.DeadlineExceeded &&

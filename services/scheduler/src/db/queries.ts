@@ -60,6 +60,17 @@ export interface TemplateRow {
   cpuCount: number;
   memoryMib: number;
   poolTarget: number;
+  /** The API key that built it; '' for the installation's own (visible to every key). */
+  owner: string;
+  public: boolean;
+  builtin: boolean;
+  status: "building" | "ready" | "error";
+  baseTemplateId: string | null;
+  latestBuildId: string | null;
+  /** Set once a build succeeded: its rootfs exists only on the hosts that report it. */
+  readyBuildId: string | null;
+  createdAt: Date;
+  updatedAt: Date;
 }
 
 export interface HostLoadRow {
@@ -160,25 +171,44 @@ function toSandbox(r: RawSandbox): SandboxRow {
 
 // ---- templates
 
-interface RawTemplate {
+export interface RawTemplate {
   id: string;
   aliases: string[];
   cpu_count: number;
   memory_mib: number;
   pool_target: number;
+  owner: string;
+  public: boolean;
+  builtin: boolean;
+  status: TemplateRow["status"];
+  base_template_id: string | null;
+  latest_build_id: string | null;
+  ready_build_id: string | null;
+  created_at: Date;
+  updated_at: Date;
 }
 
-function toTemplate(r: RawTemplate): TemplateRow {
+export function toTemplate(r: RawTemplate): TemplateRow {
   return {
     id: r.id,
     aliases: r.aliases,
     cpuCount: r.cpu_count,
     memoryMib: r.memory_mib,
     poolTarget: r.pool_target,
+    owner: r.owner,
+    public: r.public,
+    builtin: r.builtin,
+    status: r.status,
+    baseTemplateId: r.base_template_id,
+    latestBuildId: r.latest_build_id,
+    readyBuildId: r.ready_build_id,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
   };
 }
 
-const TEMPLATE_COLUMNS = "id, aliases, cpu_count, memory_mib, pool_target";
+export const TEMPLATE_COLUMNS = `id, aliases, cpu_count, memory_mib, pool_target, owner, public, builtin, status,
+  base_template_id, latest_build_id, ready_build_id, created_at, updated_at`;
 
 /** A template by id or, failing that, by alias. */
 export async function getTemplate(db: Queryable, idOrAlias: string): Promise<TemplateRow | undefined> {
@@ -993,6 +1023,22 @@ export async function beginSnapshotDelete(db: Queryable, id: string): Promise<Sn
     [id],
   );
   return rows[0] && toSnapshot(rows[0]);
+}
+
+/**
+ * Snapshots left 'creating' longer than anyone writing them can take (their scheduler died,
+ * or the database went away before the failure could be recorded): hidden as 'deleting' and
+ * their name freed, for the caller to remove their files and then the row.
+ */
+export async function abandonCreatingSnapshots(db: Queryable, olderThanMs: number): Promise<SnapshotRow[]> {
+  const { rows } = await db.query<RawSnapshot>(
+    `WITH p AS (
+       UPDATE snapshots SET state = 'deleting', name = NULL
+       WHERE state = 'creating' AND created_at < now() - $1 * interval '1 millisecond' RETURNING *)
+     SELECT ${SNAPSHOT_COLUMNS} FROM p JOIN hosts h ON h.id = p.host_id`,
+    [olderThanMs],
+  );
+  return rows.map(toSnapshot);
 }
 
 export async function deleteSnapshotRow(db: Queryable, id: string): Promise<void> {

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Logger } from "@dnah/platform";
+import { DatabaseUnavailableError, type Logger } from "@dnah/platform";
 
 /**
  * What went wrong, independent of the wire. Each kind maps to exactly one Connect code in
@@ -12,7 +12,8 @@ export type ErrorKind =
   | "unavailable"
   | "invalid_argument"
   | "already_exists"
-  | "unauthenticated";
+  | "unauthenticated"
+  | "permission_denied";
 
 export abstract class SchedulerError extends Error {
   abstract readonly kind: ErrorKind;
@@ -28,8 +29,11 @@ export class SandboxNotFoundError extends SchedulerError {
 
 export class TemplateNotFoundError extends SchedulerError {
   readonly kind = "not_found";
-  constructor(readonly templateId: string) {
-    super(`template '${templateId}' not found`);
+  constructor(
+    readonly templateId: string,
+    message = `template '${templateId}' not found`,
+  ) {
+    super(message);
     this.name = "TemplateNotFoundError";
   }
 }
@@ -136,6 +140,24 @@ export class InvalidArgumentError extends SchedulerError {
   }
 }
 
+/** A request over a size limit (a build context tar). */
+export class TooLargeError extends SchedulerError {
+  readonly kind = "resource_exhausted";
+  constructor(message: string) {
+    super(message);
+    this.name = "TooLargeError";
+  }
+}
+
+/** The caller may see it but not change it (a built-in template, another key's public one). */
+export class PermissionDeniedError extends SchedulerError {
+  readonly kind = "permission_denied";
+  constructor(message: string) {
+    super(message);
+    this.name = "PermissionDeniedError";
+  }
+}
+
 const CODES: Record<ErrorKind, Code> = {
   not_found: Code.NotFound,
   failed_precondition: Code.FailedPrecondition,
@@ -144,10 +166,12 @@ const CODES: Record<ErrorKind, Code> = {
   invalid_argument: Code.InvalidArgument,
   already_exists: Code.AlreadyExists,
   unauthenticated: Code.Unauthenticated,
+  permission_denied: Code.PermissionDenied,
 };
 
 /**
- * The one mapping from errors to the wire. Domain errors keep their message; everything else
+ * The one mapping from errors to the wire. Domain errors keep their message; the database
+ * being down is Unavailable (retry); everything else
  * (bugs, database errors, unexpected upstream errors) is logged here with its detail and sent
  * as a generic Internal error.
  */
@@ -157,6 +181,10 @@ export function toConnectError(
   fields: Record<string, unknown> = {},
 ): ConnectError {
   if (err instanceof SchedulerError) return new ConnectError(err.message, CODES[err.kind]);
+  if (err instanceof DatabaseUnavailableError) {
+    logger.warn({ ...fields, err: err.cause }, "database unavailable");
+    return new ConnectError(err.message, Code.Unavailable);
+  }
   logger.error({ ...fields, err }, "internal error");
   return new ConnectError("internal error", Code.Internal);
 }

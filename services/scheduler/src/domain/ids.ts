@@ -18,6 +18,11 @@ export function newSnapshotId(): string {
   return `snap_${randomToken(20)}`;
 }
 
+/** A new template build id: `bld_` + 20 of [a-z0-9]. */
+export function newBuildId(): string {
+  return `bld_${randomToken(20)}`;
+}
+
 /** `length` characters of [a-z0-9], uniformly random. */
 function randomToken(length: number): string {
   // Rejection sampling: 252 = 7 * 36, so bytes below 252 map onto the alphabet without bias.

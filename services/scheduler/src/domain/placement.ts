@@ -29,14 +29,18 @@ export interface PlacementRequest {
   memoryMib?: number;
   /** Every label must be on the host with the same value. */
   labels?: Readonly<Record<string, string>>;
-  /** Hosts that hold it ready are preferred (template locality). */
+  /** Hosts that hold it ready are preferred (template locality)… */
   templateId?: string;
+  /** …or required: a built template's rootfs exists only on the hosts that built it. */
+  requireTemplate?: boolean;
   policy?: PlacementPolicy;
   /** vCPUs placed per vCPU a host offers (sandboxes idle most of the time); default 1. */
   cpuOvercommit?: number;
+  /** A host reporting less free disk than this is skipped; default MIN_FREE_DISK_MIB. */
+  minFreeDiskMib?: number;
 }
 
-/** A host needs at least this much free disk to take a sandbox, when it reports its disk. */
+/** By default a host needs this much free disk to take a sandbox, when it reports its disk. */
 export const MIN_FREE_DISK_MIB = 1024;
 
 export function isLive(host: Pick<HostLoad, "lastHeartbeat">, now: Date, deadAfterMs: number): boolean {
@@ -47,17 +51,20 @@ export function isLive(host: Pick<HostLoad, "lastHeartbeat">, now: Date, deadAft
 function unfit(h: HostLoad, req: PlacementRequest): string | undefined {
   if (h.draining) return "draining";
   for (const [k, v] of Object.entries(req.labels ?? {})) if (h.labels?.[k] !== v) return "labels";
+  if (req.requireTemplate && req.templateId !== undefined && !h.templates?.includes(req.templateId))
+    return "template";
   if (h.running >= h.capacity) return "full";
   if (h.vcpus && req.cpuCount && (h.usedVcpus ?? 0) + req.cpuCount > h.vcpus * (req.cpuOvercommit ?? 1))
     return "full";
   if (h.memoryMib && req.memoryMib && (h.usedMemoryMib ?? 0) + req.memoryMib > h.memoryMib) return "full";
-  if (h.diskFreeMib && h.diskFreeMib < MIN_FREE_DISK_MIB) return "full";
+  if (h.diskFreeMib && h.diskFreeMib < (req.minFreeDiskMib ?? MIN_FREE_DISK_MIB)) return "low_disk";
   return undefined;
 }
 
 /**
- * The host for one sandbox among the live ones that fit (not draining, every label, a free
- * slot, vCPUs and memory when the host reports them): hosts holding the template ready first,
+ * The host for one sandbox among the live ones that fit (not draining, every label, the
+ * template when required, a free slot, vCPUs and memory when the host reports them): hosts
+ * holding the template ready first,
  * then by the policy — spread: lowest load (running/capacity, and vCPU and memory use, the
  * highest of the three), then most free slots; pack: the highest load that still fits — then
  * by host id, so equal hosts are chosen deterministically. Throws NoCapacityError saying why.
@@ -87,9 +94,15 @@ export function chooseHost<H extends HostLoad>(
   if (best !== undefined) return best;
   if ((why.get("full") ?? 0) === live.length)
     throw new NoCapacityError("hosts_full", `all ${live.length} live hosts are full`);
-  const parts = [...why].map(([k, n]) => `${n} ${k === "labels" ? "without the labels asked for" : k}`);
+  const parts = [...why].map(([k, n]) => `${n} ${REASONS[k] ?? k}`);
   throw new NoCapacityError("hosts_full", `no live host can take it (${parts.join(", ")})`);
 }
+
+const REASONS: Readonly<Record<string, string>> = {
+  labels: "without the labels asked for",
+  low_disk: "low on free disk",
+  template: "without the template",
+};
 
 /**
  * Places `count` sandboxes one after another, each on the host `chooseHost` picks given the

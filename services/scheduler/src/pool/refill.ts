@@ -1,7 +1,15 @@
 import type { Context } from "../context.js";
-import { failAbandonedStarts, listPoolTemplates, type SandboxRow, type TemplateRow } from "../db/queries.js";
+import {
+  abandonCreatingSnapshots,
+  deleteSnapshotRow,
+  failAbandonedStarts,
+  listPoolTemplates,
+  type SandboxRow,
+  type TemplateRow,
+} from "../db/queries.js";
 import type { NoCapacityError } from "../domain/errors.js";
 import { boot, deleteVm, logFields, reservePoolSlots } from "../provision.js";
+import { snapshotFields } from "../snapshots.js";
 
 export interface Refiller {
   start(): void;
@@ -67,6 +75,18 @@ export function createRefiller(ctx: Context): Refiller {
     for (const row of await failAbandonedStarts(ctx.db, abandonAfterMs)) {
       ctx.logger.warn(logFields(row), "boot abandoned by its scheduler; sandbox marked failed");
       ctx.background("cleanup of an abandoned boot", logFields(row), () => deleteVm(ctx, row));
+    }
+    // A snapshot stuck 'creating' can be neither restored nor deleted, and holds its name.
+    const snapshotAbandonAfterMs = 2 * (ctx.cfg.snapshotCallTimeoutMs + ctx.cfg.vmmCallTimeoutMs);
+    for (const snap of await abandonCreatingSnapshots(ctx.db, snapshotAbandonAfterMs)) {
+      const fields = snapshotFields(snap);
+      ctx.logger.warn(fields, "snapshot abandoned while being written; removing it");
+      ctx.background("cleanup of an abandoned snapshot", fields, async () => {
+        await ctx
+          .vmm(snap.vmmUrl)
+          .deleteSnapshot({ snapshotId: snap.id }, { timeoutMs: ctx.cfg.snapshotCallTimeoutMs });
+        await deleteSnapshotRow(ctx.db, snap.id);
+      });
     }
     for (const template of await listPoolTemplates(ctx.db)) {
       if (stopped) return;

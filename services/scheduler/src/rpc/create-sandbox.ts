@@ -12,8 +12,9 @@ import {
   type SandboxRow,
   type TemplateRow,
 } from "../db/queries.js";
-import { TemplateNotFoundError } from "../domain/errors.js";
+import { TemplateNotFoundError, WrongStateError } from "../domain/errors.js";
 import { describeLifecycle, type LifecycleSettings, PRESETS, resolveLifecycle } from "../domain/lifecycle.js";
+import { isVisible } from "../domain/templates.js";
 import { checkLabels, checkStringMap, requireId } from "../domain/validate.js";
 import { boot, deleteVm, errorDetail, logFields, type Owner, reserveSandbox } from "../provision.js";
 import { lifecycleOverridesOf, lifecycleTypeOf, toRecord } from "../records.js";
@@ -26,6 +27,9 @@ export async function createSandbox(
   checkStringMap("metadata", req.metadata);
   checkStringMap("env_vars", req.envVars, true);
   const template = await resolveTemplate(ctx, templateId);
+  if (!isVisible(template, req.owner)) throw new TemplateNotFoundError(templateId);
+  if (template.status !== "ready")
+    throw new WrongStateError(`template '${template.id}' has no successful build yet`);
   const owner: Owner = {
     metadata: req.metadata,
     envVars: req.envVars,

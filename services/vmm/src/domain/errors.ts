@@ -95,6 +95,14 @@ export class SnapshotInvalidError extends Error {
   }
 }
 
+/** A template build step failed (its exit code, a timeout) or the build was cancelled. */
+export class TemplateBuildError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TemplateBuildError";
+  }
+}
+
 /** The one mapping from vmm domain errors to Connect codes. Unknown errors become Internal. */
 export function toConnectError(err: unknown): ConnectError {
   if (err instanceof ConnectError) return err;
@@ -111,9 +119,27 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof HostFullError) return new ConnectError(err.message, Code.ResourceExhausted);
   if (err instanceof InvalidArgumentError) return new ConnectError(err.message, Code.InvalidArgument);
   if (err instanceof GuestUnavailableError) return new ConnectError(err.message, Code.Unavailable);
-  if (err instanceof VmStateError) return new ConnectError(err.message, Code.FailedPrecondition);
+  if (err instanceof VmStateError || err instanceof TemplateBuildError)
+    return new ConnectError(err.message, Code.FailedPrecondition);
   if (err instanceof RuntimeTimeoutError) return new ConnectError(err.message, Code.DeadlineExceeded);
+  if (isDiskFull(err)) return new ConnectError("the host's disk is full", Code.ResourceExhausted);
   return new ConnectError("internal error", Code.Internal);
+}
+
+/**
+ * Whether a failure is the host's disk being full (pure): ENOSPC or EDQUOT anywhere in the
+ * cause chain, or a tool (mkfs, tar, cp) that said so on stderr.
+ */
+export function isDiskFull(err: unknown): boolean {
+  let cur: unknown = err;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    const e = cur as { code?: unknown; stderr?: unknown; cause?: unknown };
+    if (e.code === "ENOSPC" || e.code === "EDQUOT") return true;
+    if (typeof e.stderr === "string" && /No space left on device|Disk quota exceeded/.test(e.stderr))
+      return true;
+    cur = e.cause;
+  }
+  return false;
 }
 
 const SANDBOX_ID_RE = /^[a-z0-9]{1,64}$/;

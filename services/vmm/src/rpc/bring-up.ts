@@ -1,15 +1,16 @@
 import type { VmmContext } from "../context.js";
-import { GuestUnavailableError } from "../domain/errors.js";
-import type { RunningVm } from "../runtime/runtime.js";
+import { GuestUnavailableError, InvalidArgumentError } from "../domain/errors.js";
+import type { RunningVm, TemplateImage } from "../runtime/runtime.js";
 import type { StartSpec } from "../template/recipes.js";
 import { agentRequest, waitForAgent, warmUp } from "../vsock/agent-http.js";
+import { waitForReadyCommand } from "../vsock/ready-command.js";
 import { startLogTail, waitForGuestPort } from "../vsock/ready-port.js";
 
 export interface BringUp {
   readonly templateId: string;
   readonly envVars: Readonly<Record<string, string>>;
   /** The template's start command, when it has one. */
-  readonly start: StartSpec | undefined;
+  readonly start: (StartSpec & { readonly readyCommand?: string }) | undefined;
   readonly background: boolean;
 }
 
@@ -54,6 +55,21 @@ export async function bringUp(ctx: VmmContext, vm: RunningVm, opts: BringUp): Pr
         "start command ready",
       );
     }
+    if (start?.readyCommand !== undefined) {
+      const readyCommand = start.readyCommand;
+      await waitForReadyCommand(vm.vsockPath, readyCommand, start.user, ctx.cfg.bootTimeoutMs, () =>
+        ctx.runtime.isRunning(id),
+      ).catch(async (err: Error) => {
+        const output = await startLogTail(vm.vsockPath);
+        ctx.logger.warn(
+          { "sandbox.id": id, command: start.command, output },
+          "start command never got ready",
+        );
+        throw new GuestUnavailableError(`template '${opts.templateId}' is not ready: ${err.message}`, {
+          cause: err,
+        });
+      });
+    }
     if (opts.background) {
       // Nobody waits for a warm-pool boot: spend the time warming the agent up.
       const problem = await warmUp(vm.vsockPath);
@@ -68,4 +84,15 @@ export async function bringUp(ctx: VmmContext, vm: RunningVm, opts: BringUp): Pr
       );
     throw err;
   }
+}
+
+/**
+ * Templates built from steps are overlay layers: the jail mounts them directly; the VM
+ * runtimes would need them flattened into a disk image, which is not built yet.
+ */
+export function checkRuntimeTakes(ctx: VmmContext, template: TemplateImage): void {
+  if ((template.layers?.length ?? 0) > 0 && ctx.runtime.name !== "jail")
+    throw new InvalidArgumentError(
+      `template '${template.templateId}' was built from steps; the ${ctx.runtime.name} runtime cannot boot such templates yet (the jail runtime can)`,
+    );
 }

@@ -9,8 +9,8 @@ import {
   TemplateNotFoundError,
   VmExistsError,
 } from "../domain/errors.js";
-import { findTemplate, readStartSpec } from "../template/build.js";
-import { bringUp } from "./bring-up.js";
+import { resolveTemplate } from "../template/user-templates.js";
+import { bringUp, checkRuntimeTakes } from "./bring-up.js";
 
 export async function createVm(
   ctx: VmmContext,
@@ -19,11 +19,16 @@ export async function createVm(
   const id = checkSandboxId(req.sandboxId);
   if (req.cpuCount > 64 || req.memoryMib > 1024 * 1024)
     throw new InvalidArgumentError("cpu or memory too large");
-  const template = findTemplate(ctx.cfg.cacheDir, req.templateId, ctx.cfg.debianMirror);
-  if (!template) throw new TemplateNotFoundError(req.templateId);
-  const start = await readStartSpec(template.rootfsDir).catch((err: Error) => {
-    throw new GuestUnavailableError(`template '${req.templateId}' is broken: ${err.message}`, { cause: err });
-  });
+  const resolved = await resolveTemplate(ctx.cfg.cacheDir, req.templateId, ctx.cfg.debianMirror).catch(
+    (err: Error) => {
+      throw new GuestUnavailableError(`template '${req.templateId}' is broken: ${err.message}`, {
+        cause: err,
+      });
+    },
+  );
+  if (!resolved) throw new TemplateNotFoundError(req.templateId);
+  const { image: template, start } = resolved;
+  checkRuntimeTakes(ctx, template);
   if (ctx.vms.has(id) || ctx.busy.has(id)) throw new VmExistsError(id);
   if (ctx.vms.size + ctx.busy.size >= ctx.cfg.capacitySandboxes)
     throw new HostFullError(ctx.cfg.capacitySandboxes);
@@ -41,7 +46,8 @@ export async function createVm(
     });
     await bringUp(ctx, vm, {
       templateId: req.templateId,
-      envVars: req.envVars,
+      // The template's ENV, then the sandbox's own variables over it.
+      envVars: { ...resolved.env, ...req.envVars },
       start,
       background: req.background,
     });

@@ -11,8 +11,8 @@ import {
   TemplateNotFoundError,
   VmExistsError,
 } from "../domain/errors.js";
-import { findTemplate, readStartSpec } from "../template/build.js";
-import { bringUp } from "./bring-up.js";
+import { resolveTemplate } from "../template/user-templates.js";
+import { bringUp, checkRuntimeTakes } from "./bring-up.js";
 
 /**
  * Starts a new sandbox from a stored snapshot. Every file is checked against the signed
@@ -40,13 +40,16 @@ export async function restoreVm(
         throw new SnapshotInvalidError(snapshotId, [
           `made by the ${v.meta.runtime} runtime; this host runs ${ctx.runtime.name}`,
         ]);
-      const template = findTemplate(ctx.cfg.cacheDir, v.meta.templateId, ctx.cfg.debianMirror);
-      if (!template) throw new TemplateNotFoundError(v.meta.templateId);
-      const startSpec = await readStartSpec(template.rootfsDir).catch((err: Error) => {
-        throw new GuestUnavailableError(`template '${v.meta.templateId}' is broken: ${err.message}`, {
-          cause: err,
-        });
-      });
+      const resolved = await resolveTemplate(ctx.cfg.cacheDir, v.meta.templateId, ctx.cfg.debianMirror).catch(
+        (err: Error) => {
+          throw new GuestUnavailableError(`template '${v.meta.templateId}' is broken: ${err.message}`, {
+            cause: err,
+          });
+        },
+      );
+      if (!resolved) throw new TemplateNotFoundError(v.meta.templateId);
+      const { image: template, start: startSpec } = resolved;
+      checkRuntimeTakes(ctx, template);
       const restored = await ctx.runtime.restore(
         {
           sandboxId: id,

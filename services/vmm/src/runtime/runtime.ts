@@ -7,6 +7,8 @@ export interface TemplateImage {
   readonly templateId: string;
   /** The template's root filesystem folder (read-only lower layer / image source). */
   readonly rootfsDir: string;
+  /** Layers over rootfsDir, top first (templates built from steps); none for built-ins. */
+  readonly layers?: readonly string[];
 }
 
 export interface VmSpec {

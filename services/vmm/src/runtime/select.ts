@@ -12,6 +12,7 @@ import { parseChVersion, unsupportedReason } from "./cloud-hypervisor/version.js
 import { JailRuntime } from "./jail/jail.js";
 import { createQemuRuntime } from "./qemu/qemu.js";
 import type { Runtime } from "./runtime.js";
+import { shareFsMib } from "./share.js";
 import { findVirtiofsd } from "./vm/virtiofsd.js";
 
 const run = promisify(execFile);
@@ -154,6 +155,7 @@ export async function selectRuntime(cfg: VmmConfig, logger: Logger): Promise<Run
         cgroupParent: cfg.cgroupParent,
         pidsMax: cfg.pidsMax,
         diskMib: cfg.jailDiskMib,
+        shareMib: shareFsMib(cfg.shareQuotaBytes),
         hostPath: cfg.hostPath,
         logger,
       });

@@ -86,12 +86,32 @@ export function linkOr(err: unknown, seg: string): unknown {
   return err;
 }
 
-/** Opens the file `name` in the directory `dir` for reading, refusing a link. */
+/** Linux's O_PATH (Node's `fs.constants` lacks it): a handle on an inode that opens nothing. */
+const O_PATH = 0o10000000;
+
+/**
+ * Opens the plain file `name` in the directory `dir` for reading. The name is pinned first
+ * with O_PATH | O_NOFOLLOW, which opens nothing: a fifo the sandbox put there cannot block the
+ * vmm, a device node is never opened. Only a regular file is then opened, through the pin's
+ * magic link (the same inode, whatever the sandbox renames meanwhile). A link or anything but
+ * a plain file is a SharePathError, a folder EISDIR.
+ */
 export async function openFileIn(dir: FileHandle, name: string): Promise<FileHandle> {
+  let pin: FileHandle;
   try {
-    return await open(`/proc/self/fd/${dir.fd}/${name}`, constants.O_RDONLY | constants.O_NOFOLLOW);
+    pin = await open(`/proc/self/fd/${dir.fd}/${name}`, O_PATH | constants.O_NOFOLLOW);
   } catch (err) {
     throw linkOr(err, name);
+  }
+  try {
+    const st = await pin.stat();
+    if (st.isSymbolicLink())
+      throw new SharePathError(`'${name}' is a link; the share is read without following links`);
+    if (st.isDirectory()) throw Object.assign(new Error(`'${name}' is a folder`), { code: "EISDIR" });
+    if (!st.isFile()) throw new SharePathError(`'${name}' is not a plain file`);
+    return await open(`/proc/self/fd/${pin.fd}`, constants.O_RDONLY);
+  } finally {
+    await pin.close();
   }
 }
 

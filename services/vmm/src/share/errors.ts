@@ -22,6 +22,11 @@ export function quotaExceeded(quotaBytes: number): ShareError {
   );
 }
 
+/** 507: the host's disk under the share has no room for the upload (quota.ts). */
+export function hostDiskFull(): ShareError {
+  return new ShareError(507, "resource_exhausted", "the host's disk is full; nothing was written");
+}
+
 /** 413: one upload larger than DNAH_SHARE_UPLOAD_MAX_BYTES. */
 export function tooLarge(maxBytes: number): ShareError {
   return new ShareError(

@@ -17,7 +17,15 @@ import { join } from "node:path";
 import { Readable } from "node:stream";
 import { extract, type Header, type Pack } from "tar-stream";
 import { InvalidArgumentError } from "../domain/errors.js";
-import { linkOr, openParent, SHARE_GID, SHARE_UID, shareSegments } from "./beneath.js";
+import {
+  linkOr,
+  openFileIn,
+  openParent,
+  SHARE_GID,
+  SHARE_UID,
+  SharePathError,
+  shareSegments,
+} from "./beneath.js";
 import { ShareError } from "./errors.js";
 
 const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW;
@@ -60,10 +68,12 @@ export async function packFolder(dir: FileHandle, pack: Pack, prefix = ""): Prom
     } else if (st.isFile()) {
       let fh: FileHandle;
       try {
-        fh = await open(at(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW);
+        fh = await openFileIn(dir, name);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-        throw linkOr(err, name);
+        // Gone or no longer a plain file (the sandbox changed it meanwhile): left out.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === "ENOENT" || code === "EISDIR" || err instanceof SharePathError) continue;
+        throw err;
       }
       try {
         const fst = await fh.stat();
@@ -173,8 +183,14 @@ async function extractToStaging(
         if (stopped) return;
         if (!ex.write(chunk))
           await new Promise<void>((r) => {
-            ex.once("drain", () => r());
-            ex.once("close", () => r());
+            // Whichever comes first removes both: one wait per full buffer, none left behind.
+            const go = () => {
+              ex.off("drain", go);
+              ex.off("close", go);
+              r();
+            };
+            ex.once("drain", go);
+            ex.once("close", go);
           });
       }
       if (!stopped) ex.end(undefined);

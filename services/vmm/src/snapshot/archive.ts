@@ -3,7 +3,7 @@ import type { Logger } from "@dnah/platform";
 import { checkSnapshotId, SnapshotExistsError, SnapshotNotFoundError } from "../domain/errors.js";
 import type { ArchiveBackend } from "./archive/backend.js";
 import { fsync, isDir, plainFiles } from "./archive/files.js";
-import type { SnapshotStore } from "./store.js";
+import { PARTIAL, type SnapshotStore } from "./store.js";
 
 /** A copy logs its progress this often (only copies that last that long say anything midway). */
 const PROGRESS_EVERY_MS = 2_000;
@@ -12,8 +12,6 @@ const REPORT_EVERY_MS = 500;
 
 /** Progress of a copy for a caller: bytes copied so far, of `total`. */
 export type ProgressReport = (copied: number, total: number) => void;
-/** Suffix of a local copy in progress (a snapshot id never holds a '.'). */
-const PARTIAL = ".partial";
 
 /** Archive storage has no such snapshot (NotFound at the edge). */
 export class ArchiveNotFoundError extends SnapshotNotFoundError {

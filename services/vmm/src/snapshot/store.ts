@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { lstat, mkdir, open, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, open, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import {
@@ -11,6 +11,7 @@ import {
 } from "../domain/errors.js";
 import { KeyedSerial } from "../runtime/keyed-serial.js";
 import type { Runtime } from "../runtime/runtime.js";
+import { fsync } from "./archive/files.js";
 import {
   buildManifest,
   checkSignedListing,
@@ -29,6 +30,8 @@ import { tarCreate, tarExtract } from "./tar.js";
 export const SHARE_TAR = "share.tar";
 /** What the snapshot layer records of the source (listed and signed like every file). */
 export const META_NAME = "snapshot.json";
+/** Suffix of a folder still being written, a snapshot or an unarchive's copy (an id never holds a '.'). */
+export const PARTIAL = ".partial";
 /** Files hashed at once: enough to keep a disk busy, few enough to bound memory (1 MiB each). */
 const HASH_CONCURRENCY = 4;
 const HASH_CHUNK = 1024 * 1024;
@@ -82,6 +85,16 @@ async function hashAll(dir: string, names: readonly string[]): Promise<Map<strin
   return out;
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
 function parseMeta(bytes: Buffer): SnapshotMeta {
   const m = JSON.parse(bytes.toString("utf8")) as Partial<SnapshotMeta>;
   const ok =
@@ -121,19 +134,21 @@ export class SnapshotStore {
   }
 
   /**
-   * Snapshots sandbox `sandboxId` of `runtime` into a new folder `id`. Any failure removes
-   * the partial folder. The returned digest is the one to sign.
+   * Snapshots sandbox `sandboxId` of `runtime` into a new folder `id`. It is written as
+   * `<id>.partial/` and renamed into place once its MANIFEST is on disk, so a folder named by
+   * its id is always whole; a write cut short (any failure, or the vmm killed) leaves at most
+   * a `.partial` folder, removed here on failure or by `removePartial` at the next start.
+   * The returned digest is the one to sign.
    */
   write(id: string, runtime: Runtime, sandboxId: string): Promise<WrittenSnapshot> {
     return this.withLock(id, async () => {
       await mkdir(this.root, { recursive: true, mode: 0o700 });
-      const dir = this.dirOf(id);
-      try {
-        await mkdir(dir, { mode: 0o700 });
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "EEXIST") throw new SnapshotExistsError(id);
-        throw err;
-      }
+      const final = this.dirOf(id);
+      if (await exists(final)) throw new SnapshotExistsError(id);
+      const dir = `${final}${PARTIAL}`;
+      // Under the lock no other write of this id runs: one left here is a dead run's.
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { mode: 0o700 });
       try {
         let shareArchived = false;
         const rs = await runtime.snapshot(sandboxId, dir, {
@@ -181,6 +196,9 @@ export class SnapshotStore {
         } finally {
           await fh.close();
         }
+        await fsync(dir);
+        await rename(dir, final);
+        await fsync(this.root);
         return {
           manifestSha256: sha256Hex(manifest),
           sizeBytes: totalSize(files),
@@ -256,6 +274,22 @@ export class SnapshotStore {
   /** Fills a new sandbox's (empty) share from a verified folder's share.tar. */
   extractShare(dir: string, shareDir: string): Promise<void> {
     return tarExtract(join(dir, SHARE_TAR), shareDir, this.hostPath);
+  }
+
+  /**
+   * Removes the `.partial` folders in the snapshots folder: writes and unarchives a killed
+   * vmm never finished. Call it at start, before any write or unarchive runs. Their names.
+   */
+  async removePartial(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = (await readdir(this.root)).filter((n) => n.endsWith(PARTIAL));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    for (const n of names) await rm(join(this.root, n), { recursive: true, force: true });
+    return names;
   }
 
   /** Removes folder `id`; false when there was none. */

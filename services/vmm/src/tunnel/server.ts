@@ -37,6 +37,13 @@ export class TunnelRegistry {
     });
   }
 
+  /** Closes every open tunnel (a shutdown past its bound); returns how many there were. */
+  severAll(): number {
+    let n = 0;
+    for (const id of [...this.open.keys()]) n += this.sever(id);
+    return n;
+  }
+
   /** Closes every open tunnel of the sandbox; returns how many there were. */
   sever(sandboxId: string): number {
     const set = this.open.get(sandboxId);

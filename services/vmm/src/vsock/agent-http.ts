@@ -7,7 +7,7 @@ import { dialVsock } from "./dialer.js";
 /** The guest agent's fixed vsock ports (the guest's `ports.ts` documents the same numbers). */
 export const AGENT_PORT = 49983;
 
-function vsockAgent(vsockPath: string, port: number): Agent {
+export function vsockAgent(vsockPath: string, port: number): Agent {
   const agent = new Agent({ keepAlive: false });
   (agent as unknown as { createConnection: unknown }).createConnection = (
     _o: unknown,

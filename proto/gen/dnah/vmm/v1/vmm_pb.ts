@@ -2,15 +2,17 @@
 // @generated from file dnah/vmm/v1/vmm.proto (package dnah.vmm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file dnah/vmm/v1/vmm.proto.
  */
 export const file_dnah_vmm_v1_vmm: GenFile = /*@__PURE__*/
-  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIqCg9QYXVzZVZtUmVzcG9uc2USFwoPbWVtb3J5X3JlbGVhc2VkGAEgASgIIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIjwKEVNuYXBzaG90Vm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki3QEKElNuYXBzaG90Vm1SZXNwb25zZRIXCg9tYW5pZmVzdF9zaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIoCgVmaWxlcxgDIAMoCzIZLmRuYWgudm1tLnYxLlNuYXBzaG90RmlsZRIOCgZtZW1vcnkYBCABKAgSDwoHcnVudGltZRgFIAEoCRITCgt0ZW1wbGF0ZV9pZBgGIAEoCRIRCgljcHVfY291bnQYByABKA0SEgoKbWVtb3J5X21pYhgIIAEoDRITCgtkdXJhdGlvbl9tcxgJIAEoDSLWAQoQUmVzdG9yZVZtUmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEjwKCGVudl92YXJzGAUgAygLMiouZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoRUmVzdG9yZVZtUmVzcG9uc2USGwoCdm0YASABKAsyDy5kbmFoLnZtbS52MS5WbRIRCgl2ZXJpZnlfbXMYAiABKA0iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiLQoWQXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJXChdBcmNoaXZlU25hcHNob3RSZXNwb25zZRITCgthcmNoaXZlX3VyaRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEhMKC2R1cmF0aW9uX21zGAMgASgNIkQKGFVuYXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRITCgthcmNoaXZlX3VyaRgCIAEoCSJ9ChlVbmFyY2hpdmVTbmFwc2hvdFJlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQSEwoLZHVyYXRpb25fbXMYAiABKA0SFAoMY29waWVkX2J5dGVzGAMgASgEEhMKC3RvdGFsX2J5dGVzGAQgASgEEgwKBGRvbmUYBSABKAgiKwoURGVsZXRlQXJjaGl2ZVJlcXVlc3QSEwoLYXJjaGl2ZV91cmkYASABKAkiFwoVRGVsZXRlQXJjaGl2ZVJlc3BvbnNlMv4ICgpWbW1TZXJ2aWNlEkcKCENyZWF0ZVZtEhwuZG5haC52bW0udjEuQ3JlYXRlVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuQ3JlYXRlVm1SZXNwb25zZRJHCghEZWxldGVWbRIcLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLkRlbGV0ZVZtUmVzcG9uc2USUAoLQ29uZmlndXJlVm0SHy5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlcXVlc3QaIC5kbmFoLnZtbS52MS5Db25maWd1cmVWbVJlc3BvbnNlEkQKB0xpc3RWbXMSGy5kbmFoLnZtbS52MS5MaXN0Vm1zUmVxdWVzdBocLmRuYWgudm1tLnYxLkxpc3RWbXNSZXNwb25zZRJQCgtHZXRIb3N0SW5mbxIfLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVxdWVzdBogLmRuYWgudm1tLnYxLkdldEhvc3RJbmZvUmVzcG9uc2USRAoHUGF1c2VWbRIbLmRuYWgudm1tLnYxLlBhdXNlVm1SZXF1ZXN0GhwuZG5haC52bW0udjEuUGF1c2VWbVJlc3BvbnNlEkcKCFJlc3VtZVZtEhwuZG5haC52bW0udjEuUmVzdW1lVm1SZXF1ZXN0Gh0uZG5haC52bW0udjEuUmVzdW1lVm1SZXNwb25zZRJTCgxHZXRWbU1ldHJpY3MSIC5kbmFoLnZtbS52MS5HZXRWbU1ldHJpY3NSZXF1ZXN0GiEuZG5haC52bW0udjEuR2V0Vm1NZXRyaWNzUmVzcG9uc2USTQoKU25hcHNob3RWbRIeLmRuYWgudm1tLnYxLlNuYXBzaG90Vm1SZXF1ZXN0Gh8uZG5haC52bW0udjEuU25hcHNob3RWbVJlc3BvbnNlEkoKCVJlc3RvcmVWbRIdLmRuYWgudm1tLnYxLlJlc3RvcmVWbVJlcXVlc3QaHi5kbmFoLnZtbS52MS5SZXN0b3JlVm1SZXNwb25zZRJZCg5EZWxldGVTbmFwc2hvdBIiLmRuYWgudm1tLnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBojLmRuYWgudm1tLnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USXAoPQXJjaGl2ZVNuYXBzaG90EiMuZG5haC52bW0udjEuQXJjaGl2ZVNuYXBzaG90UmVxdWVzdBokLmRuYWgudm1tLnYxLkFyY2hpdmVTbmFwc2hvdFJlc3BvbnNlEmQKEVVuYXJjaGl2ZVNuYXBzaG90EiUuZG5haC52bW0udjEuVW5hcmNoaXZlU25hcHNob3RSZXF1ZXN0GiYuZG5haC52bW0udjEuVW5hcmNoaXZlU25hcHNob3RSZXNwb25zZTABElYKDURlbGV0ZUFyY2hpdmUSIS5kbmFoLnZtbS52MS5EZWxldGVBcmNoaXZlUmVxdWVzdBoiLmRuYWgudm1tLnYxLkRlbGV0ZUFyY2hpdmVSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("ChVkbmFoL3ZtbS92MS92bW0ucHJvdG8SC2RuYWgudm1tLnYxIuIBCg9DcmVhdGVWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRI7CghlbnZfdmFycxgDIAMoCzIpLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkSEQoJY3B1X2NvdW50GAQgASgNEhIKCm1lbW9yeV9taWIYBSABKA0SEgoKYmFja2dyb3VuZBgGIAEoCBouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIvChBDcmVhdGVWbVJlc3BvbnNlEhsKAnZtGAEgASgLMg8uZG5haC52bW0udjEuVm0iXwoCVm0SEgoKc2FuZGJveF9pZBgBIAEoCRITCgt0ZW1wbGF0ZV9pZBgCIAEoCRIPCgdydW50aW1lGAMgASgJEg8KB2Jvb3RfbXMYBCABKA0SDgoGcGF1c2VkGAUgASgIIiUKD0RlbGV0ZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEERlbGV0ZVZtUmVzcG9uc2UimAEKEkNvbmZpZ3VyZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJEj4KCGVudl92YXJzGAIgAygLMiwuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0LkVudlZhcnNFbnRyeRouCgxFbnZWYXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIVChNDb25maWd1cmVWbVJlc3BvbnNlIhAKDkxpc3RWbXNSZXF1ZXN0Ii8KD0xpc3RWbXNSZXNwb25zZRIcCgN2bXMYASADKAsyDy5kbmFoLnZtbS52MS5WbSIUChJHZXRIb3N0SW5mb1JlcXVlc3QigQEKE0dldEhvc3RJbmZvUmVzcG9uc2USDwoHaG9zdF9pZBgBIAEoCRIPCgdydW50aW1lGAIgASgJEhoKEmNhcGFjaXR5X3NhbmRib3hlcxgDIAEoDRIZChFydW5uaW5nX3NhbmRib3hlcxgEIAEoDRIRCglpc29sYXRpb24YBSABKAkiJAoOUGF1c2VWbVJlcXVlc3QSEgoKc2FuZGJveF9pZBgBIAEoCSIqCg9QYXVzZVZtUmVzcG9uc2USFwoPbWVtb3J5X3JlbGVhc2VkGAEgASgIIiUKD1Jlc3VtZVZtUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIhIKEFJlc3VtZVZtUmVzcG9uc2UiKQoTR2V0Vm1NZXRyaWNzUmVxdWVzdBISCgpzYW5kYm94X2lkGAEgASgJIj8KFEdldFZtTWV0cmljc1Jlc3BvbnNlEicKB21ldHJpY3MYASABKAsyFi5kbmFoLnZtbS52MS5WbU1ldHJpY3MixwEKCVZtTWV0cmljcxIUCgx0aW1lc3RhbXBfbXMYASABKAQSEQoJY3B1X2NvdW50GAIgASgNEhQKDGNwdV91c2VkX3BjdBgDIAEoARIWCg5tZW1fdXNlZF9ieXRlcxgEIAEoBBIXCg9tZW1fdG90YWxfYnl0ZXMYBSABKAQSFwoPbWVtX2NhY2hlX2J5dGVzGAYgASgEEhcKD2Rpc2tfdXNlZF9ieXRlcxgHIAEoBBIYChBkaXNrX3RvdGFsX2J5dGVzGAggASgEIjwKEVNuYXBzaG90Vm1SZXF1ZXN0EhIKCnNhbmRib3hfaWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiQAoMU25hcHNob3RGaWxlEgwKBG5hbWUYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIOCgZzaGEyNTYYAyABKAki3QEKElNuYXBzaG90Vm1SZXNwb25zZRIXCg9tYW5pZmVzdF9zaGEyNTYYASABKAkSEgoKc2l6ZV9ieXRlcxgCIAEoBBIoCgVmaWxlcxgDIAMoCzIZLmRuYWgudm1tLnYxLlNuYXBzaG90RmlsZRIOCgZtZW1vcnkYBCABKAgSDwoHcnVudGltZRgFIAEoCRITCgt0ZW1wbGF0ZV9pZBgGIAEoCRIRCgljcHVfY291bnQYByABKA0SEgoKbWVtb3J5X21pYhgIIAEoDRITCgtkdXJhdGlvbl9tcxgJIAEoDSLWAQoQUmVzdG9yZVZtUmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRISCgpzYW5kYm94X2lkGAIgASgJEhcKD21hbmlmZXN0X3NoYTI1NhgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgEEjwKCGVudl92YXJzGAUgAygLMiouZG5haC52bW0udjEuUmVzdG9yZVZtUmVxdWVzdC5FbnZWYXJzRW50cnkaLgoMRW52VmFyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiQwoRUmVzdG9yZVZtUmVzcG9uc2USGwoCdm0YASABKAsyDy5kbmFoLnZtbS52MS5WbRIRCgl2ZXJpZnlfbXMYAiABKA0iLAoVRGVsZXRlU25hcHNob3RSZXF1ZXN0EhMKC3NuYXBzaG90X2lkGAEgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiLQoWQXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCSJXChdBcmNoaXZlU25hcHNob3RSZXNwb25zZRITCgthcmNoaXZlX3VyaRgBIAEoCRISCgpzaXplX2J5dGVzGAIgASgEEhMKC2R1cmF0aW9uX21zGAMgASgNIkQKGFVuYXJjaGl2ZVNuYXBzaG90UmVxdWVzdBITCgtzbmFwc2hvdF9pZBgBIAEoCRITCgthcmNoaXZlX3VyaRgCIAEoCSJ9ChlVbmFyY2hpdmVTbmFwc2hvdFJlc3BvbnNlEhIKCnNpemVfYnl0ZXMYASABKAQSEwoLZHVyYXRpb25fbXMYAiABKA0SFAoMY29waWVkX2J5dGVzGAMgASgEEhMKC3RvdGFsX2J5dGVzGAQgASgEEgwKBGRvbmUYBSABKAgiKwoURGVsZXRlQXJjaGl2ZVJlcXVlc3QSEwoLYXJjaGl2ZV91cmkYASABKAkiFwoVRGVsZXRlQXJjaGl2ZVJlc3BvbnNlImwKDFRlbXBsYXRlU3RlcBIrCgRraW5kGAEgASgOMh0uZG5haC52bW0udjEuVGVtcGxhdGVTdGVwS2luZBIMCgRhcmdzGAIgAygJEhIKCmZpbGVzX2hhc2gYAyABKAkSDQoFZm9yY2UYBCABKAgiSwoNVGVtcGxhdGVTdGFydBIPCgdjb21tYW5kGAEgASgJEhIKCnJlYWR5X3BvcnQYAiABKA0SFQoNcmVhZHlfY29tbWFuZBgDIAEoCSKUAgoUQnVpbGRUZW1wbGF0ZVJlcXVlc3QSEwoLdGVtcGxhdGVfaWQYASABKAkSGAoQYmFzZV90ZW1wbGF0ZV9pZBgCIAEoCRIoCgVzdGVwcxgDIAMoCzIZLmRuYWgudm1tLnYxLlRlbXBsYXRlU3RlcBIpCgVzdGFydBgEIAEoCzIaLmRuYWgudm1tLnYxLlRlbXBsYXRlU3RhcnQSOwoFZmlsZXMYBSADKAsyLC5kbmFoLnZtbS52MS5CdWlsZFRlbXBsYXRlUmVxdWVzdC5GaWxlc0VudHJ5Eg0KBWZvcmNlGAYgASgIGiwKCkZpbGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgMOgI4ASJaChBUZW1wbGF0ZUJ1aWxkTG9nEiYKAmF0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsZXZlbBgCIAEoCRIPCgdtZXNzYWdlGAMgASgJInwKE1RlbXBsYXRlQnVpbGRSZXN1bHQSEQoJYnVpbGRfa2V5GAEgASgJEhQKDGNhY2hlZF9zdGVwcxgCIAEoDRITCgtidWlsdF9zdGVwcxgDIAEoDRISCgpzaXplX2J5dGVzGAQgASgEEhMKC2R1cmF0aW9uX21zGAUgASgNInUKFUJ1aWxkVGVtcGxhdGVSZXNwb25zZRIqCgNsb2cYASABKAsyHS5kbmFoLnZtbS52MS5UZW1wbGF0ZUJ1aWxkTG9nEjAKBnJlc3VsdBgCIAEoCzIgLmRuYWgudm1tLnYxLlRlbXBsYXRlQnVpbGRSZXN1bHQiLAoVRGVsZXRlVGVtcGxhdGVSZXF1ZXN0EhMKC3RlbXBsYXRlX2lkGAEgASgJIhgKFkRlbGV0ZVRlbXBsYXRlUmVzcG9uc2UqyAEKEFRlbXBsYXRlU3RlcEtpbmQSIgoeVEVNUExBVEVfU1RFUF9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWVEVNUExBVEVfU1RFUF9LSU5EX1JVThABEhsKF1RFTVBMQVRFX1NURVBfS0lORF9DT1BZEAISGgoWVEVNUExBVEVfU1RFUF9LSU5EX0VOVhADEh4KGlRFTVBMQVRFX1NURVBfS0lORF9XT1JLRElSEAQSGwoXVEVNUExBVEVfU1RFUF9LSU5EX1VTRVIQBTKzCgoKVm1tU2VydmljZRJHCghDcmVhdGVWbRIcLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLkNyZWF0ZVZtUmVzcG9uc2USRwoIRGVsZXRlVm0SHC5kbmFoLnZtbS52MS5EZWxldGVWbVJlcXVlc3QaHS5kbmFoLnZtbS52MS5EZWxldGVWbVJlc3BvbnNlElAKC0NvbmZpZ3VyZVZtEh8uZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXF1ZXN0GiAuZG5haC52bW0udjEuQ29uZmlndXJlVm1SZXNwb25zZRJECgdMaXN0Vm1zEhsuZG5haC52bW0udjEuTGlzdFZtc1JlcXVlc3QaHC5kbmFoLnZtbS52MS5MaXN0Vm1zUmVzcG9uc2USUAoLR2V0SG9zdEluZm8SHy5kbmFoLnZtbS52MS5HZXRIb3N0SW5mb1JlcXVlc3QaIC5kbmFoLnZtbS52MS5HZXRIb3N0SW5mb1Jlc3BvbnNlEkQKB1BhdXNlVm0SGy5kbmFoLnZtbS52MS5QYXVzZVZtUmVxdWVzdBocLmRuYWgudm1tLnYxLlBhdXNlVm1SZXNwb25zZRJHCghSZXN1bWVWbRIcLmRuYWgudm1tLnYxLlJlc3VtZVZtUmVxdWVzdBodLmRuYWgudm1tLnYxLlJlc3VtZVZtUmVzcG9uc2USUwoMR2V0Vm1NZXRyaWNzEiAuZG5haC52bW0udjEuR2V0Vm1NZXRyaWNzUmVxdWVzdBohLmRuYWgudm1tLnYxLkdldFZtTWV0cmljc1Jlc3BvbnNlEk0KClNuYXBzaG90Vm0SHi5kbmFoLnZtbS52MS5TbmFwc2hvdFZtUmVxdWVzdBofLmRuYWgudm1tLnYxLlNuYXBzaG90Vm1SZXNwb25zZRJKCglSZXN0b3JlVm0SHS5kbmFoLnZtbS52MS5SZXN0b3JlVm1SZXF1ZXN0Gh4uZG5haC52bW0udjEuUmVzdG9yZVZtUmVzcG9uc2USWQoORGVsZXRlU25hcHNob3QSIi5kbmFoLnZtbS52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaIy5kbmFoLnZtbS52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlElwKD0FyY2hpdmVTbmFwc2hvdBIjLmRuYWgudm1tLnYxLkFyY2hpdmVTbmFwc2hvdFJlcXVlc3QaJC5kbmFoLnZtbS52MS5BcmNoaXZlU25hcHNob3RSZXNwb25zZRJkChFVbmFyY2hpdmVTbmFwc2hvdBIlLmRuYWgudm1tLnYxLlVuYXJjaGl2ZVNuYXBzaG90UmVxdWVzdBomLmRuYWgudm1tLnYxLlVuYXJjaGl2ZVNuYXBzaG90UmVzcG9uc2UwARJWCg1EZWxldGVBcmNoaXZlEiEuZG5haC52bW0udjEuRGVsZXRlQXJjaGl2ZVJlcXVlc3QaIi5kbmFoLnZtbS52MS5EZWxldGVBcmNoaXZlUmVzcG9uc2USWAoNQnVpbGRUZW1wbGF0ZRIhLmRuYWgudm1tLnYxLkJ1aWxkVGVtcGxhdGVSZXF1ZXN0GiIuZG5haC52bW0udjEuQnVpbGRUZW1wbGF0ZVJlc3BvbnNlMAESWQoORGVsZXRlVGVtcGxhdGUSIi5kbmFoLnZtbS52MS5EZWxldGVUZW1wbGF0ZVJlcXVlc3QaIy5kbmFoLnZtbS52MS5EZWxldGVUZW1wbGF0ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * @generated from message dnah.vmm.v1.CreateVmRequest
@@ -773,6 +775,300 @@ export const DeleteArchiveResponseSchema: GenMessage<DeleteArchiveResponse> = /*
   messageDesc(file_dnah_vmm_v1_vmm, 30);
 
 /**
+ * @generated from message dnah.vmm.v1.TemplateStep
+ */
+export type TemplateStep = Message<"dnah.vmm.v1.TemplateStep"> & {
+  /**
+   * @generated from field: dnah.vmm.v1.TemplateStepKind kind = 1;
+   */
+  kind: TemplateStepKind;
+
+  /**
+   * @generated from field: repeated string args = 2;
+   */
+  args: string[];
+
+  /**
+   * COPY: the sha256 (hex) of the context tar in BuildTemplateRequest.files.
+   *
+   * @generated from field: string files_hash = 3;
+   */
+  filesHash: string;
+
+  /**
+   * Run this step (and every later one) even when a cached layer exists.
+   *
+   * @generated from field: bool force = 4;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.TemplateStep.
+ * Use `create(TemplateStepSchema)` to create a new message.
+ */
+export const TemplateStepSchema: GenMessage<TemplateStep> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 31);
+
+/**
+ * The command a template's sandboxes start with, supervised by the agent.
+ *
+ * @generated from message dnah.vmm.v1.TemplateStart
+ */
+export type TemplateStart = Message<"dnah.vmm.v1.TemplateStart"> & {
+  /**
+   * @generated from field: string command = 1;
+   */
+  command: string;
+
+  /**
+   * A sandbox is handed out once this guest port accepts (0: not checked)…
+   *
+   * @generated from field: uint32 ready_port = 2;
+   */
+  readyPort: number;
+
+  /**
+   * …or once this shell command exits 0 (run through the agent every 250 ms).
+   *
+   * @generated from field: string ready_command = 3;
+   */
+  readyCommand: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.TemplateStart.
+ * Use `create(TemplateStartSchema)` to create a new message.
+ */
+export const TemplateStartSchema: GenMessage<TemplateStart> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 32);
+
+/**
+ * @generated from message dnah.vmm.v1.BuildTemplateRequest
+ */
+export type BuildTemplateRequest = Message<"dnah.vmm.v1.BuildTemplateRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+
+  /**
+   * @generated from field: string base_template_id = 2;
+   */
+  baseTemplateId: string;
+
+  /**
+   * @generated from field: repeated dnah.vmm.v1.TemplateStep steps = 3;
+   */
+  steps: TemplateStep[];
+
+  /**
+   * @generated from field: dnah.vmm.v1.TemplateStart start = 4;
+   */
+  start?: TemplateStart | undefined;
+
+  /**
+   * Context tars (plain or gzip) by the sha256 (hex) of their bytes.
+   *
+   * @generated from field: map<string, bytes> files = 5;
+   */
+  files: { [key: string]: Uint8Array };
+
+  /**
+   * Ignore every cached layer.
+   *
+   * @generated from field: bool force = 6;
+   */
+  force: boolean;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.BuildTemplateRequest.
+ * Use `create(BuildTemplateRequestSchema)` to create a new message.
+ */
+export const BuildTemplateRequestSchema: GenMessage<BuildTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 33);
+
+/**
+ * @generated from message dnah.vmm.v1.TemplateBuildLog
+ */
+export type TemplateBuildLog = Message<"dnah.vmm.v1.TemplateBuildLog"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp at = 1;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * "info", "warn" or "error".
+   *
+   * @generated from field: string level = 2;
+   */
+  level: string;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.TemplateBuildLog.
+ * Use `create(TemplateBuildLogSchema)` to create a new message.
+ */
+export const TemplateBuildLogSchema: GenMessage<TemplateBuildLog> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 34);
+
+/**
+ * @generated from message dnah.vmm.v1.TemplateBuildResult
+ */
+export type TemplateBuildResult = Message<"dnah.vmm.v1.TemplateBuildResult"> & {
+  /**
+   * Hash of the base and every step: equal keys are equal templates.
+   *
+   * @generated from field: string build_key = 1;
+   */
+  buildKey: string;
+
+  /**
+   * @generated from field: uint32 cached_steps = 2;
+   */
+  cachedSteps: number;
+
+  /**
+   * @generated from field: uint32 built_steps = 3;
+   */
+  builtSteps: number;
+
+  /**
+   * @generated from field: uint64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: uint32 duration_ms = 5;
+   */
+  durationMs: number;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.TemplateBuildResult.
+ * Use `create(TemplateBuildResultSchema)` to create a new message.
+ */
+export const TemplateBuildResultSchema: GenMessage<TemplateBuildResult> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 35);
+
+/**
+ * @generated from message dnah.vmm.v1.BuildTemplateResponse
+ */
+export type BuildTemplateResponse = Message<"dnah.vmm.v1.BuildTemplateResponse"> & {
+  /**
+   * @generated from field: dnah.vmm.v1.TemplateBuildLog log = 1;
+   */
+  log?: TemplateBuildLog | undefined;
+
+  /**
+   * Set on the last message only.
+   *
+   * @generated from field: dnah.vmm.v1.TemplateBuildResult result = 2;
+   */
+  result?: TemplateBuildResult | undefined;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.BuildTemplateResponse.
+ * Use `create(BuildTemplateResponseSchema)` to create a new message.
+ */
+export const BuildTemplateResponseSchema: GenMessage<BuildTemplateResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 36);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteTemplateRequest
+ */
+export type DeleteTemplateRequest = Message<"dnah.vmm.v1.DeleteTemplateRequest"> & {
+  /**
+   * @generated from field: string template_id = 1;
+   */
+  templateId: string;
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteTemplateRequest.
+ * Use `create(DeleteTemplateRequestSchema)` to create a new message.
+ */
+export const DeleteTemplateRequestSchema: GenMessage<DeleteTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 37);
+
+/**
+ * @generated from message dnah.vmm.v1.DeleteTemplateResponse
+ */
+export type DeleteTemplateResponse = Message<"dnah.vmm.v1.DeleteTemplateResponse"> & {
+};
+
+/**
+ * Describes the message dnah.vmm.v1.DeleteTemplateResponse.
+ * Use `create(DeleteTemplateResponseSchema)` to create a new message.
+ */
+export const DeleteTemplateResponseSchema: GenMessage<DeleteTemplateResponse> = /*@__PURE__*/
+  messageDesc(file_dnah_vmm_v1_vmm, 38);
+
+/**
+ * What a template build step does. The Dockerfile subset, E2B's and Daytona's builders and the
+ * native spec all come down to these.
+ *
+ * @generated from enum dnah.vmm.v1.TemplateStepKind
+ */
+export enum TemplateStepKind {
+  /**
+   * @generated from enum value: TEMPLATE_STEP_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * args: [command, user?]: a shell command (bash -c), run in the current workdir as the
+   * current user, or as `user` for this step only.
+   *
+   * @generated from enum value: TEMPLATE_STEP_KIND_RUN = 1;
+   */
+  RUN = 1,
+
+  /**
+   * args: [source in the context, destination, owner?, mode?]; files_hash names the context
+   * tar. Run as root; the files belong to owner (default: the current user).
+   *
+   * @generated from enum value: TEMPLATE_STEP_KIND_COPY = 2;
+   */
+  COPY = 2,
+
+  /**
+   * args: [name, value, name, value, …] for later steps and for every sandbox.
+   *
+   * @generated from enum value: TEMPLATE_STEP_KIND_ENV = 3;
+   */
+  ENV = 3,
+
+  /**
+   * args[0]: a path (relative to the current workdir), created when missing and then owned
+   * by the current user.
+   *
+   * @generated from enum value: TEMPLATE_STEP_KIND_WORKDIR = 4;
+   */
+  WORKDIR = 4,
+
+  /**
+   * args[0]: a user name for later steps and the start command.
+   *
+   * @generated from enum value: TEMPLATE_STEP_KIND_USER = 5;
+   */
+  USER = 5,
+}
+
+/**
+ * Describes the enum dnah.vmm.v1.TemplateStepKind.
+ */
+export const TemplateStepKindSchema: GenEnum<TemplateStepKind> = /*@__PURE__*/
+  enumDesc(file_dnah_vmm_v1_vmm, 0);
+
+/**
  * VmmService runs on every host and owns that host's sandboxes: their runtime processes,
  * disks, network and agent sockets. The data plane (HTTP to a sandbox port) is not an RPC:
  * it is the tunnel, `GET /tunnel/{sandbox_id}/{port}` with `Upgrade: dnah-tunnel`.
@@ -937,6 +1233,33 @@ export const VmmService: GenService<{
     methodKind: "unary";
     input: typeof DeleteArchiveRequestSchema;
     output: typeof DeleteArchiveResponseSchema;
+  },
+  /**
+   * BuildTemplate builds a template from a base template and ordered steps, each step run in
+   * a build jail (its own mount, pid and network namespaces; egress to public addresses only)
+   * whose changes become a layer cached by the hash of everything the step depends on, so a
+   * rebuild reruns only the steps from the first changed one on. It streams log lines; the
+   * last message has done set. Cancelling the call stops the running step and keeps nothing
+   * of it. An unknown base is NOT_FOUND; a bad step is INVALID_ARGUMENT; a failing step is
+   * FAILED_PRECONDITION naming the step and its exit code.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.BuildTemplate
+   */
+  buildTemplate: {
+    methodKind: "server_streaming";
+    input: typeof BuildTemplateRequestSchema;
+    output: typeof BuildTemplateResponseSchema;
+  },
+  /**
+   * DeleteTemplate forgets a built template on this host (its cached layers stay for other
+   * builds). Deleting an unknown id succeeds.
+   *
+   * @generated from rpc dnah.vmm.v1.VmmService.DeleteTemplate
+   */
+  deleteTemplate: {
+    methodKind: "unary";
+    input: typeof DeleteTemplateRequestSchema;
+    output: typeof DeleteTemplateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_dnah_vmm_v1_vmm, 0);

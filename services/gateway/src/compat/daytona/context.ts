@@ -10,6 +10,8 @@ declare module "fastify" {
     daytonaOwner: string;
     /** The state of the toolbox request's sandbox as the auth hook read it ("" when none). */
     daytonaSandboxState: string;
+    /** The id of the API key of a Daytona API request (who owns the templates it builds). */
+    daytonaKeyId: string;
   }
 }
 

@@ -20,6 +20,7 @@ export const DAYTONA_ERROR_TABLE = Object.freeze({
   payload_too_large: { status: 413, code: "PAYLOAD_TOO_LARGE" },
   unsupported_media_type: { status: 415, code: "INVALID_REQUEST_BODY" },
   unauthenticated: { status: 401, code: "UNAUTHORIZED" },
+  permission_denied: { status: 403, code: "FORBIDDEN" },
   not_found: { status: 404, code: "NOT_FOUND" },
   already_exists: { status: 409, code: "CONFLICT" },
   failed_precondition: { status: 409, code: "CONFLICT" },

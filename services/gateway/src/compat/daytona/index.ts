@@ -12,6 +12,7 @@ import {
   UnavailableError,
 } from "../../errors.js";
 import type { RpcDeps } from "../../rpc/deps.js";
+import { sandboxBuildLogRoutes } from "./api/build-logs.js";
 import { createRoute } from "./api/create.js";
 import { deleteRoute } from "./api/delete.js";
 import { forkRoute } from "./api/fork.js";
@@ -24,6 +25,8 @@ import type { DaytonaContext } from "./context.js";
 import { daytonaSandboxById } from "./db.js";
 import { DaytonaHttpError, type DaytonaSource, toDaytonaError } from "./errors.js";
 import { PREVIEW_TOKEN_QUERY, previewRoutes, sameToken } from "./preview.js";
+import { snapshotRoutes } from "./snapshots/routes.js";
+import { pushAccessRoute, STORAGE_PREFIX, storageRoutes } from "./snapshots/storage.js";
 import { DaytonaEvents } from "./socket.js";
 import { type ToolboxContext, toolboxRoutes } from "./toolbox/index.js";
 
@@ -48,7 +51,8 @@ export function isDaytonaRequest(req: FastifyRequest): boolean {
     u.startsWith("/api/") ||
     u.startsWith("/api?") ||
     u.startsWith("/toolbox/") ||
-    u.startsWith("/preview/")
+    u.startsWith("/preview/") ||
+    u.startsWith(`${STORAGE_PREFIX}/`)
   );
 }
 
@@ -90,18 +94,19 @@ export function createDaytonaCompat(deps: {
     touch: ctx.touch,
   };
 
-  /** The owner (API key hash) of a request with a valid key. */
+  /** The owner (API key hash) of a request with a valid key; the key's id goes on the request. */
   const ownerOf = async (req: FastifyRequest): Promise<string | undefined> => {
     const key = apiKeyFromHeaders(req.headers);
     if (key === undefined) return undefined;
-    let live: boolean;
+    let id: string | undefined;
     try {
-      live = await deps.verifier.verify(key);
+      id = await deps.verifier.identify(key);
     } catch (err) {
       logger.warn({ err, requestId: req.requestId }, "cannot verify an API key");
       throw new UnavailableError("cannot verify the API key right now; retry", { cause: err });
     }
-    if (!live) throw new UnauthenticatedError("invalid API key");
+    if (id === undefined) throw new UnauthenticatedError("invalid API key");
+    req.daytonaKeyId = id;
     return hashApiKey(key);
   };
 
@@ -128,6 +133,7 @@ export function createDaytonaCompat(deps: {
       await app.register(async (d) => {
         d.decorateRequest("daytonaOwner", "");
         d.decorateRequest("daytonaSandboxState", "");
+        d.decorateRequest("daytonaKeyId", "");
         // Body-less POSTs from the SDK (axios) arrive as an empty form-urlencoded body.
         d.addContentTypeParser(
           "application/x-www-form-urlencoded",
@@ -138,6 +144,7 @@ export function createDaytonaCompat(deps: {
           },
         );
         await d.register(previewRoutes, ctx);
+        await d.register(storageRoutes, { ...ctx, prefix: STORAGE_PREFIX });
         await d.register(
           async (api) => {
             api.addHook("onRequest", async (req) => {
@@ -163,6 +170,9 @@ export function createDaytonaCompat(deps: {
               settingsRoutes,
               previewUrlRoute,
               forkRoute,
+              snapshotRoutes,
+              pushAccessRoute,
+              sandboxBuildLogRoutes,
             ])
               await api.register(r, ctx);
           },

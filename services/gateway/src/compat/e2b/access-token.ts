@@ -40,4 +40,14 @@ export class AccessTokens {
   tokenFor(sandboxId: string): string {
     return createHmac("sha256", this.secret).update(sandboxId, "utf8").digest("base64url");
   }
+
+  /**
+   * A MAC of other bytes this surface defines (template upload URLs): `domain` separates them
+   * from access tokens and from each other; fields are NUL-separated in a fixed order.
+   */
+  mac(domain: string, fields: readonly string[]): string {
+    const h = createHmac("sha256", this.secret).update(`dnah-e2b/${domain}\0`, "utf8");
+    for (const f of fields) h.update(`${f}\0`, "utf8");
+    return h.digest("base64url");
+  }
 }

@@ -12,4 +12,6 @@ export interface E2bContext {
   tunnels: SandboxTunnels;
   verifier: ApiKeyVerifier;
   logger: Logger;
+  /** The largest template build context (a COPY step's tar) accepted. */
+  templateContextMaxBytes: number;
 }

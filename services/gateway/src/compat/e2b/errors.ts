@@ -15,6 +15,8 @@ export const E2B_ERROR_TABLE = Object.freeze({
   payload_too_large: { status: 400 },
   unsupported_media_type: { status: 400 },
   unauthenticated: { status: 401, message: "Invalid API key" },
+  // A built-in template cannot be rebuilt or deleted; a template upload URL's bad signature.
+  permission_denied: { status: 403 },
   not_found: { status: 404 },
   // Wrong state for the call: pausing a paused sandbox, resuming a running one (E2B: 409).
   failed_precondition: { status: 409 },

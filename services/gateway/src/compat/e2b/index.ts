@@ -21,6 +21,8 @@ import { listRoute } from "./routes/list.js";
 import { metricsRoute } from "./routes/metrics.js";
 import { pauseRoute } from "./routes/pause.js";
 import { snapshotRoutes } from "./routes/snapshots.js";
+import { templateFileRoutes } from "./routes/template-files.js";
+import { templateRoutes } from "./routes/templates.js";
 import { timeoutRoute } from "./routes/timeout.js";
 import { serveShareFile } from "./share-files.js";
 import { parseSignedFileRequest, SignedFileRouter } from "./signed-files.js";
@@ -58,6 +60,7 @@ export async function createE2bCompat(deps: {
   verifier: ApiKeyVerifier;
   rpc: RpcDeps;
   logger: Logger;
+  templateContextMaxBytes: number;
 }): Promise<E2bCompat> {
   const tunnels = new SandboxTunnels({
     agents: deps.rpc.agents,
@@ -70,6 +73,7 @@ export async function createE2bCompat(deps: {
     tunnels,
     verifier: deps.verifier,
     logger: deps.logger,
+    templateContextMaxBytes: deps.templateContextMaxBytes,
   };
   const stopPruner = startRecordPruner(ctx);
   const shareFiles = {
@@ -99,16 +103,19 @@ export async function createE2bCompat(deps: {
       await app.register(async (e2b) => {
         e2b.addHook("onRequest", async (req) => {
           if (!isE2bApiRequest(req)) return;
+          // Template uploads: the URL's signature is the credential (checked by the route).
+          if (req.routeOptions.config?.e2bSigned === true) return;
           const key = apiKeyFromHeaders(req.headers);
           if (key === undefined) throw new UnauthenticatedError("missing API key");
-          let live: boolean;
+          let id: string | undefined;
           try {
-            live = await ctx.verifier.verify(key);
+            id = await ctx.verifier.identify(key);
           } catch (err) {
             ctx.logger.warn({ err, requestId: req.requestId }, "cannot verify an API key");
             throw new UnavailableError("cannot verify the API key right now; retry", { cause: err });
           }
-          if (!live) throw new UnauthenticatedError("invalid API key");
+          if (id === undefined) throw new UnauthenticatedError("invalid API key");
+          req.apiKeyId = id;
         });
         e2b.setErrorHandler((err, req, reply) => {
           const e = toE2bError(err, {
@@ -128,6 +135,8 @@ export async function createE2bCompat(deps: {
         await e2b.register(metricsRoute, ctx);
         await e2b.register(snapshotRoutes, ctx);
         await e2b.register(forkRoute, ctx);
+        await e2b.register(templateRoutes, ctx);
+        await e2b.register(templateFileRoutes, ctx);
       });
     },
     close: async () => {

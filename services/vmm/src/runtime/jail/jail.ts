@@ -16,7 +16,7 @@ import type {
   VmMetricsSample,
   VmSpec,
 } from "../runtime.js";
-import { createShareDir, SHARE_MOUNT } from "../share.js";
+import { createShareDir, SHARE_MOUNT, shareFolder } from "../share.js";
 import { guestHostname } from "../vm/guest-control.js";
 import {
   type Cgroup,
@@ -40,6 +40,8 @@ export interface JailOptions {
   pidsMax: number;
   /** Size of each sandbox's writable layer (a loop-mounted ext4 image); 0 = no limit. */
   diskMib?: number;
+  /** Size of each sandbox's share, a filesystem of its own (`createShareDir`); 0 = a plain folder. */
+  shareMib?: number;
   /** PATH for the host tools (sh, bwrap). */
   hostPath: string;
   logger: Logger;
@@ -150,13 +152,23 @@ export class JailRuntime implements Runtime {
     const vsockDir = join(dir, "vsock");
     const share = this.shareDir(id);
     await mkdir(dir, { recursive: true });
-    await Promise.all([mkdir(rootfs), mkdir(vsockDir, { mode: 0o700 }), createShareDir(share)]);
+    await Promise.all([mkdir(rootfs), mkdir(vsockDir, { mode: 0o700 })]);
     let cgroup: Cgroup | undefined;
     try {
+      const shareMib = this.opts.shareMib ?? 0;
+      await createShareDir(
+        share,
+        shareMib > 0 ? { sizeMib: shareMib, hostPath: this.opts.hostPath } : undefined,
+      );
       await this.makeLayer(dir);
       await steps.upper?.(join(dir, "upper"));
       await steps.share?.(share);
-      await mountOverlay(spec.template.rootfsDir, join(dir, "upper"), join(dir, "work"), rootfs);
+      await mountOverlay(
+        [...(spec.template.layers ?? []), spec.template.rootfsDir],
+        join(dir, "upper"),
+        join(dir, "work"),
+        rootfs,
+      );
       cgroup = await createCgroup(this.opts.cgroupParent, id, {
         memoryMib: spec.memoryMib,
         cpuCount: spec.cpuCount,
@@ -483,7 +495,7 @@ export class JailRuntime implements Runtime {
   }
 
   shareDir(id: string): string {
-    return join(this.dirOf(id), "share");
+    return shareFolder(this.dirOf(id), (this.opts.shareMib ?? 0) > 0);
   }
 
   /** Pids of every process in a sandbox (tests use it to prove nothing leaks). */

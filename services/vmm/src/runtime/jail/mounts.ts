@@ -4,14 +4,19 @@ import { promisify } from "node:util";
 
 const run = promisify(execFile);
 
-/** Mounts an overlay of `lower` (read-only template) and `upper` (the sandbox's changes). */
+/**
+ * Mounts an overlay of `lower` (read-only template; several layers top first) and `upper`
+ * (the sandbox's changes).
+ */
 export async function mountOverlay(
-  lower: string,
+  lowers: string | readonly string[],
   upper: string,
   work: string,
   target: string,
 ): Promise<void> {
-  for (const p of [lower, upper, work]) {
+  const lowerList = typeof lowers === "string" ? [lowers] : lowers;
+  const lower = lowerList.join(":");
+  for (const p of [...lowerList, upper, work]) {
     // overlayfs options are comma- and colon-separated: refuse paths that would confuse them.
     if (/[,:\s]/.test(p)) throw new Error(`overlay path contains a separator: ${p}`);
   }
@@ -28,13 +33,15 @@ export async function mountOverlay(
 /**
  * A filesystem of `sizeMib` at `target`: a sparse ext4 image (`image`, no journal, no
  * reserved blocks; about 30 ms to make) on a loop device that `umount` releases. Writes past
- * its size fail with ENOSPC inside the sandbox and nowhere else.
+ * its size fail with ENOSPC inside the sandbox and nowhere else. `options` are added to the
+ * mount's (e.g. `nosuid`, `nodev`).
  */
 export async function mountSizedDisk(
   image: string,
   target: string,
   sizeMib: number,
   path: string,
+  options: readonly string[] = [],
 ): Promise<void> {
   const env = { PATH: path };
   await run("truncate", ["-s", `${sizeMib}M`, image], { env });
@@ -45,7 +52,7 @@ export async function mountSizedDisk(
       env,
     },
   );
-  await run("mount", ["-o", "loop,noatime", image, target], { env });
+  await run("mount", ["-o", ["loop", "noatime", ...options].join(","), image, target], { env });
 }
 
 /** Unmounts `target`, lazily if something still holds it. A path not mounted is fine. */

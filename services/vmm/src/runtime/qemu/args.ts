@@ -20,6 +20,7 @@ export interface QemuVmLayout {
   readonly tap?: { readonly name: string; readonly mac: string };
   readonly vsockSocket: string;
   readonly fs?: { readonly socket: string; readonly tag: string };
+  /** Where the serial console goes: QEMU's stdout, written there by the vmm. */
   readonly serialLog: string;
   readonly qmpSocket: string;
   /** TCG translation cache, MiB (QEMU's default of 1 GiB would count against the cgroup). */
@@ -52,7 +53,9 @@ export function qemuArgs(l: QemuVmLayout): string[] {
     ...["-object", `memory-backend-memfd,id=mem,size=${l.memoryMib}M,share=on`],
     ...["-machine", `${l.machine},memory-backend=mem`],
     ...["-kernel", l.kernel, "-initrd", l.initramfs, "-append", l.cmdline],
-    ...["-serial", `file:${l.serialLog}`],
+    // The vmm writes the console to `serialLog`, capped (`spawnSupervised`'s `stdoutFile`):
+    // a `file:` chardev would let the guest's root fill the host's disk.
+    ...["-serial", "stdio"],
     ...["-qmp", `unix:${l.qmpSocket},server=on,wait=off`],
     ...["-drive", `file=${l.disk.path},format=${l.disk.format},if=none,id=root,discard=unmap`],
     ...["-device", q35 ? "virtio-blk-pci,drive=root" : "virtio-blk-device,drive=root"],

@@ -16,6 +16,7 @@ import {
   openCgroup,
   removeCgroupParent,
 } from "../jail/cgroup.js";
+import { mountsUnder, unmount } from "../jail/mounts.js";
 import { KeyedSerial } from "../keyed-serial.js";
 import type {
   RestoreHooks,
@@ -26,7 +27,7 @@ import type {
   VmMetricsSample,
   VmSpec,
 } from "../runtime.js";
-import { createShareDir } from "../share.js";
+import { createShareDir, shareFolder, shareFsMib } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
 import { guestHostname, tellGuest } from "../vm/guest-control.js";
 import { findVmImage } from "../vm/image.js";
@@ -87,6 +88,11 @@ export interface QemuOptions {
   readonly pauseMode?: "stop-snap" | "freeze";
   /** See `VmmConfig.qemuAccel` (default "auto"). */
   readonly accel?: "auto" | "kvm" | "tcg";
+  /**
+   * The share's size: a filesystem of its own (`createShareDir`), so the guest cannot write
+   * more than this to the host's disk through it. Unset: a plain folder (unit tests).
+   */
+  readonly shareMib?: number;
 }
 
 /** What QEMU, virtiofsd and the vsock backend use beyond the guest's RAM (TCG cache included). */
@@ -161,6 +167,11 @@ export class QemuRuntime implements Runtime {
     return join(this.opts.stateDir, "sandboxes", id);
   }
 
+  /** The share folder of a VM folder (in the share's own filesystem when it has a size). */
+  private shareOf(dir: string): string {
+    return shareFolder(dir, (this.opts.shareMib ?? 0) > 0);
+  }
+
   /** Missing host pieces, in words (empty when the runtime can start VMs). */
   static missing(
     opts: Pick<QemuOptions, "cacheDir" | "qemuBinary" | "vsockBackend" | "virtiofsd">,
@@ -192,7 +203,7 @@ export class QemuRuntime implements Runtime {
     const fsBin = findVirtiofsd(this.opts.virtiofsd);
     if (!vsockBin || !fsBin)
       throw new Error(`qemu runtime: missing ${QemuRuntime.missing(this.opts).join(", ")}`);
-    await createShareDir(join(dir, "share"));
+    await mkdir(dir, { recursive: true });
     const machine = snap ? snap.meta.machine : (this.opts.machine ?? "q35");
     const hostname = guestHostname(id);
     let cgroup: Cgroup | undefined;
@@ -201,8 +212,12 @@ export class QemuRuntime implements Runtime {
     let front: VsockFront | undefined;
     let qmp: Qmp | undefined;
     try {
+      await createShareDir(
+        this.shareOf(dir),
+        this.opts.shareMib ? { sizeMib: this.opts.shareMib, hostPath: this.opts.hostPath } : undefined,
+      );
       // The share is filled (a snapshot's share.tar) before anything can see it.
-      if (snap) await snap.hooks.beforeStart(join(dir, "share"));
+      if (snap) await snap.hooks.beforeStart(this.shareOf(dir));
       cgroup = await createCgroup(this.opts.cgroupParent, id, {
         memoryMib: spec.memoryMib + OVERHEAD_MIB,
         cpuCount: spec.cpuCount,
@@ -353,7 +368,7 @@ export class QemuRuntime implements Runtime {
   private startFs(dir: string, fsBin: VirtiofsdBinary, cgroupProcs: readonly string[]): Promise<Supervised> {
     return startVirtiofsd({
       binary: fsBin,
-      sharedDir: join(dir, "share"),
+      sharedDir: this.shareOf(dir),
       socketPath: join(dir, "vfs.sock"),
       logFile: join(dir, "virtiofsd.log"),
       env: this.env,
@@ -380,6 +395,7 @@ export class QemuRuntime implements Runtime {
       command: this.opts.qemuBinary ?? "/usr/bin/qemu-system-x86_64",
       args: qemuArgs({ ...layout, ...(incoming && { incoming: true }) }),
       logFile,
+      stdoutFile: layout.serialLog,
       env: this.env,
       netns: net.netns,
       cgroupProcs,
@@ -460,6 +476,8 @@ export class QemuRuntime implements Runtime {
       await cgroup.remove();
     }
     await removeVmNetwork(net, this.env);
+    // The share's own filesystem (deepest first, should anything be mounted inside it).
+    for (const m of (await mountsUnder(dir)).sort().reverse()) await unmount(m);
     await rm(dir, { recursive: true, force: true });
     this.opts.logger.debug({ "sandbox.id": id }, "qemu vm removed");
   }
@@ -718,7 +736,7 @@ export class QemuRuntime implements Runtime {
       if (`${dest}/`.startsWith(`${join(this.opts.stateDir, "sandboxes")}/`))
         throw new InvalidArgumentError("a snapshot folder may not be inside the sandboxes folder");
       const written = [MEMORY_FILE, basename(rec.disk.path), SNAPSHOT_MANIFEST].map((f) => join(dest, f));
-      const share = join(rec.dir, "share");
+      const share = this.shareOf(rec.dir);
       if (rec.parked) {
         try {
           await copyFile(rec.parked.memoryFile, join(dest, MEMORY_FILE), constants.COPYFILE_FICLONE);
@@ -968,7 +986,7 @@ export class QemuRuntime implements Runtime {
   }
 
   shareDir(id: string): string {
-    return join(this.dirOf(id), "share");
+    return this.shareOf(this.dirOf(id));
   }
 
   onExit(listener: (sandboxId: string, reason: string) => void): void {
@@ -1004,7 +1022,7 @@ export class QemuRuntime implements Runtime {
     const rec = this.vms.get(id);
     return {
       dir,
-      share: join(dir, "share"),
+      share: this.shareOf(dir),
       serialLog: join(dir, "serial.log"),
       netns: netnsName(this.opts.cgroupParent, id),
       cgroup: join("/sys/fs/cgroup", this.opts.cgroupParent, id),
@@ -1059,6 +1077,7 @@ export function createQemuRuntime(
     | "qemuMachine"
     | "qemuAccel"
     | "vmEgress"
+    | "shareQuotaBytes"
   >,
   logger: Logger,
 ): QemuRuntime {
@@ -1074,5 +1093,6 @@ export function createQemuRuntime(
     machine: cfg.qemuMachine,
     accel: cfg.qemuAccel,
     egress: cfg.vmEgress,
+    shareMib: shareFsMib(cfg.shareQuotaBytes),
   });
 }

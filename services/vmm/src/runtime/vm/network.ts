@@ -209,6 +209,24 @@ export async function createVmNetwork(
 }
 
 /**
+ * For processes run in the namespace itself (template builds, not a VM behind the TAP): the
+ * same egress, with the same ranges blocked on the way out, except DNS to `nameservers` (the
+ * host's resolvers, often on a private address).
+ */
+export async function restrictNamespaceOutput(
+  net: Pick<VmNetwork, "netns">,
+  nameservers: readonly string[],
+  env: Env,
+): Promise<void> {
+  const inNs = (...args: string[]) => sh(env, "ip", ["netns", "exec", net.netns, "iptables", "-w", ...args]);
+  await inNs("-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT");
+  for (const ns of nameservers)
+    for (const proto of ["udp", "tcp"])
+      await inNs("-A", "OUTPUT", "-d", ns, "-p", proto, "--dport", "53", "-j", "ACCEPT");
+  for (const cidr of BLOCKED) await inNs("-A", "OUTPUT", "-d", cidr, "-j", "DROP");
+}
+
+/**
  * Removes a VM's namespace; deleting it deletes the veth pair and the TAP with it. A missing
  * namespace is fine.
  */

@@ -1,7 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, existsSync } from "node:fs";
+import { createWriteStream, existsSync, statSync } from "node:fs";
 import { open } from "node:fs/promises";
+import { Transform } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
+
+/**
+ * The most a VM's helper may write to one log file, in bytes. What a guest does can make them
+ * write without end (its root writing to the serial console, a vsock backend warning for every
+ * connection to an unknown CID): past this the rest is dropped, with a note, so no guest can
+ * fill the host's disk through its logs. Boot and failure logs are a few KiB.
+ */
+export const LOG_CAP_BYTES = 256 * 1024;
 
 /**
  * Helper processes of a VM (the VMM itself, virtiofsd, the vsock backend): spawned so they die
@@ -13,8 +22,10 @@ export interface SupervisedOptions {
   readonly name: string;
   readonly command: string;
   readonly args: readonly string[];
-  /** stdout and stderr are appended here. */
+  /** stdout and stderr are appended here, up to `LOG_CAP_BYTES` (counting what it held). */
   readonly logFile: string;
+  /** stdout goes here instead, capped the same way (QEMU's serial console). */
+  readonly stdoutFile?: string;
   /** PATH and whatever else the program needs; nothing is inherited. */
   readonly env: Readonly<Record<string, string>>;
   /** Run inside this network namespace (`ip netns exec`). */
@@ -50,11 +61,9 @@ export function spawnSupervised(o: SupervisedOptions): Supervised {
       stdio: ["ignore", "pipe", "pipe"],
     },
   );
-  const log = createWriteStream(o.logFile, { flags: "a" });
-  log.on("error", () => {
-    // the VM folder was removed under us (destroy); nothing left to log to
-  });
-  proc.stdout?.pipe(log, { end: false });
+  const log = cappedLog(o.logFile);
+  const out = o.stdoutFile === undefined ? log : cappedLog(o.stdoutFile);
+  proc.stdout?.pipe(out, { end: false });
   proc.stderr?.pipe(log, { end: false });
   const exited = new Promise<string>((resolve) => {
     proc.once("error", (err) => resolve(`could not start: ${err.message}`));
@@ -62,7 +71,12 @@ export function spawnSupervised(o: SupervisedOptions): Supervised {
       resolve(signal ? `killed by ${signal}` : `exited with code ${code}`);
     });
   });
-  void exited.then(() => setTimeout(() => log.end(), 50).unref());
+  void exited.then(() =>
+    setTimeout(() => {
+      log.end();
+      if (out !== log) out.end();
+    }, 50).unref(),
+  );
   const alive = () => proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined;
   return {
     name: o.name,
@@ -74,6 +88,41 @@ export function spawnSupervised(o: SupervisedOptions): Supervised {
       await exited;
     },
   };
+}
+
+/**
+ * An appending writer to `path` that lets through at most `LOG_CAP_BYTES` in all (what the
+ * file already holds counts: a restarted process does not get a new allowance), then one note,
+ * then nothing. It keeps reading, so the process never blocks on a full pipe.
+ */
+function cappedLog(path: string): Transform {
+  let size = 0;
+  try {
+    size = statSync(path).size;
+  } catch {
+    // a new file
+  }
+  const file = createWriteStream(path, { flags: "a" });
+  file.on("error", () => {
+    // the VM folder was removed under us (destroy); nothing left to log to
+  });
+  const cap = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      const room = LOG_CAP_BYTES - size;
+      if (room <= 0) return done();
+      size += chunk.length;
+      if (chunk.length < room) return done(null, chunk);
+      done(
+        null,
+        Buffer.concat([
+          chunk.subarray(0, room),
+          Buffer.from(`\n[dnah: this log reached ${LOG_CAP_BYTES} bytes; what follows is dropped]\n`),
+        ]),
+      );
+    },
+  });
+  cap.pipe(file);
+  return cap;
 }
 
 /**

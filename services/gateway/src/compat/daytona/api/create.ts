@@ -4,11 +4,14 @@ import {
   CreateSandboxRequestSchema,
   DeleteSandboxRequestSchema,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import { type Template, TemplateBuildStatus } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { FastifyInstance } from "fastify";
 import { GatewayError, InvalidArgumentError } from "../../../errors.js";
 import type { Json } from "../../../rest/body.js";
+import { abortOnDisconnect } from "../../../rest/common.js";
 import { createSandbox, DEFAULT_TEMPLATE_ID } from "../../../rpc/create-sandbox.js";
 import { deleteSandbox } from "../../../rpc/delete-sandbox.js";
+import { getTemplate } from "../../../rpc/get-template.js";
 import { checkMetadata } from "../../../rpc/validate.js";
 import { daytonaBody, optBool, optInt, optMap, optStr } from "../body.js";
 import { type DaytonaContext, requestOrigin } from "../context.js";
@@ -25,6 +28,15 @@ import {
   normalizeAutoDelete,
 } from "../lifecycle.js";
 import { ORG_METADATA_KEY } from "../native.js";
+import {
+  type BuildInfo,
+  buildInfoOf,
+  imageTemplateId,
+  startBuild,
+  waitForBuild,
+} from "../snapshots/build.js";
+import { findSnapshot, touchSnapshot } from "../snapshots/db.js";
+import { current } from "../snapshots/routes.js";
 import { fullDto } from "./common.js";
 
 /** The user every template runs commands as (`recipes.ts`). */
@@ -35,10 +47,8 @@ const LANGUAGE_LABEL = "code-toolbox-language";
 
 /** Fields Daytona has that this server cannot honour: refused rather than silently dropped. */
 function refuseUnsupported(b: Json): void {
-  if (b.buildInfo !== undefined && b.buildInfo !== null)
-    throw new InvalidArgumentError(
-      "building images (image / buildInfo) is not supported; create from a snapshot (a dnah template name)",
-    );
+  if (b.buildInfo !== undefined && b.buildInfo !== null && optStr(b, "snapshot"))
+    throw new InvalidArgumentError("give either snapshot or buildInfo, not both");
   const gpu = optInt(b, "gpu", 0, 64);
   if ((gpu ?? 0) > 0 || (Array.isArray(b.gpuType) && b.gpuType.length > 0))
     throw new InvalidArgumentError("GPUs are not supported");
@@ -67,10 +77,10 @@ function refuseUnsupported(b: Json): void {
  * organization id as metadata (`dnah.daytona.org`), so a list page reads it in one call.
  */
 export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Promise<void> {
-  app.post("/sandbox", async (req) => {
+  app.post("/sandbox", async (req, reply) => {
     const b = daytonaBody(req.body);
     refuseUnsupported(b);
-    const snapshot = optStr(b, "snapshot") || DEFAULT_TEMPLATE_ID;
+    const info = buildInfoOf(b);
     const name = optStr(b, "name");
     if (name !== undefined && !NAME_RE.test(name))
       throw new InvalidArgumentError(
@@ -104,15 +114,20 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
     const owner = req.daytonaOwner;
     if (name !== undefined && (await nameTaken(ctx.db, owner, name)))
       throw new GatewayError("already_exists", `Sandbox with name ${name} already exists`);
+    const { snapshot, templateId } =
+      info !== undefined
+        ? await builtImage(ctx, req.daytonaKeyId, owner, info, abortOnDisconnect(reply))
+        : await snapshotTemplate(ctx, req.daytonaKeyId, owner, optStr(b, "snapshot") || DEFAULT_TEMPLATE_ID);
     const res = await createSandbox(
       ctx.deps,
       create(CreateSandboxRequestSchema, {
-        templateId: snapshot,
+        templateId,
         metadata: { [ORG_METADATA_KEY]: organizationIdOf(owner) },
         envVars: env,
         type: NATIVE_TYPE,
         ...nativeLifecycleValues({ autoStop, autoArchive, autoDelete }),
       }),
+      { owner: req.daytonaKeyId },
     );
     const sb = res.sandbox!;
     let row: Awaited<ReturnType<typeof insertDaytonaSandbox>>;
@@ -148,6 +163,60 @@ export async function createRoute(app: FastifyInstance, ctx: DaytonaContext): Pr
     ctx.events.created(row, requestOrigin(req), sb);
     return fullDto(req, row, sb);
   });
+}
+
+/**
+ * The template a `snapshot` names: the caller's Daytona snapshot of that name or id (which
+ * must be active), else a dnah template of that name (`base`, one of the key's own).
+ */
+async function snapshotTemplate(
+  ctx: DaytonaContext,
+  keyId: string,
+  owner: string,
+  snapshot: string,
+): Promise<{ snapshot: string; templateId: string }> {
+  const found = await findSnapshot(ctx.db, owner, snapshot);
+  if (found === undefined) return { snapshot, templateId: snapshot };
+  const row = await current(ctx, found, keyId);
+  if (row.state !== "active") throw new InvalidArgumentError(`Snapshot ${snapshot} is ${row.state}`);
+  await touchSnapshot(ctx.db, row.id);
+  return { snapshot: row.name, templateId: row.template_id };
+}
+
+/**
+ * `buildInfo` (`daytona.create({image})`): the image is built as a template of the key's
+ * named by its Dockerfile and contexts (equal images share it, so a second create is a cache
+ * hit) and the create waits for the build. The sandbox is answered `started` once built and
+ * running (no `pending_build` phase: the SDK then just waits; `GET
+ * /sandbox/{id}/build-logs-url` gives the build's log afterwards). A failed build is a 400
+ * with the build's reason.
+ */
+async function builtImage(
+  ctx: DaytonaContext,
+  keyId: string,
+  owner: string,
+  info: BuildInfo,
+  signal: AbortSignal,
+): Promise<{ snapshot: string; templateId: string }> {
+  const templateId = imageTemplateId(keyId, info);
+  let template: Template | undefined;
+  try {
+    template = await getTemplate(ctx.deps, templateId, { owner: keyId, signal });
+  } catch (err) {
+    if (!(err instanceof GatewayError && err.kind === "not_found")) throw err;
+  }
+  if (template?.status === "ready") return { snapshot: templateId, templateId };
+  const buildId =
+    template?.status === "building"
+      ? template.latestBuildId
+      : (await startBuild(ctx, keyId, owner, templateId, info, { cpu: 0, memoryMib: 0 }, signal)).build!
+          .buildId;
+  const build = await waitForBuild(ctx, keyId, templateId, buildId, signal);
+  if (build.status !== TemplateBuildStatus.READY)
+    throw new InvalidArgumentError(
+      `the image build failed (build_failed): ${build.reason || "unknown reason"}`,
+    );
+  return { snapshot: templateId, templateId };
 }
 
 async function discard(ctx: DaytonaContext, sandboxId: string): Promise<void> {

@@ -16,6 +16,8 @@ import { adoptE2bSandbox } from "../adopt.js";
 import { e2bBody, optBool, optInt32 } from "../body.js";
 import type { E2bContext } from "../context.js";
 import { refuseMemoryless } from "../lifecycle.js";
+import { e2bTags } from "../template-db.js";
+import { DEFAULT_TAG } from "../template-steps.js";
 import { DEFAULT_TIMEOUT_S, sandboxJson } from "../views.js";
 
 /**
@@ -41,7 +43,8 @@ export async function createRoute(app: FastifyInstance, ctx: E2bContext): Promis
       refuseAutoResume(body.autoResume);
       const { sandbox, proofToken } = await createOrRestore(
         ctx,
-        templateId,
+        await resolveTemplateRef(ctx, templateId),
+        req.apiKeyId,
         optStringMap(body, "metadata") ?? {},
         optStringMap(body, "envVars") ?? {},
       );
@@ -71,6 +74,7 @@ function refuseAutoResume(v: unknown): void {
 async function createOrRestore(
   ctx: E2bContext,
   templateId: string,
+  owner: string,
   metadata: Record<string, string>,
   envVars: Record<string, string>,
 ): Promise<{ sandbox: Sandbox; proofToken?: string }> {
@@ -78,6 +82,7 @@ async function createOrRestore(
     const res = await createSandbox(
       ctx.deps,
       create(CreateSandboxRequestSchema, { templateId, metadata, envVars }),
+      { owner },
     );
     return { sandbox: res.sandbox! };
   } catch (err) {
@@ -102,4 +107,16 @@ async function findSnapshot(ctx: E2bContext, idOrName: string): Promise<Snapshot
     if (err instanceof SnapshotNotFoundError || err instanceof InvalidArgumentError) return undefined;
     throw err;
   }
+}
+
+/**
+ * `name:tag` (E2B's template reference) is the template `name` when it has that tag (`default`
+ * always); anything else is looked up as it is (a template id or alias, or a snapshot).
+ */
+async function resolveTemplateRef(ctx: E2bContext, ref: string): Promise<string> {
+  const m = /^([a-z0-9][a-z0-9._-]{0,62}):([a-z0-9][a-z0-9._-]{0,62})$/.exec(ref.toLowerCase());
+  if (m === null) return ref;
+  const [, name, tag] = m as unknown as [string, string, string];
+  if (tag === DEFAULT_TAG || (await e2bTags(ctx.db, name)).some((t) => t.tag === tag)) return name;
+  return ref;
 }

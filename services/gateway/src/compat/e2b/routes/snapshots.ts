@@ -5,15 +5,19 @@ import {
   ListSnapshotsRequestSchema,
   SnapshotSandboxRequestSchema,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
+import type { Template } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { FastifyInstance } from "fastify";
-import { InvalidArgumentError, SnapshotNotFoundError } from "../../../errors.js";
+import { GatewayError, InvalidArgumentError, SnapshotNotFoundError } from "../../../errors.js";
 import { optString } from "../../../rest/body.js";
 import { deleteSnapshot } from "../../../rpc/delete-snapshot.js";
+import { deleteTemplate } from "../../../rpc/delete-template.js";
+import { getTemplate } from "../../../rpc/get-template.js";
 import { listSnapshots } from "../../../rpc/list-snapshots.js";
 import { snapshotSandbox } from "../../../rpc/snapshot-sandbox.js";
 import { e2bBody } from "../body.js";
 import type { E2bContext } from "../context.js";
 import { pageSnapshots, parseSnapshotQuery } from "../snapshot-query.js";
+import { forgetE2bTemplate } from "../template-db.js";
 import { snapshotInfoJson } from "../views.js";
 
 /**
@@ -63,11 +67,30 @@ export async function snapshotRoutes(app: FastifyInstance, ctx: E2bContext): Pro
       try {
         await deleteSnapshot(ctx.deps, create(DeleteSnapshotRequestSchema, { snapshotId }));
       } catch (err) {
-        // Not even spelled like a snapshot id: as unknown as a missing one (the SDK's `false`).
-        if (err instanceof InvalidArgumentError) throw new SnapshotNotFoundError(snapshotId, { cause: err });
-        throw err;
+        if (!(err instanceof SnapshotNotFoundError) && !(err instanceof InvalidArgumentError)) throw err;
+        // Not a snapshot: one of the caller's templates (E2B's templates and snapshots share
+        // this route). Neither: as unknown as a missing snapshot (the SDK's `false`).
+        if (!(await deleteOwnTemplate(ctx, snapshotId, req.apiKeyId)))
+          throw err instanceof SnapshotNotFoundError
+            ? err
+            : new SnapshotNotFoundError(snapshotId, { cause: err });
       }
       return reply.code(204).send();
     },
   );
+}
+
+/** Deletes the caller's template `id` (and its E2B tags); false when it has none of that name. */
+async function deleteOwnTemplate(ctx: E2bContext, id: string, owner: string): Promise<boolean> {
+  let t: Template;
+  try {
+    t = await getTemplate(ctx.deps, id, { owner });
+  } catch (err) {
+    if (err instanceof GatewayError && err.kind === "not_found") return false;
+    throw err;
+  }
+  if (t.owner !== owner) return false;
+  await deleteTemplate(ctx.deps, t.templateId, { owner });
+  await forgetE2bTemplate(ctx.db, t.templateId);
+  return true;
 }

@@ -1,0 +1,82 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import type { BuildTemplateRequest, BuildTemplateResponseSchema } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { VmmContext } from "../context.js";
+import { InvalidArgumentError } from "../domain/errors.js";
+import type { BuildResult } from "../template/builder.js";
+import { checkSteps } from "../template/steps.js";
+
+type Message = MessageInitShape<typeof BuildTemplateResponseSchema>;
+
+const TEMPLATE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/**
+ * Builds a template on this host and streams its log; the last message carries the result.
+ * The caller going away (or cancelling) aborts the build: the running step is killed and its
+ * half layer removed.
+ */
+export async function* buildTemplate(
+  ctx: VmmContext,
+  req: BuildTemplateRequest,
+  signal: AbortSignal,
+): AsyncGenerator<Message> {
+  if (!TEMPLATE_ID.test(req.templateId))
+    throw new InvalidArgumentError(`invalid template id ${JSON.stringify(req.templateId)}`);
+  const files = new Map(Object.entries(req.files));
+  const steps = checkSteps(req.steps, new Set(files.keys()));
+  const pending: Message[] = [];
+  let wake: (() => void) | undefined;
+  let outcome: { ok: BuildResult } | { err: unknown } | undefined;
+  ctx.templates
+    .build(
+      {
+        templateId: req.templateId,
+        baseTemplateId: req.baseTemplateId || "base",
+        steps,
+        ...(req.start ? { start: req.start } : {}),
+        files,
+        force: req.force,
+      },
+      (level, message) => {
+        pending.push({ log: { at: timestampNow(), level, message } });
+        wake?.();
+      },
+      signal,
+    )
+    .then(
+      (ok) => {
+        outcome = { ok };
+      },
+      (err: unknown) => {
+        outcome = { err };
+      },
+    )
+    .finally(() => wake?.());
+  for (;;) {
+    while (pending.length > 0) yield pending.shift()!;
+    if (outcome) break;
+    await new Promise<void>((r) => {
+      wake = r;
+    });
+    wake = undefined;
+  }
+  while (pending.length > 0) yield pending.shift()!;
+  if ("err" in outcome) {
+    ctx.logger.warn(
+      { template: req.templateId, err: (outcome.err as Error).message },
+      "template build failed",
+    );
+    throw outcome.err;
+  }
+  const r = outcome.ok;
+  ctx.logger.info({ template: req.templateId, ...r }, "template built");
+  yield {
+    result: {
+      buildKey: r.buildKey,
+      cachedSteps: r.cachedSteps,
+      builtSteps: r.builtSteps,
+      sizeBytes: BigInt(r.sizeBytes),
+      durationMs: r.durationMs,
+    },
+  };
+}
