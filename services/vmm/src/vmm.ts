@@ -111,6 +111,9 @@ export async function createVmm(cfg: VmmConfig, logger: Logger, overrides: VmmOv
       const reclaimed = await runtime.reclaimOrphans(new Set());
       if (reclaimed.length > 0)
         logger.warn({ count: reclaimed.length }, "removed sandboxes left by an earlier run");
+      const staleSteps = await ctx.templates.removeStale();
+      if (staleSteps.length > 0)
+        logger.warn({ folders: staleSteps }, "removed template build steps an earlier run left");
       const partial = await snapshots.removePartial();
       if (partial.length > 0)
         logger.warn({ folders: partial }, "removed snapshot folders an earlier run left half-written");

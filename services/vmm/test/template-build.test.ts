@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { createServiceClient, silentLogger } from "@dnah/platform";
+import { createLogger, createServiceClient, silentLogger } from "@dnah/platform";
 import type { BuildTemplateRequestSchema } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { TemplateStepKind, VmmService } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { Process } from "@dnah/proto/process/process_pb";
@@ -94,7 +94,8 @@ describe("vmm BuildTemplate (jail)", () => {
 
   before(async () => {
     mkdirSync(cacheDir, { recursive: true });
-    for (const e of readdirSync(realCache)) symlinkSync(join(realCache, e), join(cacheDir, e));
+    for (const e of readdirSync(realCache))
+      if (e !== "layers" && e !== "user-templates") symlinkSync(join(realCache, e), join(cacheDir, e));
     mkdirSync(join(ctxDir, "site"), { recursive: true });
     writeFileSync(join(ctxDir, "site", "index.html"), `<h1>${suffix}</h1>\n`);
     execFileSync("tar", ["-czf", `${ctxDir}.tgz`, "-C", ctxDir, "site"]);
@@ -108,7 +109,7 @@ describe("vmm BuildTemplate (jail)", () => {
         DNAH_CGROUP_PARENT: `dnah-vmm-tpl-${suffix}`,
         DNAH_VMM_CAPACITY: "4",
       }),
-      silentLogger(),
+      process.env.DNAH_TEST_LOG ? createLogger("vmm", { level: "error" }) : silentLogger(),
     );
     client = createServiceClient(VmmService, await vmm.start());
   });

@@ -32,14 +32,17 @@ export async function bringUp(ctx: VmmContext, vm: RunningVm, opts: BringUp): Pr
     if (init.status >= 300)
       throw new GuestUnavailableError(`agent refused /init: ${init.status} ${init.body}`);
     const start = opts.start;
-    if (start?.readyPort !== undefined) {
+    if (start && (start.readyPort !== undefined || start.readyCommand !== undefined)) {
       // The agent runs the template's start command from its boot on; the sandbox is
-      // handed out (or pooled) only once that command serves, within a boot-timeout window
-      // of its own.
+      // handed out (or pooled) only once that command serves (its port accepts, or its ready
+      // command exits 0), within a boot-timeout window of its own.
       const readyStarted = performance.now();
-      await waitForGuestPort(vm.vsockPath, start.readyPort, ctx.cfg.bootTimeoutMs, () =>
-        ctx.runtime.isRunning(id),
-      ).catch(async (err: Error) => {
+      const alive = () => ctx.runtime.isRunning(id);
+      const ready =
+        start.readyPort !== undefined
+          ? waitForGuestPort(vm.vsockPath, start.readyPort, ctx.cfg.bootTimeoutMs, alive)
+          : waitForReadyCommand(vm.vsockPath, start.readyCommand!, start.user, ctx.cfg.bootTimeoutMs, alive);
+      await ready.catch(async (err: Error) => {
         const output = await startLogTail(vm.vsockPath);
         ctx.logger.warn(
           { "sandbox.id": id, command: start.command, output },
@@ -54,21 +57,6 @@ export async function bringUp(ctx: VmmContext, vm: RunningVm, opts: BringUp): Pr
         { "sandbox.id": id, readyMs: Math.round(performance.now() - readyStarted) },
         "start command ready",
       );
-    }
-    if (start?.readyCommand !== undefined) {
-      const readyCommand = start.readyCommand;
-      await waitForReadyCommand(vm.vsockPath, readyCommand, start.user, ctx.cfg.bootTimeoutMs, () =>
-        ctx.runtime.isRunning(id),
-      ).catch(async (err: Error) => {
-        const output = await startLogTail(vm.vsockPath);
-        ctx.logger.warn(
-          { "sandbox.id": id, command: start.command, output },
-          "start command never got ready",
-        );
-        throw new GuestUnavailableError(`template '${opts.templateId}' is not ready: ${err.message}`, {
-          cause: err,
-        });
-      });
     }
     if (opts.background) {
       // Nobody waits for a warm-pool boot: spend the time warming the agent up.

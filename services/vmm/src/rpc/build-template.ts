@@ -5,6 +5,7 @@ import type { VmmContext } from "../context.js";
 import { InvalidArgumentError } from "../domain/errors.js";
 import type { BuildResult } from "../template/builder.js";
 import { checkSteps } from "../template/steps.js";
+import { streamWhile } from "./stream-while.js";
 
 type Message = MessageInitShape<typeof BuildTemplateResponseSchema>;
 
@@ -24,51 +25,26 @@ export async function* buildTemplate(
     throw new InvalidArgumentError(`invalid template id ${JSON.stringify(req.templateId)}`);
   const files = new Map(Object.entries(req.files));
   const steps = checkSteps(req.steps, new Set(files.keys()));
-  const pending: Message[] = [];
-  let wake: (() => void) | undefined;
-  let outcome: { ok: BuildResult } | { err: unknown } | undefined;
-  ctx.templates
-    .build(
-      {
-        templateId: req.templateId,
-        baseTemplateId: req.baseTemplateId || "base",
-        steps,
-        ...(req.start ? { start: req.start } : {}),
-        files,
-        force: req.force,
-      },
-      (level, message) => {
-        pending.push({ log: { at: timestampNow(), level, message } });
-        wake?.();
-      },
-      signal,
-    )
-    .then(
-      (ok) => {
-        outcome = { ok };
-      },
-      (err: unknown) => {
-        outcome = { err };
-      },
-    )
-    .finally(() => wake?.());
-  for (;;) {
-    while (pending.length > 0) yield pending.shift()!;
-    if (outcome) break;
-    await new Promise<void>((r) => {
-      wake = r;
-    });
-    wake = undefined;
-  }
-  while (pending.length > 0) yield pending.shift()!;
-  if ("err" in outcome) {
-    ctx.logger.warn(
-      { template: req.templateId, err: (outcome.err as Error).message },
-      "template build failed",
+  let r: BuildResult;
+  try {
+    r = yield* streamWhile<Message, BuildResult>((push) =>
+      ctx.templates.build(
+        {
+          templateId: req.templateId,
+          baseTemplateId: req.baseTemplateId || "base",
+          steps,
+          ...(req.start ? { start: req.start } : {}),
+          files,
+          force: req.force,
+        },
+        (level, message) => push({ log: { at: timestampNow(), level, message } }),
+        signal,
+      ),
     );
-    throw outcome.err;
+  } catch (err) {
+    ctx.logger.warn({ template: req.templateId, err: (err as Error).message }, "template build failed");
+    throw err;
   }
-  const r = outcome.ok;
   ctx.logger.info({ template: req.templateId, ...r }, "template built");
   yield {
     result: {

@@ -6,6 +6,7 @@ import type {
 import type { VmmContext } from "../context.js";
 import { checkSnapshotId } from "../domain/errors.js";
 import type { CopyResult } from "../snapshot/archive.js";
+import { streamWhile } from "./stream-while.js";
 
 type Message = MessageInitShape<typeof UnarchiveSnapshotResponseSchema>;
 
@@ -21,37 +22,16 @@ export async function* unarchiveSnapshot(
   req: UnarchiveSnapshotRequest,
 ): AsyncGenerator<Message> {
   const id = checkSnapshotId(req.snapshotId);
-  const pending: Message[] = [];
-  let wake: (() => void) | undefined;
-  let outcome: { ok: CopyResult } | { err: unknown } | undefined;
-  ctx.archives
-    .unarchive(id, req.archiveUri, (copied, total) => {
-      pending.push({ copiedBytes: BigInt(copied), totalBytes: BigInt(total) });
-      wake?.();
-    })
-    .then(
-      (ok) => {
-        outcome = { ok };
-      },
-      (err: unknown) => {
-        outcome = { err };
-      },
-    )
-    .finally(() => wake?.());
-  for (;;) {
-    while (pending.length > 0) yield pending.shift()!;
-    if (outcome !== undefined) break;
-    await new Promise<void>((resolve) => {
-      wake = resolve;
-    });
-    wake = undefined;
-  }
-  if ("err" in outcome) throw outcome.err;
-  const size = BigInt(outcome.ok.sizeBytes);
+  const copied: CopyResult = yield* streamWhile<Message, CopyResult>((push) =>
+    ctx.archives.unarchive(id, req.archiveUri, (copiedBytes, total) =>
+      push({ copiedBytes: BigInt(copiedBytes), totalBytes: BigInt(total) }),
+    ),
+  );
+  const size = BigInt(copied.sizeBytes);
   yield {
     done: true,
     sizeBytes: size,
-    durationMs: outcome.ok.durationMs,
+    durationMs: copied.durationMs,
     copiedBytes: size,
     totalBytes: size,
   };

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { TemplateStepKind } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
@@ -94,6 +94,24 @@ export class TemplateBuilder {
   private readonly building = new Map<string, Promise<void>>();
 
   constructor(private readonly opts: BuilderOptions) {}
+
+  /**
+   * Removes step folders a killed build left (`layers/.tmp-*`) once they are older than a
+   * step may run: younger ones may belong to another vmm sharing this cache. Returns them.
+   */
+  async removeStale(now = Date.now()): Promise<string[]> {
+    const dir = layersDir(this.opts.cacheDir);
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const removed: string[] = [];
+    for (const n of names.filter((x) => x.startsWith(".tmp-"))) {
+      const st = await stat(join(dir, n)).catch(() => undefined);
+      if (!st || now - st.mtimeMs < this.opts.stepTimeoutMs + 60_000) continue;
+      await unmount(join(dir, n, "merged")).catch(() => {});
+      await rm(join(dir, n), { recursive: true, force: true }).catch(() => {});
+      removed.push(n);
+    }
+    return removed;
+  }
 
   async build(req: BuildRequest, log: BuildLog, signal: AbortSignal): Promise<BuildResult> {
     const started = performance.now();
