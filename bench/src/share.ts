@@ -127,7 +127,8 @@ export async function shareBenchMain(env: NodeJS.ProcessEnv): Promise<void> {
     });
     if (r.status !== 201) throw new Error(`create: ${r.status} ${await r.text()}`);
     id = ((await r.json()) as { sandboxId: string }).sandboxId;
-    const shareDir = join(stateDir, "sandboxes", id, "share");
+    // The jail's share is a filesystem of its own (sized by DNAH_SHARE_QUOTA_BYTES).
+    const shareDir = join(stateDir, "sandboxes", id, "sharefs", "share");
     const hopDir = join(stateDir, "hop-floor");
     mkdirSync(hopDir, { recursive: true });
     const hop = await startFloorServer(hopDir);

@@ -260,7 +260,7 @@ export async function dropArchive(
 }
 
 export async function deleteVm(ctx: Context, row: Pick<SandboxRow, "id" | "vmmUrl">): Promise<void> {
-  await ctx.vmm(row.vmmUrl).deleteVm({ sandboxId: row.id }, { timeoutMs: ctx.cfg.vmmCallTimeoutMs });
+  await ctx.vmm(row.vmmUrl).deleteVm({ sandboxId: row.id }, { timeoutMs: ctx.cfg.vmDeleteTimeoutMs });
 }
 
 /** The Connect code name of an upstream failure, safe to show to callers. */

@@ -99,7 +99,7 @@ describe("scheduler lifecycle reaper", () => {
   const kinds = async (sandboxId: string, actor?: string) =>
     (await events(sandboxId)).filter((e) => actor === undefined || e.actor === actor).map((e) => e.kind);
   const vmOf = async (id: string) => (await vmmClient.listVms({})).vms.find((v) => v.sandboxId === id);
-  const shareFile = (id: string) => join(stateDir, "sandboxes", id, "share", "kept.txt");
+  const shareFile = (id: string) => join(stateDir, "sandboxes", id, "sharefs", "share", "kept.txt");
   const snapshotRows = async (sandboxId: string) =>
     (await db.query("SELECT id FROM snapshots WHERE sandbox_id = $1", [sandboxId])).rows.length;
   /** A sandbox's pause time by the database clock (what the rules count from). */

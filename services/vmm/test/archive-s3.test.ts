@@ -94,9 +94,9 @@ describe("vmm archive storage in an S3-compatible bucket", () => {
     client = createServiceClient(VmmService, await vmm.start());
     await client.createVm({ sandboxId: src, templateId: "base", cpuCount: 1, memoryMib: 256 });
     // 40 MiB in the share: share.tar goes up in 16 MiB multipart parts.
-    writeFileSync(`${stateDir}/sandboxes/${src}/share/big.bin`, randomBytes(40 * 1024 * 1024));
+    writeFileSync(`${stateDir}/sandboxes/${src}/sharefs/share/big.bin`, randomBytes(40 * 1024 * 1024));
     await snapshot("s3a");
-    rmSync(`${stateDir}/sandboxes/${src}/share/big.bin`);
+    rmSync(`${stateDir}/sandboxes/${src}/sharefs/share/big.bin`);
   });
   after(async () => {
     await vmm?.close();

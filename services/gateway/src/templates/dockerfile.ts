@@ -8,6 +8,7 @@ import {
   type Step,
   StepList,
   shellJoin,
+  TEMPLATE_NAME_RE,
   USER_NAME_RE,
 } from "./steps.js";
 
@@ -43,8 +44,6 @@ export interface ParsedDockerfile {
 }
 
 export const MAX_DOCKERFILE_BYTES = 256 * 1024;
-
-const TEMPLATE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
 /** The refusal for `FROM <registry image>`: dnah has no image store (yet). */
 export function registryImageMessage(image: string): string {

@@ -27,6 +27,8 @@ export interface Start {
 }
 
 export const SHA256_RE = /^[0-9a-f]{64}$/;
+/** A template name (its id) or alias, and an E2B tag: the scheduler's rule. */
+export const TEMPLATE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]{0,255}$/;
 /** User names, owners and modes as the vmm takes them. */
 export const USER_NAME_RE = /^[a-z_][a-z0-9_-]{0,31}$/;

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { TemplateStepKind } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
@@ -299,10 +299,13 @@ export class TemplateBuilder {
   ): Promise<void> {
     const id = randomBytes(6).toString("hex");
     const tmp = join(layersDir(this.opts.cacheDir), `.tmp-${key}-${id}`);
-    const upper = join(tmp, "fs");
-    const work = join(tmp, "work");
-    const merged = join(tmp, "merged");
-    await mkdir(upper, { recursive: true });
+    await mkdir(join(tmp, "fs"), { recursive: true });
+    // The mount table names resolved paths: with a cache folder behind a link, unmounting by
+    // the unresolved name would find nothing mounted and leave the overlay busy.
+    const real = await realpath(tmp);
+    const upper = join(real, "fs");
+    const work = join(real, "work");
+    const merged = join(real, "merged");
     await Promise.all([mkdir(work), mkdir(merged)]);
     let mounted = false;
     let net: VmNetwork | undefined;

@@ -1,7 +1,7 @@
 import { TemplateStepKind } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import { InvalidArgumentError } from "../../errors.js";
 import type { Json } from "../../rest/body.js";
-import { type Start, type Step, shellQuote } from "../../templates/steps.js";
+import { type Start, type Step, shellQuote, TEMPLATE_NAME_RE } from "../../templates/steps.js";
 
 /**
  * E2B's `Template` builder (v2 build system) as dnah template builds, pure. Spec:
@@ -260,7 +260,7 @@ export function parseTemplateName(raw: string): { name: string; tag: string | un
   const colon = s.indexOf(":");
   const name = colon < 0 ? s : s.slice(0, colon);
   const tag = colon < 0 ? undefined : s.slice(colon + 1);
-  if (!/^[a-z0-9][a-z0-9._-]{0,62}$/.test(name))
+  if (!TEMPLATE_NAME_RE.test(name))
     throw new InvalidArgumentError(
       `template name '${name.slice(0, 100)}' must be 1-63 of a-z, 0-9, '.', '_', '-' (starting with a letter or digit)`,
     );
@@ -269,7 +269,7 @@ export function parseTemplateName(raw: string): { name: string; tag: string | un
   return { name, tag };
 }
 
-export const TAG_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const TAG_RE = TEMPLATE_NAME_RE;
 export const DEFAULT_TAG = "default";
 
 /** The tags a build gets: the name's, then the list's, deduplicated; none → ["default"]. */

@@ -11,6 +11,7 @@ import { deleteTemplate } from "../../../rpc/delete-template.js";
 import { getTemplate } from "../../../rpc/get-template.js";
 import { getTemplateBuild } from "../../../rpc/get-template-build.js";
 import { isRegistryImage, registryImageMessage } from "../../../templates/dockerfile.js";
+import { TEMPLATE_NAME_RE } from "../../../templates/steps.js";
 import { daytonaBody, optInt, optStr } from "../body.js";
 import { type DaytonaContext, requestOrigin } from "../context.js";
 import { organizationIdOf } from "../dto.js";
@@ -29,7 +30,6 @@ import {
 /** Daytona's snapshot name rule (spec-daytona-image §3.1). */
 const DAYTONA_NAME_RE = /^[a-zA-Z0-9_.\-:]+(\/[a-zA-Z0-9_.\-:]+)*(@sha256:[a-f0-9]{64})?$/;
 /** A snapshot that is built is a dnah template of the same name, so it follows that rule too. */
-const TEMPLATE_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const MAX_LIMIT = 200;
 const DEFAULT_LIMIT = 100;
 const FOLLOW_POLL_MS = 500;

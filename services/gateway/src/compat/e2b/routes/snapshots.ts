@@ -14,6 +14,7 @@ import { deleteTemplate } from "../../../rpc/delete-template.js";
 import { getTemplate } from "../../../rpc/get-template.js";
 import { listSnapshots } from "../../../rpc/list-snapshots.js";
 import { snapshotSandbox } from "../../../rpc/snapshot-sandbox.js";
+import { TEMPLATE_NAME_RE } from "../../../templates/steps.js";
 import { e2bBody } from "../body.js";
 import type { E2bContext } from "../context.js";
 import { pageSnapshots, parseSnapshotQuery } from "../snapshot-query.js";
@@ -82,6 +83,7 @@ export async function snapshotRoutes(app: FastifyInstance, ctx: E2bContext): Pro
 
 /** Deletes the caller's template `id` (and its E2B tags); false when it has none of that name. */
 async function deleteOwnTemplate(ctx: E2bContext, id: string, owner: string): Promise<boolean> {
+  if (!TEMPLATE_NAME_RE.test(id)) return false;
   let t: Template;
   try {
     t = await getTemplate(ctx.deps, id, { owner });
