@@ -224,6 +224,110 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
     const ok = (status: number, want: number | number[], what: string) =>
       assert.ok((Array.isArray(want) ? want : [want]).includes(status), `${what}: status ${status}`);
 
+    const NO_SHA = "0".repeat(64);
+    /** The template routes of the three surfaces, each called once with input that builds nothing. */
+    const templateSteps = (): Record<string, Step> => {
+      const native = (method: string, path: string, want: number[], body?: string) => ({
+        run: async () =>
+          ok(
+            (await s.json(path, { method, ...(body !== undefined ? { body } : {}) })).status,
+            want,
+            `${method} ${path}`,
+          ),
+      });
+      const e2bT = (method: string, path: string, want: number[], body?: string) => ({
+        run: async () =>
+          ok(
+            (await e2bApi(path, { method, ...(body !== undefined ? { body } : {}) })).status,
+            want,
+            `e2b ${method} ${path}`,
+          ),
+      });
+      const dayT = (method: string, path: string, want: number[], body?: string) => ({
+        run: async () =>
+          ok(
+            (await dayApi(path, { method, ...(body !== undefined ? { body } : {}) })).status,
+            want,
+            `daytona ${method} ${path}`,
+          ),
+      });
+      return {
+        "POST /v1/templates": native("POST", "/v1/templates", [400], JSON.stringify({ name: "BAD NAME" })),
+        "GET /v1/templates": native("GET", "/v1/templates", [200]),
+        "GET /v1/templates/:id": native("GET", "/v1/templates/base", [200]),
+        "DELETE /v1/templates/:id": native("DELETE", "/v1/templates/no-such-template", [404]),
+        "POST /v1/templates/files/:sha256": native(
+          "POST",
+          `/v1/templates/files/${NO_SHA}`,
+          [400],
+          "not this",
+        ),
+        "GET /v1/templates/files/:sha256": native("GET", `/v1/templates/files/${NO_SHA}`, [404]),
+        "GET /v1/templates/:id/builds/:buildId": native("GET", "/v1/templates/base/builds/nope", [400, 404]),
+        "GET /v1/templates/:id/builds/:buildId/logs": native(
+          "GET",
+          "/v1/templates/base/builds/nope/logs",
+          [400, 404],
+        ),
+        "POST /v1/templates/:id/builds/:buildId/cancel": native(
+          "POST",
+          "/v1/templates/base/builds/nope/cancel",
+          [400, 404],
+        ),
+        "POST /v3/templates": e2bT("POST", "/v3/templates", [400], JSON.stringify({ name: "" })),
+        "POST /v2/templates/:templateId/builds/:buildId": e2bT(
+          "POST",
+          "/v2/templates/no-such/builds/nope",
+          [400, 404],
+          JSON.stringify({ steps: [] }),
+        ),
+        "GET /templates/:templateId/builds/:buildId/status": e2bT(
+          "GET",
+          "/templates/no-such/builds/nope/status",
+          [400, 404],
+        ),
+        "GET /templates/:templateId/files/:hash": e2bT(
+          "GET",
+          `/templates/no-such/files/${NO_SHA}`,
+          [400, 404],
+        ),
+        "PUT /templates/:templateId/files/:hash": e2bT(
+          "PUT",
+          `/templates/no-such/files/${NO_SHA}`,
+          [401, 403],
+          "x",
+        ),
+        "GET /templates/aliases/:alias": e2bT("GET", "/templates/aliases/no-such-template", [404]),
+        "POST /templates/tags": e2bT(
+          "POST",
+          "/templates/tags",
+          [400, 404],
+          JSON.stringify({ target: "no-such:x", tags: ["y"] }),
+        ),
+        "DELETE /templates/tags": e2bT(
+          "DELETE",
+          "/templates/tags",
+          [400, 404],
+          JSON.stringify({ name: "no-such", tags: ["y"] }),
+        ),
+        "GET /templates/:templateId/tags": e2bT("GET", "/templates/no-such/tags", [404]),
+        "GET /api/sandbox/:idOrName/build-logs-url": dayT("GET", "/sandbox/no-such/build-logs-url", [404]),
+        "GET /api/sandbox/:idOrName/build-logs": dayT("GET", "/sandbox/no-such/build-logs", [404]),
+        "POST /api/snapshots": dayT("POST", "/snapshots", [400], JSON.stringify({ name: "x" })),
+        "GET /api/snapshots": dayT("GET", "/snapshots", [200]),
+        "GET /api/snapshots/:id": dayT("GET", "/snapshots/no-such", [404]),
+        "DELETE /api/snapshots/:id": dayT("DELETE", "/snapshots/no-such", [404]),
+        "POST /api/snapshots/:id/activate": dayT("POST", "/snapshots/no-such/activate", [400, 404]),
+        "GET /api/snapshots/:id/build-logs-url": dayT("GET", "/snapshots/no-such/build-logs-url", [404]),
+        "GET /api/snapshots/:id/build-logs": dayT("GET", "/snapshots/no-such/build-logs", [404]),
+        "GET /api/object-storage/push-access": dayT("GET", "/object-storage/push-access", [200]),
+        "* /daytona-storage/*": {
+          run: async () =>
+            ok((await fetch(`${s.url}/daytona-storage/x`)).status, [400, 401, 403], "daytona storage"),
+        },
+      };
+    };
+
     /** One request per route. `target` is the sandbox a counted route must move. */
     interface Step {
       target?: string;
@@ -691,6 +795,9 @@ describe("lifecycle: presets, updates, events and activity tracking", () => {
         run: async () =>
           ok((await dayApi(`/sandbox/${day.id}/pause`, { method: "POST" })).status, [200, 201], "pause"),
       },
+      // Templates: none is about a sandbox, so none counts. Cheap calls (no build runs):
+      // unknown ids and bad input are enough to reach each route.
+      ...templateSteps(),
     };
 
     // The walk covers the table exactly.
