@@ -111,7 +111,7 @@ describe("MCP server with the official @modelcontextprotocol/sdk client", () => 
     const wire = wireProgress.get(client) ?? [];
     assert.equal(wire.join(""), logged.join(""), "a progress notification for every chunk");
     assert.deepEqual(progress, wire.slice(0, progress.length), "those the SDK delivered, in order");
-    assert.deepEqual(progress.join("").split("\n").sort(), ["", "one hi", "three", "two"]);
+    assert.deepEqual(wire.join("").split("\n").sort(), ["", "one hi", "three", "two"]);
     const failed = await call(client, "exec", { sandboxId: id, command: "exit 3" });
     assert.equal(failed.exitCode, 3);
 
