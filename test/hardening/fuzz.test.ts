@@ -363,8 +363,10 @@ describe("fuzz: bad input over every surface gets a clear 4xx; nothing dies", ()
       return { label: `${field} nested ${depth} deep`, req: json(t, `{"${field}":${nested}}`) };
     },
     "huge body": (t, r) => {
-      // Shares take large files by design (their own limit); envd has its own, larger, limit.
-      if (!hasBody(t) || t.path.includes("/share/") || t.surface === "envd") return undefined;
+      // Shares and template build contexts take large files by design (their own limits);
+      // envd has its own, larger, limit.
+      const ownLimit = t.path.includes("/share/") || /\/templates\/(files|[^/]+\/files)\//.test(t.path);
+      if (!hasBody(t) || ownLimit || t.surface === "envd") return undefined;
       // Connect reads bodies up to the larger of the two limits.
       const limit = isJsonRoute(t) && t.surface !== "connect" ? JSON_LIMIT : FILE_LIMIT;
       const size = limit + 1 + r.int(limit);

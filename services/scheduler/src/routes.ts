@@ -1,7 +1,7 @@
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import type { SchedulerService } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { Context } from "./context.js";
-import { toConnectError } from "./domain/errors.js";
+import { InvalidArgumentError, toConnectError } from "./domain/errors.js";
 import { archiveSandbox } from "./rpc/archive-sandbox.js";
 import { buildTemplate } from "./rpc/build-template.js";
 import { cancelTemplateBuild } from "./rpc/cancel-template-build.js";
@@ -32,12 +32,21 @@ import { setHostDraining } from "./rpc/set-host-draining.js";
 import { snapshotSandbox } from "./rpc/snapshot-sandbox.js";
 import { updateLifecycle } from "./rpc/update-lifecycle.js";
 
+/** Whether any string in a request message (nested messages, lists, maps) holds a NUL. */
+function holdsNul(v: unknown, depth = 0): boolean {
+  if (typeof v === "string") return v.includes("\0");
+  if (depth > 16 || v === null || typeof v !== "object" || v instanceof Uint8Array) return false;
+  return Object.values(v).some((x) => holdsNul(x, depth + 1));
+}
+
 /** Every SchedulerService RPC, each passing its errors through the one toConnectError. */
 export function createRoutes(ctx: Context): ServiceImpl<typeof SchedulerService> {
   const edge =
     <Req, Res>(rpc: string, fn: (ctx: Context, req: Req, call: HandlerContext) => Promise<Res>) =>
     async (req: Req, call: HandlerContext): Promise<Res> => {
       try {
+        // Postgres text cannot hold NUL: refuse it in any field before a query fails on it.
+        if (holdsNul(req)) throw new InvalidArgumentError("a text field contains a NUL character");
         return await fn(ctx, req, call);
       } catch (err) {
         throw toConnectError(err, ctx.logger, { rpc });

@@ -65,6 +65,8 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** The owner's snapshot by id or name. */
 export async function findSnapshot(db: Q, owner: string, idOrName: string): Promise<SnapshotRow | undefined> {
+  // Postgres text cannot hold NUL: such a name is no snapshot (asking would fail the query).
+  if (idOrName.includes("\0")) return undefined;
   const { rows } = await db.query<SnapshotRow>(
     UUID_RE.test(idOrName)
       ? `SELECT ${COLUMNS} FROM gateway_daytona_snapshots WHERE owner_sha256 = $1 AND (id::text = lower($2) OR name = $2)

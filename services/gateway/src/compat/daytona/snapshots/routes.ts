@@ -253,7 +253,7 @@ function notFound(idOrName: string): DaytonaHttpError {
 }
 
 async function owned(ctx: DaytonaContext, req: FastifyRequest, idOrName: string): Promise<SnapshotRow> {
-  if (idOrName === "" || idOrName.length > 255) throw notFound(idOrName);
+  if (idOrName === "" || idOrName.length > 255 || idOrName.includes("\0")) throw notFound(idOrName);
   const row = await findSnapshot(ctx.db, req.daytonaOwner, idOrName);
   if (row === undefined) throw notFound(idOrName);
   return row;
