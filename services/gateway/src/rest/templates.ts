@@ -1,5 +1,4 @@
 import { createHash } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { TemplateBuildStatus } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { FastifyInstance } from "fastify";
 import { GatewayError, InvalidArgumentError, PayloadTooLargeError, toErrorResponse } from "../errors.js";
@@ -7,7 +6,7 @@ import { buildTemplate, type TemplateBuildInput } from "../rpc/build-template.js
 import { cancelTemplateBuild } from "../rpc/cancel-template-build.js";
 import { deleteTemplate } from "../rpc/delete-template.js";
 import { getTemplate } from "../rpc/get-template.js";
-import { getTemplateBuild } from "../rpc/get-template-build.js";
+import { buildLogPages, getTemplateBuild } from "../rpc/get-template-build.js";
 import { hasTemplateFiles } from "../rpc/has-template-files.js";
 import { listTemplates } from "../rpc/list-templates.js";
 import { putTemplateFiles } from "../rpc/put-template-files.js";
@@ -20,7 +19,6 @@ import { START } from "./template-schemas.js";
 import { BUILD_STATUS_NAMES, buildJson, logJson, logText, templateJson } from "./template-views.js";
 
 /** How often a followed log asks the scheduler for new lines while the build runs. */
-const FOLLOW_POLL_MS = 500;
 
 const BODY_FIELDS = [
   "name",
@@ -351,7 +349,14 @@ export async function templateRoutes(
       const signal = abortOnDisconnect(reply);
       const call = { owner: req.apiKeyId, signal };
       const which = { templateId: req.params.id, buildId: req.params.buildId };
-      let page = await getTemplateBuild(deps, { ...which, logsOffset: uintQuery(req.query, "offset") }, call);
+      // The first page before the answer starts: an unknown build is still a plain 404.
+      const pages = buildLogPages(deps, which, uintQuery(req.query, "offset"), {
+        ...call,
+        follow,
+        running: (b) => b?.status === TemplateBuildStatus.BUILDING,
+        signal,
+      });
+      let step = await pages.next();
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, {
@@ -361,15 +366,9 @@ export async function templateRoutes(
         "x-request-id": req.requestId,
       });
       try {
-        for (;;) {
-          for (const l of page.logs) res.write(logText(l));
-          const building = page.build?.status === TemplateBuildStatus.BUILDING;
-          if (page.logs.length === 0 && (!building || !follow)) break;
-          if (page.logs.length === 0) await sleep(FOLLOW_POLL_MS, undefined, { signal });
-          page = await getTemplateBuild(deps, { ...which, logsOffset: page.nextLogsOffset }, call);
-        }
+        for (; !step.done; step = await pages.next()) for (const l of step.value.logs) res.write(logText(l));
         if (follow) {
-          const b = page.build!;
+          const b = step.value.build!;
           res.write(
             `dnah: build ${b.buildId} ${BUILD_STATUS_NAMES[b.status]}${b.reason ? `: ${b.reason}` : ""}\n`,
           );

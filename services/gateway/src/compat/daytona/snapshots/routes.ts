@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { TemplateBuildStatus } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
@@ -9,7 +8,7 @@ import { logText } from "../../../rest/template-views.js";
 import { cancelTemplateBuild } from "../../../rpc/cancel-template-build.js";
 import { deleteTemplate } from "../../../rpc/delete-template.js";
 import { getTemplate } from "../../../rpc/get-template.js";
-import { getTemplateBuild } from "../../../rpc/get-template-build.js";
+import { buildLogPages, getTemplateBuild } from "../../../rpc/get-template-build.js";
 import { isRegistryImage, registryImageMessage } from "../../../templates/dockerfile.js";
 import { TEMPLATE_NAME_RE } from "../../../templates/steps.js";
 import { daytonaBody, optInt, optStr } from "../body.js";
@@ -32,7 +31,6 @@ const DAYTONA_NAME_RE = /^[a-zA-Z0-9_.\-:]+(\/[a-zA-Z0-9_.\-:]+)*(@sha256:[a-f0-
 /** A snapshot that is built is a dnah template of the same name, so it follows that rule too. */
 const MAX_LIMIT = 200;
 const DEFAULT_LIMIT = 100;
-const FOLLOW_POLL_MS = 500;
 const DEFAULT_DISK_GIB = 10;
 
 type IdParams = { Params: { id: string } };
@@ -222,14 +220,10 @@ export async function streamBuildLog(
   }
   const call = { owner: req.daytonaKeyId, signal };
   try {
-    let page = await getTemplateBuild(ctx.deps, { ...build, logsOffset: 0 }, call);
-    for (;;) {
-      if (page.logs.length > 0) res.write(page.logs.map(logText).join(""));
-      if (page.logs.length === 0 && (!building(page.build) || !follow)) break;
-      if (page.logs.length === 0) await sleep(FOLLOW_POLL_MS, undefined, { signal });
-      page = await getTemplateBuild(ctx.deps, { ...build, logsOffset: page.nextLogsOffset }, call);
-    }
-    const b = page.build!;
+    const pages = buildLogPages(ctx.deps, build, 0, { ...call, follow, running: building, signal });
+    let step = await pages.next();
+    for (; !step.done; step = await pages.next()) res.write(step.value.logs.map(logText).join(""));
+    const b = step.value.build!;
     if (b.status === TemplateBuildStatus.ERROR || b.status === TemplateBuildStatus.CANCELLED)
       res.write(`ERROR: ${b.reason || "the build failed"}\n`);
   } catch (err) {
