@@ -87,6 +87,8 @@ describe("load: create / exec / files / delete at 50 and 200 in flight", () => {
     // 32, so the host offers what the largest batch asks for (the jail's limits are caps, not
     // reservations).
     const room = Math.max(SANDBOXES, ...CREATE_LEVELS) + 8;
+    // The stack's warnings (an `unavailable` answer logs its cause) explain a failure here.
+    process.env.DNAH_TEST_LOG ??= "warn";
     s = await startTestStack({
       DNAH_POOL_SIZE: "2",
       DNAH_VMM_CAPACITY: String(room),

@@ -93,6 +93,32 @@ export function dialTunnel(
   });
 }
 
+/** Pauses before the second and third tries of a dial that got no answer from the guest. */
+const DIAL_RETRY_DELAYS_MS = [50, 250];
+
+/**
+ * A dial whose failure is a 502 (the guest did not answer, or the vmm could not be reached)
+ * is tried again twice: no byte of the caller's request has gone anywhere yet, so even a
+ * non-idempotent call is safe, and a busy guest agent or vmm is often there a moment later.
+ * Other answers (404 unknown sandbox, 409 paused, 504 timed out) are final.
+ */
+async function dialRetrying(
+  vmmUrl: string,
+  sandboxId: string,
+  port: number,
+  opts: DialOptions,
+): Promise<Socket> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await dialTunnel(vmmUrl, sandboxId, port, opts);
+    } catch (err) {
+      const delay = DIAL_RETRY_DELAYS_MS[attempt];
+      if (delay === undefined || !(err instanceof TunnelError) || err.status !== 502) throw err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
 /**
  * An http.Agent whose connections are tunnels to one sandbox port, kept alive and reused, so
  * that HTTP clients (Connect transports, proxies) talk to the guest as if it were local.
@@ -109,7 +135,7 @@ export function createTunnelAgent(
     _options: unknown,
     callback: (err: Error | null, socket?: Socket) => void,
   ) => {
-    dialTunnel(vmmUrl, sandboxId, port, opts).then(
+    dialRetrying(vmmUrl, sandboxId, port, opts).then(
       (socket) => callback(null, socket),
       (err: Error) => callback(err),
     );

@@ -266,6 +266,9 @@ export function toConnectError(err: unknown, ctx: { logger: Logger; requestId: s
 }
 
 function messageFor(c: Classified, err: unknown, ctx: { logger: Logger; requestId: string }): string {
+  // What the caller cannot see: the transport failure behind an `unavailable`.
+  if (c.kind === "unavailable")
+    ctx.logger.warn({ requestId: ctx.requestId, cause: causeChain(err) }, c.message ?? "unavailable");
   if (c.message !== undefined) return c.message;
   ctx.logger.error({ err, requestId: ctx.requestId }, "internal error");
   return `internal error (request id ${ctx.requestId})`;
@@ -320,4 +323,12 @@ export function findCause<T>(err: unknown, match: (e: unknown) => e is T): T | u
 /** Echoed user input is cut so an error body stays small. */
 function shorten(s: string): string {
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;
+}
+
+/** The messages of an error and its causes, outermost first (for logs). */
+function causeChain(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 6; e = e.cause, depth++)
+    parts.push(e.message);
+  return parts.join(" <- ");
 }

@@ -384,7 +384,15 @@ describe("template builds (scheduler, real Postgres, vmm test doubles)", () => {
       { id: "h1", templates: ["base", "py"] },
       { id: "h2", templates: [] },
     ]);
-    // A heartbeat that no longer lists it (the host lost it): no host holds it.
+    // A heartbeat read before the build's last write lands after it: the host keeps it.
+    await client.heartbeat({ hostId: "h1", runningSandboxes: 0, templates: ["base"] });
+    const kept = await db.query<{ templates: string[] }>("SELECT templates FROM hosts WHERE id = 'h1'");
+    assert.deepEqual(kept.rows[0]?.templates.sort(), ["base", "py"]);
+    // A minute after the build, a heartbeat that no longer lists it (the host lost it): no
+    // host holds it.
+    await db.query(
+      "UPDATE template_builds SET finished_at = now() - interval '2 minutes' WHERE template_id = 'py'",
+    );
     await client.heartbeat({ hostId: "h1", runningSandboxes: 0, templates: ["base"] });
     await assert.rejects(
       client.createSandbox({ templateId: "py", owner: ALICE }),

@@ -263,7 +263,10 @@ export async function upsertHost(db: Queryable, h: HostRegistration): Promise<vo
 /**
  * Marks a host alive. Returns undefined for an unknown host, else how long it had been silent
  * (by the database clock), so the caller can tell a host coming back. `report` updates what
- * it reported, when given.
+ * it reported, when given. A template whose build on this host finished in the last minute
+ * stays on its list: the vmm may have read its templates before that build's last write, and
+ * a heartbeat landing after the build was recorded would take it away until the next one
+ * (a create from the new template then found no host; seen in CI).
  */
 export async function heartbeat(
   db: Queryable,
@@ -274,7 +277,11 @@ export async function heartbeat(
   const { rows } = await db.query<{ silent_ms: number }>(
     `WITH prev AS (SELECT id, last_heartbeat FROM hosts WHERE id = $1 FOR UPDATE)
      UPDATE hosts h SET last_heartbeat = now(), running = $2,
-       disk_free_mib = COALESCE($3, h.disk_free_mib), templates = COALESCE($4, h.templates)
+       disk_free_mib = COALESCE($3, h.disk_free_mib),
+       templates = CASE WHEN $4::text[] IS NULL THEN h.templates ELSE ARRAY(
+         SELECT unnest($4::text[]) UNION
+         SELECT b.template_id FROM template_builds b JOIN templates t ON t.ready_build_id = b.id
+         WHERE b.host_id = h.id AND b.finished_at > now() - interval '60 seconds') END
      FROM prev WHERE h.id = prev.id
      RETURNING (extract(epoch FROM now() - prev.last_heartbeat) * 1000)::float8 AS silent_ms`,
     [hostId, running, report.diskFreeMib ?? null, report.templates ?? null],

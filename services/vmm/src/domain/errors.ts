@@ -59,6 +59,21 @@ export class VmImageMissingError extends Error {
   }
 }
 
+/**
+ * A template built from steps could not be made into a microVM disk image (its layers
+ * flattened over its base's image). The message names the template and the short reason.
+ */
+export class TemplateImageError extends Error {
+  constructor(
+    readonly templateId: string,
+    why: string,
+    options?: ErrorOptions,
+  ) {
+    super(`template '${templateId}': cannot make its microVM disk image: ${why}`, options);
+    this.name = "TemplateImageError";
+  }
+}
+
 /** The guest did not come up or stopped answering. */
 export class GuestUnavailableError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -114,6 +129,8 @@ export function toConnectError(err: unknown): ConnectError {
     return new ConnectError(err.message, Code.NotFound);
   if (err instanceof VmImageMissingError) return new ConnectError(err.message, Code.FailedPrecondition);
   if (err instanceof SnapshotInvalidError) return new ConnectError(err.message, Code.FailedPrecondition);
+  if (err instanceof TemplateImageError)
+    return new ConnectError(err.message, isDiskFull(err) ? Code.ResourceExhausted : Code.FailedPrecondition);
   if (err instanceof VmExistsError || err instanceof SnapshotExistsError)
     return new ConnectError(err.message, Code.AlreadyExists);
   if (err instanceof HostFullError) return new ConnectError(err.message, Code.ResourceExhausted);

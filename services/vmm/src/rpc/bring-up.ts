@@ -1,6 +1,6 @@
 import type { VmmContext } from "../context.js";
-import { GuestUnavailableError, InvalidArgumentError } from "../domain/errors.js";
-import type { RunningVm, TemplateImage } from "../runtime/runtime.js";
+import { GuestUnavailableError } from "../domain/errors.js";
+import type { RunningVm } from "../runtime/runtime.js";
 import type { StartSpec } from "../template/recipes.js";
 import { agentRequest, waitForAgent, warmUp } from "../vsock/agent-http.js";
 import { waitForReadyCommand } from "../vsock/ready-command.js";
@@ -72,15 +72,4 @@ export async function bringUp(ctx: VmmContext, vm: RunningVm, opts: BringUp): Pr
       );
     throw err;
   }
-}
-
-/**
- * Templates built from steps are overlay layers: the jail mounts them directly; the VM
- * runtimes would need them flattened into a disk image, which is not built yet.
- */
-export function checkRuntimeTakes(ctx: VmmContext, template: TemplateImage): void {
-  if ((template.layers?.length ?? 0) > 0 && ctx.runtime.name !== "jail")
-    throw new InvalidArgumentError(
-      `template '${template.templateId}' was built from steps; the ${ctx.runtime.name} runtime cannot boot such templates yet (the jail runtime can)`,
-    );
 }

@@ -2,9 +2,10 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { BuildTemplateRequest, BuildTemplateResponseSchema } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
 import type { VmmContext } from "../context.js";
-import { InvalidArgumentError } from "../domain/errors.js";
-import type { BuildResult } from "../template/builder.js";
+import { InvalidArgumentError, TemplateNotFoundError } from "../domain/errors.js";
+import type { BuildLog, BuildResult } from "../template/builder.js";
 import { checkSteps } from "../template/steps.js";
+import { resolveTemplate } from "../template/user-templates.js";
 import { streamWhile } from "./stream-while.js";
 
 type Message = MessageInitShape<typeof BuildTemplateResponseSchema>;
@@ -14,7 +15,8 @@ const TEMPLATE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 /**
  * Builds a template on this host and streams its log; the last message carries the result.
  * The caller going away (or cancelling) aborts the build: the running step is killed and its
- * half layer removed.
+ * half layer removed. On a microVM host the build ends by flattening the template into its
+ * disk image (a failure there fails the build, naming the template).
  */
 export async function* buildTemplate(
   ctx: VmmContext,
@@ -27,8 +29,9 @@ export async function* buildTemplate(
   const steps = checkSteps(req.steps, new Set(files.keys()));
   let r: BuildResult;
   try {
-    r = yield* streamWhile<Message, BuildResult>((push) =>
-      ctx.templates.build(
+    r = yield* streamWhile<Message, BuildResult>(async (push) => {
+      const log: BuildLog = (level, message) => push({ log: { at: timestampNow(), level, message } });
+      const built = await ctx.templates.build(
         {
           templateId: req.templateId,
           baseTemplateId: req.baseTemplateId || "base",
@@ -37,10 +40,17 @@ export async function* buildTemplate(
           files,
           force: req.force,
         },
-        (level, message) => push({ log: { at: timestampNow(), level, message } }),
+        log,
         signal,
-      ),
-    );
+      );
+      signal.throwIfAborted();
+      // The last phase: what this host's runtime boots the template from (a microVM runtime
+      // flattens it into a disk image now rather than at its first boot; the jail skips it).
+      const resolved = await resolveTemplate(ctx.cfg.cacheDir, req.templateId, ctx.cfg.debianMirror);
+      if (!resolved) throw new TemplateNotFoundError(req.templateId);
+      await ctx.runtime.prepareTemplate(resolved.image, (line) => log("info", line));
+      return built;
+    });
   } catch (err) {
     ctx.logger.warn({ template: req.templateId, err: (err as Error).message }, "template build failed");
     throw err;

@@ -10,7 +10,7 @@ import {
   VmExistsError,
 } from "../domain/errors.js";
 import { resolveTemplate } from "../template/user-templates.js";
-import { bringUp, checkRuntimeTakes } from "./bring-up.js";
+import { bringUp } from "./bring-up.js";
 
 export async function createVm(
   ctx: VmmContext,
@@ -28,7 +28,6 @@ export async function createVm(
   );
   if (!resolved) throw new TemplateNotFoundError(req.templateId);
   const { image: template, start } = resolved;
-  checkRuntimeTakes(ctx, template);
   if (ctx.vms.has(id) || ctx.busy.has(id)) throw new VmExistsError(id);
   if (ctx.vms.size + ctx.busy.size >= ctx.cfg.capacitySandboxes)
     throw new HostFullError(ctx.cfg.capacitySandboxes);

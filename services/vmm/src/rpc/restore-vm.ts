@@ -12,7 +12,7 @@ import {
   VmExistsError,
 } from "../domain/errors.js";
 import { resolveTemplate } from "../template/user-templates.js";
-import { bringUp, checkRuntimeTakes } from "./bring-up.js";
+import { bringUp } from "./bring-up.js";
 
 /**
  * Starts a new sandbox from a stored snapshot. Every file is checked against the signed
@@ -49,7 +49,6 @@ export async function restoreVm(
       );
       if (!resolved) throw new TemplateNotFoundError(v.meta.templateId);
       const { image: template, start: startSpec } = resolved;
-      checkRuntimeTakes(ctx, template);
       const restored = await ctx.runtime.restore(
         {
           sandboxId: id,

@@ -9,6 +9,16 @@ export interface TemplateImage {
   readonly rootfsDir: string;
   /** Layers over rootfsDir, top first (templates built from steps); none for built-ins. */
   readonly layers?: readonly string[];
+  /** Set for templates built from steps: what they are made of, by key. */
+  readonly built?: BuiltFrom;
+}
+
+/** A template built from steps, by key: a microVM disk image of it must be made of exactly this. */
+export interface BuiltFrom {
+  /** The built-in template under the layers. */
+  readonly baseTemplateId: string;
+  /** Layer keys, bottom first (`layers` holds their folders, top first). */
+  readonly layerKeys: readonly string[];
 }
 
 export interface VmSpec {
@@ -69,6 +79,13 @@ export interface Runtime {
   readonly name: "jail" | "qemu" | "cloud-hypervisor";
   /** One sentence for operators: what isolates sandboxes from each other and the host. */
   readonly isolation: string;
+  /**
+   * Makes what the runtime boots `template` from beyond its folders, ahead of its first boot:
+   * a microVM runtime flattens a template built from steps into a disk image (`vm/flatten.ts`;
+   * a boot without one makes it first); the jail mounts layers as they are and makes nothing.
+   * `log` hears what is made and how long it took (the build log).
+   */
+  prepareTemplate(template: TemplateImage, log: (line: string) => void): Promise<void>;
   /** Starts the sandbox; resolves once its runtime process runs (not yet its agent). */
   start(spec: VmSpec): Promise<RunningVm>;
   /** Stops the sandbox and removes every process, mount, cgroup and folder it had. */

@@ -13,6 +13,7 @@ import { JailRuntime } from "./jail/jail.js";
 import { createQemuRuntime } from "./qemu/qemu.js";
 import type { Runtime } from "./runtime.js";
 import { shareFsMib } from "./share.js";
+import { VmImages } from "./vm/flatten.js";
 import { findVirtiofsd } from "./vm/virtiofsd.js";
 
 const run = promisify(execFile);
@@ -122,6 +123,7 @@ export async function selectRuntime(cfg: VmmConfig, logger: Logger): Promise<Run
       if (tooOld) throw new Error(`${binary}: ${tooOld}`);
       if (!parsed)
         logger.warn({ binary }, "cloud-hypervisor --version gave no version; checking at each vmm.ping");
+      const images = new VmImages({ cacheDir: cfg.cacheDir, hostPath: cfg.hostPath, logger });
       logger.info(
         {
           runtime: decision.name,
@@ -138,7 +140,7 @@ export async function selectRuntime(cfg: VmmConfig, logger: Logger): Promise<Run
         pidsMax: cfg.pidsMax,
         hostPath: cfg.hostPath,
         logger,
-        findImage: (t) => findChImage(cfg.cacheDir, t),
+        findImage: (t, log) => findChImage(images, t, log),
         egress: cfg.vmEgress,
         ...(virtiofsd ? { virtiofsd } : {}),
       });

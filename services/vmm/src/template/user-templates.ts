@@ -13,7 +13,10 @@ import type { StartSpec } from "./recipes.js";
  *   <cacheDir>/user-templates/<id>.json     the template: its base, layer keys, env, start
  *
  * A sandbox of such a template mounts the base template's rootfs with the layers over it, so
- * templates share their base and every cached step on disk.
+ * templates share their base and every cached step on disk. A microVM boots it from a disk
+ * image flattened from its base's image and its layers (`runtime/vm/flatten.ts`):
+ *
+ *   <cacheDir>/images/<id>/{<key>/, current}   as `dnah image build` leaves a built-in's
  */
 export interface UserTemplateRecord {
   readonly templateId: string;
@@ -122,6 +125,7 @@ export async function resolveTemplate(
       templateId,
       rootfsDir: base.rootfsDir,
       layers: [...rec.layers].reverse().map((k) => layerFsDir(cacheDir, k)),
+      built: { baseTemplateId: rec.baseTemplateId, layerKeys: rec.layers },
     },
     start: rec.start,
     env: rec.env,

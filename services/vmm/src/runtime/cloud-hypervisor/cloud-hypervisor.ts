@@ -80,8 +80,11 @@ export interface CloudHypervisorOptions {
   /** PATH for the host tools (ip, iptables, unshare, setpriv, qemu-img). */
   readonly hostPath: string;
   readonly logger: Logger;
-  /** The guest image of a template; throws when the template has none. */
-  findImage(template: TemplateImage): Promise<VmImage>;
+  /**
+   * The guest image of a template, made first for a template built from steps (`log` hears
+   * about it); throws when the template has none.
+   */
+  findImage(template: TemplateImage, log?: (line: string) => void): Promise<VmImage>;
   /** NAT to the outside world from the VM's network namespace (default true). */
   readonly egress?: boolean;
   /** virtiofsd for the host share at /mnt/dnah-share; none = no share. */
@@ -167,6 +170,10 @@ export class CloudHypervisorRuntime implements Runtime {
 
   private dirOf(id: string): string {
     return join(this.opts.stateDir, "sandboxes", id);
+  }
+
+  async prepareTemplate(template: TemplateImage, log: (line: string) => void): Promise<void> {
+    if (template.built) await this.opts.findImage(template, log);
   }
 
   async start(spec: VmSpec): Promise<RunningVm> {

@@ -139,6 +139,9 @@ export class JailRuntime implements Runtime {
     return join(this.opts.stateDir, "sandboxes", id);
   }
 
+  /** The jail mounts a template's layers as they are: there is nothing to make. */
+  async prepareTemplate(): Promise<void> {}
+
   start(spec: VmSpec): Promise<RunningVm> {
     return this.launch(spec, {});
   }

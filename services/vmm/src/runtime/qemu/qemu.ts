@@ -24,19 +24,19 @@ import type {
   Runtime,
   RuntimeSnapshot,
   SnapshotHooks,
+  TemplateImage,
   VmMetricsSample,
   VmSpec,
 } from "../runtime.js";
 import { createShareDir, shareFolder, shareFsMib } from "../share.js";
 import { type CowDisk, createCowDisk, diskAllocatedBytes, diskVirtualBytes } from "../vm/disk.js";
+import { VmImages } from "../vm/flatten.js";
 import { guestHostname, tellGuest } from "../vm/guest-control.js";
-import { findVmImage } from "../vm/image.js";
 import {
   createVmNetwork,
   guestNetCmdline,
   listVmNetworks,
   netnsName,
-  removeHostRulesIfIdle,
   removeVmNetwork,
   type VmNetwork,
 } from "../vm/network.js";
@@ -157,10 +157,13 @@ export class QemuRuntime implements Runtime {
   private readonly exitListeners: Array<(id: string, reason: string) => void> = [];
   private readonly ops = new KeyedSerial();
   private readonly env: Record<string, string>;
+  /** Template images, flattened here for templates built from steps. */
+  private readonly images: VmImages;
 
   constructor(private readonly opts: QemuOptions) {
     this.env = { PATH: opts.hostPath };
     this.pauseReleasesMemory = (opts.machine ?? "q35") === "q35" && opts.pauseMode !== "freeze";
+    this.images = new VmImages({ cacheDir: opts.cacheDir, hostPath: opts.hostPath, logger: opts.logger });
   }
 
   private dirOf(id: string): string {
@@ -185,6 +188,10 @@ export class QemuRuntime implements Runtime {
     return out;
   }
 
+  async prepareTemplate(template: TemplateImage, log: (line: string) => void): Promise<void> {
+    if (template.built) await this.images.find(template, log);
+  }
+
   start(spec: VmSpec): Promise<RunningVm> {
     return this.launch(spec, undefined);
   }
@@ -198,7 +205,8 @@ export class QemuRuntime implements Runtime {
     if (this.vms.has(id)) throw new VmExistsError(id);
     const dir = this.dirOf(id);
     if (existsSync(dir)) throw new VmExistsError(id);
-    const image = await findVmImage(this.opts.cacheDir, spec.template.templateId, spec.template.rootfsDir);
+    // A template built from steps with no (or a stale) disk image gets it made here first.
+    const image = await this.images.find(spec.template);
     const vsockBin = findVsockBackend(this.opts.cacheDir, this.opts.vsockBackend);
     const fsBin = findVirtiofsd(this.opts.virtiofsd);
     if (!vsockBin || !fsBin)
@@ -1002,7 +1010,6 @@ export class QemuRuntime implements Runtime {
         ),
       ),
     );
-    await removeHostRulesIfIdle(this.env);
     await removeCgroupParent(this.opts.cgroupParent);
     await rmdir(join(this.opts.stateDir, "sandboxes")).catch(() => {
       // not empty (sandboxes of another vmm) or never created

@@ -40,7 +40,12 @@ const MAX_SLOTS = 32_768;
 const BLOCKED = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"];
 
 const usedSlots = new Set<number>();
-/** The host-wide rules, added once per process (concurrent VM starts would add them twice). */
+/**
+ * The host-wide rules, added once per process (concurrent VM starts would add them twice).
+ * They are never taken away: they match only `dnv*` links and the veth range, so they do
+ * nothing on a host without VMs, and removing them when a vmm's last VM went raced with
+ * another vmm on the host starting one (it found them present, then lost them).
+ */
 let hostRules: Promise<void> | undefined;
 
 /** A slot whose host veth exists belongs to another vmm on this host (or a crash): skip it. */
@@ -110,17 +115,33 @@ async function ensureHostRules(env: Env): Promise<void> {
 }
 
 /**
- * Removes the host-wide rules once no VM network of any vmm is left on the host (no `dnv*`
- * link). IP forwarding stays on: other software may rely on it.
+ * Adds the host end of a VM's veth pair on a free slot. Another vmm on the host may take the
+ * same slot between the check and the add: the add then fails with "File exists", and the
+ * next free slot is tried.
  */
-export async function removeHostRulesIfIdle(env: Env): Promise<void> {
-  const links = await readdir("/sys/class/net").catch(() => [] as string[]);
-  if (links.some((l) => l.startsWith(HOST_VETH_PREFIX))) return;
-  hostRules = undefined;
-  for (const r of HOST_RULES)
-    await run("iptables", ["-w", "-t", r.table, "-D", ...r.rule], { env, timeout: 15_000 }).catch(() => {
-      // not there
-    });
+async function addVeth(env: Env, netns: string): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const slot = freeSlot();
+    usedSlots.add(slot);
+    try {
+      await sh(env, "ip", [
+        "link",
+        "add",
+        `${HOST_VETH_PREFIX}${slot}`,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        netns,
+      ]);
+      return slot;
+    } catch (err) {
+      usedSlots.delete(slot);
+      if (attempt >= 16 || !/File exists/i.test((err as Error).message)) throw err;
+    }
+  }
 }
 
 /** Creates the namespace, veth pair, TAP and filter rules of one VM. */
@@ -130,16 +151,15 @@ export async function createVmNetwork(
   egress: boolean,
   env: Env,
 ): Promise<VmNetwork> {
-  const slot = freeSlot();
-  usedSlots.add(slot);
   const netns = netnsName(scope, sandboxId);
-  const hostVeth = `${HOST_VETH_PREFIX}${slot}`;
-  const { host, ns } = vethAddresses(slot);
   const inNs = (cmd: string, ...args: string[]) => sh(env, "ip", ["netns", "exec", netns, cmd, ...args]);
+  let slot = -1;
   try {
     await sh(env, "ip", ["netns", "add", netns]);
     await inNs("ip", "link", "set", "lo", "up");
-    await sh(env, "ip", ["link", "add", hostVeth, "type", "veth", "peer", "name", "eth0", "netns", netns]);
+    slot = await addVeth(env, netns);
+    const hostVeth = `${HOST_VETH_PREFIX}${slot}`;
+    const { host, ns } = vethAddresses(slot);
     await sh(env, "ip", ["addr", "add", `${host}/31`, "dev", hostVeth]);
     await sh(env, "ip", ["link", "set", hostVeth, "up"]);
     await inNs("ip", "addr", "add", `${ns}/31`, "dev", "eth0");
