@@ -24,6 +24,11 @@ export interface GatewayConfig {
   fileLimitBytes: number;
   /** Exec: default process lifetime when the request gives none. */
   execTimeoutMs: number;
+  /**
+   * How long a create waits for the scheduler to place and boot the sandbox. A burst of creates
+   * on a small host queues for CPU: 200 at once on 2 cores need ~80 s for the last ones.
+   */
+  createTimeoutMs: number;
   /** Largest JSON request body on the REST routes. */
   jsonBodyLimitBytes: number;
   /** Largest template build context tar (POST /v1/templates/files/{sha256}); the scheduler's own limit should match. */
@@ -64,6 +69,7 @@ export const defaultConfig: Readonly<Omit<GatewayConfig, "schedulerUrl">> = Obje
   execOutputLimitBytes: 16 * MIB,
   fileLimitBytes: 100 * MIB,
   execTimeoutMs: 60_000,
+  createTimeoutMs: 60_000,
   jsonBodyLimitBytes: 1 * MIB,
   templateContextMaxBytes: 64 * MIB,
   shutdownTimeoutMs: 10_000,
@@ -109,6 +115,7 @@ export function configFromEnv(env: Env): Readonly<GatewayConfig> {
     execOutputLimitBytes: r.int("DNAH_EXEC_OUTPUT_LIMIT_BYTES", d.execOutputLimitBytes, 1024, 1024 * MIB),
     fileLimitBytes: r.int("DNAH_FILE_LIMIT_BYTES", d.fileLimitBytes, 1, 16 * 1024 * MIB),
     execTimeoutMs: r.int("DNAH_EXEC_TIMEOUT_MS", d.execTimeoutMs, 1, 0xffffffff),
+    createTimeoutMs: r.int("DNAH_CREATE_TIMEOUT_MS", d.createTimeoutMs, 1_000, 3_600_000),
     jsonBodyLimitBytes: r.int("DNAH_JSON_BODY_LIMIT_BYTES", d.jsonBodyLimitBytes, 1024, 1024 * MIB),
     templateContextMaxBytes: r.int(
       "DNAH_TEMPLATE_CONTEXT_MAX_BYTES",

@@ -118,6 +118,7 @@ export async function createGateway(cfg: Readonly<GatewayConfig>, deps: GatewayD
       execOutputLimitBytes: cfg.execOutputLimitBytes,
       fileLimitBytes: cfg.fileLimitBytes,
       execTimeoutMs: cfg.execTimeoutMs,
+      createTimeoutMs: cfg.createTimeoutMs,
     },
   };
 

@@ -16,6 +16,7 @@ describe("configFromEnv", () => {
     assert.equal(cfg.execOutputLimitBytes, 16 * 1024 * 1024);
     assert.equal(cfg.fileLimitBytes, 100 * 1024 * 1024);
     assert.equal(cfg.execTimeoutMs, 60_000);
+    assert.equal(cfg.createTimeoutMs, 60_000);
     assert.ok(Object.isFrozen(cfg));
   });
 
@@ -30,6 +31,7 @@ describe("configFromEnv", () => {
       DNAH_EXEC_OUTPUT_LIMIT_BYTES: "2048",
       DNAH_FILE_LIMIT_BYTES: "4096",
       DNAH_EXEC_TIMEOUT_MS: "1000",
+      DNAH_CREATE_TIMEOUT_MS: "180000",
       DNAH_ACTIVITY_FLUSH_MS: "250",
     });
     assert.deepEqual(
@@ -37,6 +39,7 @@ describe("configFromEnv", () => {
       ["127.0.0.1", 8080, "postgres://x@db/y", "gw", "k".repeat(20), "http://sched:3001"],
     );
     assert.deepEqual([cfg.execOutputLimitBytes, cfg.fileLimitBytes, cfg.execTimeoutMs], [2048, 4096, 1000]);
+    assert.equal(cfg.createTimeoutMs, 180_000);
     assert.equal(cfg.activityFlushMs, 250);
     assert.equal(configFromEnv({ DNAH_SCHEDULER_URL: "http://s" }).activityFlushMs, 2000);
   });

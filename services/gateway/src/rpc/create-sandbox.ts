@@ -5,7 +5,7 @@ import {
   CreateSandboxResponseSchema,
 } from "@dnah/proto/dnah/sandbox/v1/sandbox_pb";
 import { TemplateNotFoundError } from "../errors.js";
-import { fromScheduler, SCHEDULER_CREATE_TIMEOUT_MS } from "../sandbox/scheduler.js";
+import { fromScheduler } from "../sandbox/scheduler.js";
 import type { CallOptions, RpcDeps } from "./deps.js";
 import { schedulerLifecycleValues, toSandbox, toSchedulerLifecycleType } from "./sandbox-view.js";
 import { checkEnvVars, checkMetadata, checkTemplateId } from "./validate.js";
@@ -37,7 +37,7 @@ export async function createSandbox(
         ...schedulerLifecycleValues(req),
         owner: opts.owner ?? "",
       },
-      { timeoutMs: SCHEDULER_CREATE_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) },
+      { timeoutMs: deps.limits.createTimeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) },
     );
   } catch (err) {
     throw fromScheduler(err, (cause) => new TemplateNotFoundError(templateId, { cause }));

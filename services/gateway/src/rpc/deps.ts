@@ -9,6 +9,8 @@ export interface Limits {
   execOutputLimitBytes: number;
   fileLimitBytes: number;
   execTimeoutMs: number;
+  /** How long a create may wait for the scheduler (placement and boot). */
+  createTimeoutMs: number;
 }
 
 /** What every RPC function needs; built once by createGateway, shared by Connect and REST. */
