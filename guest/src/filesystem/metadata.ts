@@ -138,21 +138,31 @@ interface Answer {
   error?: string;
 }
 
-/** The xattr-backed store; the helper process starts on first use. */
+/** One helper process and the answers it still owes. */
+interface Helper {
+  readonly proc: ChildProcessWithoutNullStreams;
+  readonly pending: Map<number, (a: Answer) => void>;
+}
+
+/**
+ * The xattr-backed store; the helper process starts on first use. Each helper has its own
+ * pending answers: a helper stopped for idleness exits while its successor may already hold
+ * requests, and its exit must fail only its own (it used to fail the successor's too, so a
+ * file write racing an idle restart answered 500 "metadata helper exited"; seen under load).
+ */
 export function createXattrStore(pythonPath: string, log: Logger): MetadataStore {
-  let child: ChildProcessWithoutNullStreams | undefined;
+  let current: Helper | undefined;
   let nextId = 1;
   let broken = false;
   let idle: NodeJS.Timeout | undefined;
-  const pending = new Map<number, (a: Answer) => void>();
 
   const stop = (): void => {
-    child?.stdin.end();
-    child = undefined;
+    current?.proc.stdin.end();
+    current = undefined;
   };
 
-  const start = (): ChildProcessWithoutNullStreams | undefined => {
-    if (child) return child;
+  const start = (): Helper | undefined => {
+    if (current) return current;
     if (broken) return undefined;
     let proc: ChildProcessWithoutNullStreams;
     try {
@@ -162,6 +172,7 @@ export function createXattrStore(pythonPath: string, log: Logger): MetadataStore
       log.warn("file metadata unavailable: cannot start python3", { error: String(err) });
       return undefined;
     }
+    const helper: Helper = { proc, pending: new Map() };
     proc.on("error", (err) => {
       broken = true;
       log.warn("file metadata unavailable: cannot start python3", { error: err.message });
@@ -179,34 +190,33 @@ export function createXattrStore(pythonPath: string, log: Logger): MetadataStore
         log.warn("metadata helper sent a bad line", { line: line.slice(0, 200) });
         return;
       }
-      const resolve = pending.get(answer.id);
-      pending.delete(answer.id);
+      const resolve = helper.pending.get(answer.id);
+      helper.pending.delete(answer.id);
       resolve?.(answer);
     });
     proc.on("exit", (code, signal) => {
-      if (child === proc) child = undefined;
+      if (current === helper) current = undefined;
       if (code !== 0 || stderr !== "") {
         log.warn("metadata helper exited", { code, signal, stderr: stderr.trim() });
       }
-      for (const [id, resolve] of pending) {
-        pending.delete(id);
-        resolve({ id, error: "metadata helper exited" });
-      }
+      for (const [id, resolve] of helper.pending) resolve({ id, error: "metadata helper exited" });
+      helper.pending.clear();
     });
-    child = proc;
-    return proc;
+    current = helper;
+    return helper;
   };
 
   const call = (req: Record<string, unknown>): Promise<Answer> => {
-    const proc = start();
-    if (!proc) return Promise.resolve({ id: 0, unsupported: true, error: "metadata helper unavailable" });
+    const helper = start();
+    if (!helper) return Promise.resolve({ id: 0, unsupported: true, error: "metadata helper unavailable" });
     clearTimeout(idle);
     const id = nextId++;
     return new Promise<Answer>((resolve) => {
-      pending.set(id, resolve);
-      proc.stdin.write(`${JSON.stringify({ id, ...req })}\n`);
+      helper.pending.set(id, resolve);
+      helper.proc.stdin.write(`${JSON.stringify({ id, ...req })}\n`);
     }).finally(() => {
-      if (pending.size === 0) {
+      if (current === helper && helper.pending.size === 0) {
+        clearTimeout(idle);
         idle = setTimeout(stop, IDLE_MS);
         idle.unref();
       }
