@@ -1,3 +1,4 @@
+import type { ServerResponse } from "node:http";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import {
   type Template,
@@ -5,6 +6,7 @@ import {
   TemplateBuildStatus,
 } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb";
 import type { TemplateBuildLog } from "@dnah/proto/dnah/vmm/v1/vmm_pb";
+import type { FastifyReply } from "fastify";
 
 const iso = (t: Timestamp | undefined) => (t !== undefined ? timestampDate(t).toISOString() : null);
 const orNull = (s: string) => (s === "" ? null : s);
@@ -69,4 +71,20 @@ export function logJson(l: TemplateBuildLog) {
 /** One log line of the text/plain log. */
 export function logText(l: TemplateBuildLog): string {
   return l.level === "info" || l.level === "" ? `${l.message}\n` : `${l.level}: ${l.message}\n`;
+}
+
+/**
+ * Takes the answer over from Fastify and starts a text/plain build log (the native and the
+ * Daytona log routes); the caller writes `logText` lines and ends it.
+ */
+export function startLogText(reply: FastifyReply, requestId: string): ServerResponse {
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(200, {
+    "content-type": "text/plain; charset=utf-8",
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "x-request-id": requestId,
+  });
+  return res;
 }

@@ -16,7 +16,14 @@ import { type Json, objectBody, optString, optUint32, queryParam } from "./body.
 import { abortOnDisconnect, type RestOptions } from "./common.js";
 import { errorAnswers, jsonAnswer, jsonBody, listOf, noContent, objectOf, ref, str } from "./schemas.js";
 import { START } from "./template-schemas.js";
-import { BUILD_STATUS_NAMES, buildJson, logJson, logText, templateJson } from "./template-views.js";
+import {
+  BUILD_STATUS_NAMES,
+  buildJson,
+  logJson,
+  logText,
+  startLogText,
+  templateJson,
+} from "./template-views.js";
 
 /** How often a followed log asks the scheduler for new lines while the build runs. */
 
@@ -357,14 +364,7 @@ export async function templateRoutes(
         signal,
       });
       let step = await pages.next();
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        "content-type": "text/plain; charset=utf-8",
-        "cache-control": "no-store",
-        "x-content-type-options": "nosniff",
-        "x-request-id": req.requestId,
-      });
+      const res = startLogText(reply, req.requestId);
       try {
         for (; !step.done; step = await pages.next()) for (const l of step.value.logs) res.write(logText(l));
         if (follow) {

@@ -4,7 +4,7 @@ import { TemplateBuildStatus } from "@dnah/proto/dnah/scheduler/v1/scheduler_pb"
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { GatewayError, InvalidArgumentError, toErrorResponse } from "../../../errors.js";
 import { abortOnDisconnect } from "../../../rest/common.js";
-import { logText } from "../../../rest/template-views.js";
+import { logText, startLogText } from "../../../rest/template-views.js";
 import { cancelTemplateBuild } from "../../../rpc/cancel-template-build.js";
 import { deleteTemplate } from "../../../rpc/delete-template.js";
 import { getTemplate } from "../../../rpc/get-template.js";
@@ -206,14 +206,7 @@ export async function streamBuildLog(
   const q = (req.query ?? {}) as Record<string, string | undefined>;
   const follow = q.follow === "true";
   const signal = abortOnDisconnect(reply);
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    "content-type": "text/plain; charset=utf-8",
-    "cache-control": "no-store",
-    "x-content-type-options": "nosniff",
-    "x-request-id": req.requestId,
-  });
+  const res = startLogText(reply, req.requestId);
   if (build === undefined) {
     res.end(`${nothingBuilt}; nothing was built\n`);
     return;
